@@ -1,0 +1,413 @@
+"""``Feed``: the public entry point — one live feed, its engine and its windows.
+
+Two ways to run it:
+
+* asyncio: ``async with Feed(...) as feed: ...`` (or ``await feed.wait_closed()``);
+  everything (network, decoding, engine updates, ``on_update``) runs on the caller's
+  event loop.
+* background thread: ``feed.start()`` / ``feed.stop()`` for code that is not asyncio;
+  the feed runs its own event loop on a daemon thread.  Use ``copy=True`` reads (or
+  ``snapshot()``): they run on the feed's thread between messages, so they are
+  consistent.
+
+Zero-copy reads (``feed.window(60)``) return views into the engine's arrays. They are
+valid until the next update: read them inside ``on_update`` (asyncio or thread mode)
+or on the event loop between awaits; elsewhere ask for a copy.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import feeds as _feeds
+from ._ext.engine import Engine
+from .snapshot import snapshot_document, sync_engine_counters
+from .stats import Stats
+from .transport import Connection
+from .universe import Universe
+
+__all__ = ["Feed", "WindowFrame", "API_KEY_ENV", "ConfigurationError"]
+
+#: Environment variable holding each feed's API key.
+API_KEY_ENV = {"vantafin": "VANTAFIN_API_KEY", "sfox": "SFOX_API_KEY", "massive": "MASSIVE_API_KEY"}
+#: Topics subscribed when none are given (sFOX has no "all pairs" topic: it must be named).
+DEFAULT_TOPICS = {"vantafin": ("LS.*",), "massive": ("A.*",)}
+
+UpdateCallback = Callable[[np.ndarray, int], None]
+EventCallback = Callable[[str, dict], None]
+
+
+class ConfigurationError(ValueError):
+    """The feed cannot start as configured (unknown feed, missing key or topics)."""
+
+
+@dataclass(frozen=True)
+class WindowFrame:
+    """One window's columns for the instruments known so far (row ``i`` is ``symbols[i]``).
+
+    ``open/high/low/close/volume/vwap`` are float64, ``count`` int64, all of length
+    ``len(symbols)``.  From ``Feed.window(copy=False)`` they are views valid until the
+    next engine update; from ``copy=True`` they are the caller's own.
+    """
+
+    window: int
+    as_of: int | None
+    symbols: Sequence[str]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    vwap: np.ndarray
+    count: np.ndarray
+
+    def _columns(self) -> dict[str, Any]:
+        return {
+            "symbol": list(self.symbols),
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "volume": self.volume,
+            "vwap": self.vwap,
+            "count": self.count,
+        }
+
+    def to_pandas(self):
+        """A ``pandas.DataFrame`` indexed by symbol (needs ``pip install fastfeed[pandas]``)."""
+        pd = _optional("pandas", "pandas")
+        return pd.DataFrame(self._columns()).set_index("symbol")
+
+    def to_arrow(self):
+        """A ``pyarrow.Table`` (needs ``pip install fastfeed[arrow]``)."""
+        pa = _optional("pyarrow", "arrow")
+        return pa.table(self._columns())
+
+    def to_polars(self):
+        """A ``polars.DataFrame`` (needs ``pip install fastfeed[polars]``)."""
+        pl = _optional("polars", "polars")
+        return pl.DataFrame(self._columns())
+
+
+def _optional(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"{module} is not installed: pip install 'fastfeed[{extra}]' (or pip install {module})"
+        ) from None
+
+
+class Feed:
+    """A live feed rolled into OHLCV/VWAP windows.
+
+    :param feed: ``"vantafin"`` (stocks, ``LS.*``), ``"sfox"`` (crypto ticker) or
+        ``"massive"`` (Polygon/Massive per-second aggregates, ``A.*``).
+    :param url: WebSocket URL; default the vendor's real URL.
+    :param api_key: default from ``VANTAFIN_API_KEY`` / ``SFOX_API_KEY`` /
+        ``MASSIVE_API_KEY``.  Never printed, logged or stored.
+    :param subscribe: topics; default ``LS.*`` (Vantafin), ``A.*`` (Massive); required for sFOX.
+    :param windows: rolling windows in seconds.
+    :param depth: seconds of bars kept (default: the largest window).
+    :param capacity: most instruments the universe holds (rows preallocated).
+    :param on_update: ``on_update(rows, T)`` once per processed message that changed rows:
+        ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
+    :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
+    """
+
+    def __init__(
+        self,
+        feed: str = "vantafin",
+        url: str | None = None,
+        api_key: str | None = None,
+        subscribe: Iterable[str] | None = None,
+        windows: Sequence[int] = (60, 300, 900),
+        *,
+        depth: int | None = None,
+        capacity: int = 16384,
+        max_future_skew: float = 5.0,
+        on_update: UpdateCallback | None = None,
+        on_event: EventCallback | None = None,
+        ping_interval: float = 5.0,
+        idle_timeout: float = 15.0,
+        ssl_context: Any = None,
+        session_options: dict[str, Any] | None = None,
+    ) -> None:
+        if feed not in _feeds.FEEDS:
+            raise ConfigurationError(f"unknown feed {feed!r}: choose one of {', '.join(_feeds.FEEDS)}")
+        self.feed_name = feed
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV.get(feed, ""), None) or None
+        if url is None:
+            if not api_key:
+                raise ConfigurationError(
+                    f"no API key for {feed}: set {API_KEY_ENV[feed]} or pass api_key=..., "
+                    "or pass url= of a simulator (`fastfeed simulate`)"
+                )
+            url = _feeds.default_url(feed)
+        topics = tuple(subscribe) if subscribe is not None else DEFAULT_TOPICS.get(feed, ())
+        if not topics:
+            raise ConfigurationError(f"{feed} needs topics to subscribe, e.g. ticker.sfox.btcusd")
+        self._url = url
+        self.topics = topics
+        self.stats = Stats()
+        self.universe = Universe(capacity)
+        self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
+        self._user_on_update = on_update
+        self._user_on_event = on_event
+        self._gap_from: int | None = None
+        self.session = _feeds.make_session(
+            feed,
+            self.engine,
+            self.universe,
+            self.stats,
+            topics=topics,
+            api_key=api_key,
+            on_batch=self._on_batch,
+            on_event=self._emit,
+            **(session_options or {}),
+        )
+        self._conn_kwargs = dict(ping_interval=ping_interval, idle_timeout=idle_timeout, ssl_context=ssl_context)
+        self._conn: Connection | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._connected: asyncio.Event | None = None  # created on the loop
+        self.connected_once = False  # True once a connection was established
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def url(self) -> str:
+        """The URL with any ``apiKey`` value masked."""
+        return _feeds.url_for_display(self._url)
+
+    def __repr__(self) -> str:
+        return f"Feed(feed={self.feed_name!r}, url={self.url!r}, topics={list(self.topics)!r}, windows={self.engine.windows})"
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return tuple(self.engine.windows)
+
+    @property
+    def T(self) -> int | None:
+        """The clock: the largest bar second seen (epoch s), ``None`` before any bar."""
+        t = int(self.engine.T)
+        return t if t >= 0 else None
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, kind: str, info: dict) -> None:
+        if kind == "disconnected":
+            t = int(self.engine.T)
+            self._gap_from = t if t >= 0 else None
+        elif kind == "connected":
+            self.connected_once = True
+            if self._connected is not None:
+                self._connected.set()
+        if self._user_on_event is not None:
+            try:
+                self._user_on_event(kind, info)
+            except Exception:  # a user's callback must not break the feed
+                import logging
+
+                logging.getLogger("fastfeed").exception("on_event callback failed")
+
+    def _on_batch(self, rows: np.ndarray, T: int) -> None:
+        if self._gap_from is not None:
+            before, self._gap_from = self._gap_from, None
+            if T > before + 1:
+                self.stats.record_gap(before, int(T))
+                self._emit("gap", {"last_before": before, "first_after": int(T)})
+        if self._user_on_update is not None:
+            self._user_on_update(rows, T)
+
+    # ------------------------------------------------------------------ asyncio mode
+    async def __aenter__(self) -> "Feed":
+        await self.start_async()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def start_async(self) -> None:
+        """Start connecting on the running loop (returns at once; see ``wait_connected``)."""
+        if self._task is not None:
+            raise RuntimeError("feed already started")
+        self._loop = asyncio.get_running_loop()
+        self._connected = asyncio.Event()
+        self._conn = Connection(self._url, self.session, stats=self.stats, on_event=self._emit, **self._conn_kwargs)
+        self._task = asyncio.ensure_future(self._conn.run())
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait for the first successful connection; raises the feed's error if it ended."""
+        assert self._connected is not None and self._task is not None, "feed not started"
+        waiter = asyncio.ensure_future(self._connected.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()  # raises the fatal error (e.g. AuthError)
+            raise ConnectionError("feed closed before connecting")
+        if waiter not in done:
+            waiter.cancel()
+            raise TimeoutError(f"no connection to {self.url} within {timeout} s")
+
+    async def wait_closed(self) -> None:
+        """Wait until the feed ends: ``close()``/``stop()``, or a fatal error (raised here)."""
+        if self._task is None:
+            raise RuntimeError("feed not started")
+        await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Disconnect and stop reconnecting.  Windows stay readable."""
+        if self._conn is not None:
+            await self._conn.stop()
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended the feed, if any (e.g. ``AuthError``)."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    # ------------------------------------------------------------------ thread mode
+    def start(self, wait_connected: float | None = 10.0) -> "Feed":
+        """Run the feed on a background thread with its own event loop.
+
+        Waits up to ``wait_connected`` seconds for the first connection (``None``: do
+        not wait) and raises its error (e.g. ``AuthError``) or ``TimeoutError``.
+        """
+        if self._thread is not None:
+            raise RuntimeError("feed already started")
+        started: concurrent.futures.Future = concurrent.futures.Future()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._thread_main(started, wait_connected))
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name=f"fastfeed-{self.feed_name}", daemon=True)
+        self._thread.start()
+        started.result()
+        return self
+
+    async def _thread_main(self, started: concurrent.futures.Future, wait: float | None) -> None:
+        await self.start_async()
+        try:
+            if wait is not None:
+                await self.wait_connected(wait)
+        except BaseException as e:
+            await self.close()
+            started.set_exception(e)
+            return
+        started.set_result(None)
+        try:
+            await self.wait_closed()
+        except BaseException:
+            pass  # kept in self.error
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop a feed started with ``start()`` and join its thread."""
+        if self._thread is None or self._loop is None:
+            return
+        if self._loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self.close(), self._loop)
+            try:
+                fut.result(timeout)
+            except Exception:
+                pass
+        self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> "Feed":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _on_feed_thread(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run ``fn`` between messages on the feed's loop (consistent), from any thread."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or self._thread is None or threading.current_thread() is self._thread:
+            return fn()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+        loop.call_soon_threadsafe(call)
+        return fut.result(timeout)
+
+    # ------------------------------------------------------------------ reads
+    def window(self, seconds: int, copy: bool = False) -> WindowFrame:
+        """One window's columns for the known instruments.
+
+        ``copy=False``: zero-copy views, valid until the next update (read them on the
+        feed's loop, e.g. inside ``on_update``).  ``copy=True``: a consistent copy, safe
+        from any thread.
+        """
+        if seconds not in self.engine.windows:
+            raise KeyError(f"no {seconds}s window: this feed keeps {self.windows}")
+
+        def read() -> WindowFrame:
+            v = self.engine.window_copy(seconds) if copy else self.engine.window(seconds)
+            n = len(self.universe)
+            symbols = list(self.universe.symbols) if copy else self.universe.symbols
+            return WindowFrame(
+                seconds, self.T, symbols[:n],
+                v.open[:n], v.high[:n], v.low[:n], v.close[:n], v.volume[:n], v.vwap[:n], v.count[:n],
+            )
+
+        return self._on_feed_thread(read) if copy else read()
+
+    def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
+        """The ``fastfeed snapshot`` document (a consistent copy, safe from any thread)."""
+        return self._on_feed_thread(
+            lambda: snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
+        )
+
+    def history(self, symbol: str, seconds: int | None = None) -> dict[str, np.ndarray]:
+        """Bars held for ``symbol`` (ascending second; the last ``seconds`` seconds if given)."""
+        row = self.universe.get(symbol)
+        if row < 0:
+            raise KeyError(f"{symbol!r} has sent no bar on this feed")
+        return self._on_feed_thread(lambda: self.engine.history(row, seconds))
+
+    def stats_dict(self) -> dict[str, Any]:
+        """``stats`` as in the snapshot document (consistent, safe from any thread)."""
+
+        def read() -> dict[str, Any]:
+            sync_engine_counters(self.stats, self.engine)
+            return self.stats.as_dict()
+
+        return self._on_feed_thread(read)
+
+    # ------------------------------------------------------------------ topics
+    def subscribe(self, topics: Iterable[str]) -> None:
+        """Add topics (sent now if connected, and on every reconnect)."""
+        topics = list(topics)
+        self._on_feed_thread(lambda: self.session.subscribe(topics))
+        self.topics = tuple(dict.fromkeys((*self.topics, *topics)))
+
+    def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Drop topics (their instruments keep their rows and history)."""
+        topics = list(topics)
+        self._on_feed_thread(lambda: self.session.unsubscribe(topics))
+        self.topics = tuple(t for t in self.topics if t not in topics)

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .feed import API_KEY_ENV, WindowFrame
+from .frame import WindowFrame
 
 
 def _price(x: float) -> str:
@@ -83,15 +83,24 @@ def status_line(stats: dict[str, Any], bars_per_s: float, state: dict[str, Any] 
     return Text("  ·  ".join(parts), style="bold" if errors == 0 else "bold yellow")
 
 
-def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: str, bars_per_s: float = 0.0,
-               state: dict[str, Any] | None = None) -> Group:
-    """Top movers (window return close/open-1), volume leaders and a status line."""
+def rank_rows(frame: WindowFrame, top: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Window returns, the active mask and the row ids of gainers, losers and volume leaders."""
     live = (frame.count > 0) & np.isfinite(frame.open) & (frame.open > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ret = np.where(live, frame.close / frame.open - 1.0, np.nan)
-    gainers = _top(ret, live, top, largest=True)
-    losers = _top(ret, live, top, largest=False)
-    leaders = _top(frame.volume, frame.count > 0, top, largest=True)
+    ranks = {
+        "gainers": _top(ret, live, top, largest=True),
+        "losers": _top(ret, live, top, largest=False),
+        "leaders": _top(frame.volume, frame.count > 0, top, largest=True),
+    }
+    return ret, live, ranks
+
+
+def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: str, bars_per_s: float = 0.0,
+               state: dict[str, Any] | None = None) -> Group:
+    """Top movers (window return close/open-1), volume leaders and a status line."""
+    ret, live, ranks = rank_rows(frame, top)
+    gainers, losers, leaders = ranks["gainers"], ranks["losers"], ranks["leaders"]
     header = Text(
         f"{title}  ·  window {frame.window}s  ·  as of {frame.as_of if frame.as_of is not None else '—'}"
         f"  ·  {int(live.sum()):,} of {len(frame.symbols):,} instruments active",
@@ -108,6 +117,8 @@ def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: st
 
 
 def _has_key(feed: str, api_key: str | None) -> bool:
+    from .feed import API_KEY_ENV
+
     return bool(api_key or os.environ.get(API_KEY_ENV.get(feed, ""), ""))
 
 

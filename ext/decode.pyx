@@ -1,3 +1,512 @@
-# placeholder: replaced by the decoders (issue #3)
-def _placeholder():
-    return 1
+# cython: language_level=3
+"""Fill loops: decoded msgspec Structs → preallocated batch arrays → ``Engine.upsert``.
+
+The feed modules (``fastfeed.feeds.*``) decode a whole message with one msgspec
+``Decoder`` call; one call into this module then walks the decoded Structs, fills the
+batch columns (reused across messages, grown only when a message holds more bars than
+ever before), hands them to the engine in one ``upsert`` and records the latencies.
+
+Struct fields are read straight from their slots: a msgspec Struct stores each field
+in a slot whose offset is published by the class's ``member_descriptor``; the offsets
+are read once when a :class:`BarFiller` is built, and the type of every element is
+checked exactly before its slots are read, so the reads are as safe as ``getattr``
+(``benches/bench_decode.py`` measures both: see ``fill_getattr``).
+"""
+from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.dict cimport PyDict_GetItem
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t
+from cpython.exc cimport PyErr_Occurred, PyErr_Clear
+from libc.math cimport isfinite, floor, NAN
+from libc.stdint cimport int64_t
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+
+import numpy as np
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    bint PyFloat_CheckExact(PyObject*)
+    bint PyLong_CheckExact(PyObject*)
+    bint PyUnicode_CheckExact(PyObject*)
+    double PyFloat_AsDouble(PyObject*) except? -1.0
+
+#: how the engine's ``pv`` (price × volume) is made from a bar
+PV_TYPICAL = 0   # volume * (high + low + close) / 3
+PV_CLOSE = 1     # volume * close
+PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
+
+DEF N_SUB = 128          # sub-buckets per power of two in the latency buckets (~0.8 %)
+DEF SUB_BITS = 7
+DEF N_BUCKETS = 64 * N_SUB
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+def time_ns() -> int:
+    """``time.time_ns()`` read the way the fill loop reads it (``clock_gettime``)."""
+    return now_ns()
+
+
+cdef Py_ssize_t member_offset(object tp, str name) except -1:
+    """Offset of the slot that holds field ``name`` of msgspec Struct type ``tp``."""
+    for k in tp.__mro__:
+        d = k.__dict__.get(name)
+        if d is not None:
+            if type(d).__name__ != "member_descriptor":
+                raise TypeError(f"{tp.__name__}.{name} is not a slot ({type(d).__name__})")
+            return (<PyMemberDescrObject*><PyObject*>d).d_member.offset
+    raise TypeError(f"{tp.__name__} has no field {name!r}")
+
+
+cdef inline PyObject* get_slot(PyObject* obj, Py_ssize_t off) noexcept:
+    return (<PyObject**>((<char*>obj) + off))[0]
+
+
+cdef inline bint as_double(PyObject* o, double* out) noexcept:
+    """Read a float (or int) field; False if it is missing or not a number."""
+    if o == NULL:
+        return False
+    if PyFloat_CheckExact(o):
+        out[0] = PyFloat_AS_DOUBLE(<object>o)
+        return True
+    try:
+        out[0] = PyFloat_AsDouble(o)
+    except Exception:
+        return False
+    return True
+
+
+cdef class LatencyBuckets:
+    """Log-linear bucket counts (7 significant bits): O(1) per record, no allocation.
+
+    :meth:`flush_into` moves the counts into an ``hdrh`` histogram (one
+    ``record_value(value, count)`` per non-empty bucket) and clears them.
+    """
+    cdef int64_t[::1] counts
+    cdef readonly object array
+    cdef readonly int64_t pending
+
+    def __cinit__(self):
+        self.array = np.zeros(N_BUCKETS, dtype=np.int64)
+        self.counts = self.array
+        self.pending = 0
+
+    cdef inline void record(self, int64_t v) noexcept:
+        cdef int e, idx
+        if v < 1:
+            v = 1
+        if v < N_SUB:
+            idx = <int>v
+        else:
+            e = 63 - __builtin_clzll(<unsigned long long>v)
+            idx = N_SUB + (e - SUB_BITS) * N_SUB + <int>((v >> (e - SUB_BITS)) & (N_SUB - 1))
+        self.counts[idx] += 1
+        self.pending += 1
+
+    def add(self, int64_t v) -> None:
+        """Record one value (Python entry point, for tests)."""
+        self.record(v)
+
+    @staticmethod
+    def bucket_value(int idx) -> int:
+        """The value a bucket stands for (the middle of its range)."""
+        cdef int e, sub
+        if idx < N_SUB:
+            return idx
+        e = (idx - N_SUB) // N_SUB + SUB_BITS
+        sub = (idx - N_SUB) % N_SUB
+        return ((<int64_t>(N_SUB + sub)) << (e - SUB_BITS)) + ((<int64_t>1 << (e - SUB_BITS)) >> 1)
+
+    def flush_into(self, hist) -> int:
+        """Add the pending counts to ``hist`` (an ``hdrh`` histogram); return how many."""
+        if self.pending == 0:
+            return 0
+        cdef int64_t lo = hist.lowest_trackable_value, hi = hist.highest_trackable_value
+        cdef int64_t v, moved = self.pending
+        for idx in np.flatnonzero(self.array):
+            v = LatencyBuckets.bucket_value(idx)
+            hist.record_value(min(max(v, lo), hi), int(self.counts[idx]))
+            self.counts[idx] = 0
+        self.pending = 0
+        return moved
+
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
+class _NoBars:
+    """Bar type of a filler whose bars are written by :class:`SfoxState` (never decoded)."""
+
+
+cdef class BarFiller:
+    """Fills the batch columns from decoded bar Structs and upserts them into the engine.
+
+    :param bar_type: the msgspec Struct type of a bar message.
+    :param fields: slot names ``(symbol, open, high, low, close, volume, time_ms, vwap)``;
+        ``vwap`` may be ``None``. ``time_ms`` is epoch milliseconds of the bar start.
+    :param universe: the ``Universe`` (``index`` dict read directly, ``row()`` on a miss).
+    :param overflow_exc: the exception ``universe.row()`` raises when full (``UniverseFull``).
+    :param engine: object with ``upsert(rows, seconds, o, h, l, c, v, pv, n, now)``.
+    :param pv_mode: :data:`PV_TYPICAL`, :data:`PV_CLOSE` or :data:`PV_VWAP`.
+    :param capacity: initial batch size (grows by doubling, never per message).
+
+    After :meth:`process`: ``n`` bars filled, ``accepted`` by the engine, ``values_errors``
+    (non-finite numbers, negative volume, high < low, bad time), ``overflow`` (bars of
+    symbols the full universe refused), ``others`` (elements that are not bars, in order;
+    ``None`` when there were none), ``max_s`` (latest bar second, -1 if none).
+
+    The batch arrays (``rows``, ``seconds``, ...) are reused: valid until the next call.
+    """
+    cdef readonly object rows, seconds, open, high, low, close, volume, pv
+    cdef int64_t* p_rows
+    cdef int64_t* p_sec
+    cdef double* p_o
+    cdef double* p_h
+    cdef double* p_l
+    cdef double* p_c
+    cdef double* p_v
+    cdef double* p_pv
+    cdef readonly Py_ssize_t capacity
+    cdef object bar_type
+    cdef PyTypeObject* bar_tp
+    cdef tuple names
+    cdef Py_ssize_t off_sym, off_o, off_h, off_l, off_c, off_v, off_t, off_vw
+    cdef bint has_vw
+    cdef readonly int pv_mode
+    cdef dict index
+    cdef object universe_row, overflow_exc, upsert
+    cdef readonly LatencyBuckets processing_latency, feed_latency
+    cdef readonly Py_ssize_t n, accepted, values_errors, overflow
+    cdef readonly int64_t max_s
+    cdef readonly list others
+
+    def __init__(self, bar_type, fields, universe, overflow_exc, engine,
+                 int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
+        if bar_type is None:  # bars written by someone else (SfoxState): nothing to read
+            fields = (None,) * 8
+            bar_type = _NoBars
+            pv_mode = PV_CLOSE
+        self.names = tuple(fields)
+        sym, o, h, l, c, v, t, vw = self.names
+        self.bar_type = bar_type
+        self.bar_tp = <PyTypeObject*>bar_type
+        self.off_sym = member_offset(bar_type, sym) if sym is not None else 0
+        self.off_o = member_offset(bar_type, o) if o is not None else 0
+        self.off_h = member_offset(bar_type, h) if h is not None else 0
+        self.off_l = member_offset(bar_type, l) if l is not None else 0
+        self.off_c = member_offset(bar_type, c) if c is not None else 0
+        self.off_v = member_offset(bar_type, v) if v is not None else 0
+        self.off_t = member_offset(bar_type, t) if t is not None else 0
+        self.has_vw = vw is not None
+        self.off_vw = member_offset(bar_type, vw) if self.has_vw else 0
+        if pv_mode not in (PV_TYPICAL, PV_CLOSE, PV_VWAP):
+            raise ValueError(f"pv_mode must be PV_TYPICAL, PV_CLOSE or PV_VWAP, not {pv_mode!r}")
+        if pv_mode == PV_VWAP and not self.has_vw:
+            raise ValueError("pv_mode PV_VWAP needs a vwap field")
+        self.pv_mode = pv_mode
+        self.index = universe.index
+        self.universe_row = universe.row
+        self.overflow_exc = overflow_exc
+        self.upsert = engine.upsert if engine is not None else None
+        self.processing_latency = LatencyBuckets()
+        self.feed_latency = LatencyBuckets()
+        self.capacity = 0
+        self._grow(max(capacity, 1))
+        self.others = None
+        self.max_s = -1
+
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = max(need, 2 * self.capacity)
+        cdef int64_t[::1] i64
+        cdef double[::1] f64
+        self.rows = np.zeros(cap, dtype=np.int64)
+        self.seconds = np.zeros(cap, dtype=np.int64)
+        self.open = np.zeros(cap, dtype=np.float64)
+        self.high = np.zeros(cap, dtype=np.float64)
+        self.low = np.zeros(cap, dtype=np.float64)
+        self.close = np.zeros(cap, dtype=np.float64)
+        self.volume = np.zeros(cap, dtype=np.float64)
+        self.pv = np.zeros(cap, dtype=np.float64)
+        i64 = self.rows; self.p_rows = &i64[0]
+        i64 = self.seconds; self.p_sec = &i64[0]
+        f64 = self.open; self.p_o = &f64[0]
+        f64 = self.high; self.p_h = &f64[0]
+        f64 = self.low; self.p_l = &f64[0]
+        f64 = self.close; self.p_c = &f64[0]
+        f64 = self.volume; self.p_v = &f64[0]
+        f64 = self.pv; self.p_pv = &f64[0]
+        self.capacity = cap
+        return 0
+
+    cdef int64_t _row(self, PyObject* sym) except -2:
+        """Row of ``sym``: -1 when the universe refused it (full)."""
+        cdef PyObject* r = PyDict_GetItem(self.index, <object>sym)
+        if r != NULL:
+            return PyLong_AsSsize_t(<object>r)
+        try:
+            return self.universe_row(<object>sym)
+        except self.overflow_exc:
+            self.overflow += 1
+            return -1
+
+    cdef inline bint _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
+        """Fill slot ``i`` from ``item`` (exact bar type); False if the bar is skipped."""
+        cdef double o, h, l, c, v, vw, pv
+        cdef int64_t ms, s, row
+        cdef PyObject* p
+        if not (as_double(get_slot(item, self.off_o), &o) and as_double(get_slot(item, self.off_h), &h)
+                and as_double(get_slot(item, self.off_l), &l) and as_double(get_slot(item, self.off_c), &c)
+                and as_double(get_slot(item, self.off_v), &v)):
+            self.values_errors += 1
+            return False
+        if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c) and isfinite(v)) \
+                or v < 0 or h < l:
+            self.values_errors += 1
+            return False
+        p = get_slot(item, self.off_t)
+        if p == NULL or not PyLong_CheckExact(p):
+            self.values_errors += 1
+            return False
+        ms = PyLong_AsLongLong(<object>p)
+        if ms == -1 and PyErr_Occurred():
+            PyErr_Clear()
+            self.values_errors += 1
+            return False
+        if ms < 0:
+            self.values_errors += 1
+            return False
+        p = get_slot(item, self.off_sym)
+        if p == NULL or not PyUnicode_CheckExact(p):
+            self.values_errors += 1
+            return False
+        if self.pv_mode == PV_CLOSE:
+            pv = v * c
+        else:
+            pv = v * (h + l + c) / 3.0
+            if self.pv_mode == PV_VWAP:
+                p = get_slot(item, self.off_vw)
+                if p != NULL and <object>p is not None:
+                    if not as_double(p, &vw) or not isfinite(vw):
+                        self.values_errors += 1
+                        return False
+                    pv = v * vw
+        row = self._row(get_slot(item, self.off_sym))
+        if row < 0:
+            return False
+        s = ms // 1000
+        self.p_rows[i] = row
+        self.p_sec[i] = s
+        self.p_o[i] = o
+        self.p_h[i] = h
+        self.p_l[i] = l
+        self.p_c[i] = c
+        self.p_v[i] = v
+        self.p_pv[i] = pv
+        if s > self.max_s:
+            self.max_s = s
+        return True
+
+    cpdef Py_ssize_t fill(self, msg) except -1:
+        """Fill the batch from ``msg`` (one decoded Struct or a list of them); return n."""
+        cdef Py_ssize_t i, k, size, n = 0
+        cdef PyObject* item
+        cdef PyTypeObject* bar_tp = self.bar_tp
+        self.values_errors = 0
+        self.overflow = 0
+        self.max_s = -1
+        self.others = None
+        if type(msg) is list:
+            size = PyList_GET_SIZE(msg)
+            if size > self.capacity:
+                self._grow(size)
+            for k in range(size):
+                item = PyList_GET_ITEM(msg, k)
+                if Py_TYPE(<object>item) == bar_tp:
+                    if self._fill_one(item, n):
+                        n += 1
+                else:
+                    if self.others is None:
+                        self.others = []
+                    self.others.append(<object>item)
+        elif Py_TYPE(msg) == bar_tp:
+            if self._fill_one(<PyObject*>msg, 0):
+                n = 1
+        else:
+            self.others = [msg]
+        self.n = n
+        return n
+
+    def process(self, msg, int64_t recv_ns) -> int:
+        """:meth:`fill`, then one ``engine.upsert`` and the latency records; return accepted.
+
+        ``processing_latency`` gets ``now - recv_ns`` (ns) once per message with bars,
+        ``feed_latency`` gets ``recv - end of the latest bar`` (µs) once per such message.
+        """
+        cdef Py_ssize_t n = self.fill(msg)
+        self.accepted = 0
+        if n == 0:
+            return 0
+        self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
+                                    self.close, self.volume, self.pv, n, recv_ns / 1e9)
+        self.processing_latency.record(now_ns() - recv_ns)
+        self.feed_latency.record(recv_ns // 1000 - (self.max_s + 1) * 1000000)
+        return self.accepted
+
+    def fill_getattr(self, msg) -> int:
+        """The same fill through plain attribute access (``getattr``), bars only.
+
+        Kept for ``benches/bench_decode.py``, which measures what the slot reads save.
+        """
+        cdef Py_ssize_t n = 0
+        cdef double o, h, l, c, v
+        sym, fo, fh, fl, fc, fv, ft, _ = self.names
+        items = msg if type(msg) is list else [msg]
+        if len(items) > self.capacity:
+            self._grow(len(items))
+        for item in items:
+            o = getattr(item, fo)
+            h = getattr(item, fh)
+            l = getattr(item, fl)
+            c = getattr(item, fc)
+            v = getattr(item, fv)
+            if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c) and isfinite(v)) \
+                    or v < 0 or h < l:
+                continue
+            row = self.index.get(getattr(item, sym))
+            if row is None:
+                continue
+            self.p_rows[n] = row
+            self.p_sec[n] = getattr(item, ft) // 1000
+            self.p_o[n] = o; self.p_h[n] = h; self.p_l[n] = l; self.p_c[n] = c; self.p_v[n] = v
+            self.p_pv[n] = v * c if self.pv_mode == PV_CLOSE else v * (h + l + c) / 3.0
+            n += 1
+        return n
+
+
+cdef class SfoxState:
+    """Per-pair state that turns sFOX ticker updates into per-second bars (PROTOCOLS.md §3).
+
+    Arrays of length ``capacity`` indexed by universe row: the previous update
+    (``prev_t`` ns, ``prev_v`` cumulative volume, ``prev_w`` cumulative vwap; ``prev_t``
+    is -1 before the first update), the bar being built for the latest second
+    (``bar_s``, ``bar_o/h/l/c/v/pv``) and the 24-hour values as given (``day_open``,
+    ``day_high``, ``day_low``, ``day_volume``, ``day_vwap``, ``day_last``, ``day_t``).
+    """
+    cdef readonly object prev_t, prev_v, prev_w
+    cdef readonly object bar_s, bar_o, bar_h, bar_l, bar_c, bar_v, bar_pv
+    cdef readonly object day_open, day_high, day_low, day_volume, day_vwap, day_last, day_t
+    cdef int64_t[::1] _prev_t, _bar_s, _day_t
+    cdef double[::1] _prev_v, _prev_w, _bar_o, _bar_h, _bar_l, _bar_c, _bar_v, _bar_pv
+    cdef double[::1] _dopen, _dhigh, _dlow, _dvol, _dvwap, _dlast
+    cdef readonly Py_ssize_t capacity
+    cdef readonly int64_t resets, disorder
+
+    def __init__(self, Py_ssize_t capacity):
+        self.capacity = capacity
+        self.prev_t = np.full(capacity, -1, dtype=np.int64); self._prev_t = self.prev_t
+        self.prev_v = np.zeros(capacity); self._prev_v = self.prev_v
+        self.prev_w = np.zeros(capacity); self._prev_w = self.prev_w
+        self.bar_s = np.full(capacity, -1, dtype=np.int64); self._bar_s = self.bar_s
+        self.bar_o = np.full(capacity, NAN); self._bar_o = self.bar_o
+        self.bar_h = np.full(capacity, NAN); self._bar_h = self.bar_h
+        self.bar_l = np.full(capacity, NAN); self._bar_l = self.bar_l
+        self.bar_c = np.full(capacity, NAN); self._bar_c = self.bar_c
+        self.bar_v = np.zeros(capacity); self._bar_v = self.bar_v
+        self.bar_pv = np.zeros(capacity); self._bar_pv = self.bar_pv
+        self.day_open = np.full(capacity, NAN); self._dopen = self.day_open
+        self.day_high = np.full(capacity, NAN); self._dhigh = self.day_high
+        self.day_low = np.full(capacity, NAN); self._dlow = self.day_low
+        self.day_volume = np.full(capacity, NAN); self._dvol = self.day_volume
+        self.day_vwap = np.full(capacity, NAN); self._dvwap = self.day_vwap
+        self.day_last = np.full(capacity, NAN); self._dlast = self.day_last
+        self.day_t = np.full(capacity, -1, dtype=np.int64); self._day_t = self.day_t
+        self.resets = 0
+        self.disorder = 0
+
+    def reset(self) -> None:
+        """Forget every previous update (the next update of each pair is a baseline)."""
+        self.prev_t[:] = -1
+        self.bar_s[:] = -1
+
+    def update(self, BarFiller out, Py_ssize_t row, int64_t t_ns, double last, double volume,
+               double vwap, double day_open, double day_high, double day_low) -> int:
+        """Apply one update of the pair at ``row``; write its bar into slot 0 of ``out``.
+
+        Returns 1 when a bar was written (the merged bar of second ``t_ns // 1e9``),
+        0 when the update is older than the pair's previous one (disorder: counted in
+        ``disorder``, the state is left as it was). The caller validated the numbers.
+        """
+        cdef int64_t s = t_ns // 1000000000, pt
+        cdef double dv, dpv
+        if row < 0 or row >= self.capacity:
+            raise IndexError(f"row {row} outside 0..{self.capacity - 1}")
+        pt = self._prev_t[row]
+        if pt >= 0 and t_ns < pt:
+            self.disorder += 1
+            return 0
+        if pt < 0:
+            dv = 0.0
+            dpv = 0.0
+        elif volume < self._prev_v[row] or s // 86400 > (pt // 1000000000) // 86400:
+            dv = volume
+            dpv = volume * vwap
+            self.resets += 1
+        else:
+            dv = volume - self._prev_v[row]
+            dpv = volume * vwap - self._prev_v[row] * self._prev_w[row]
+        self._prev_t[row] = t_ns
+        self._prev_v[row] = volume
+        self._prev_w[row] = vwap
+        self._dopen[row] = day_open
+        self._dhigh[row] = day_high
+        self._dlow[row] = day_low
+        self._dvol[row] = volume
+        self._dvwap[row] = vwap
+        self._dlast[row] = last
+        self._day_t[row] = t_ns
+        if self._bar_s[row] == s:
+            if last > self._bar_h[row]:
+                self._bar_h[row] = last
+            if last < self._bar_l[row]:
+                self._bar_l[row] = last
+            self._bar_c[row] = last
+            self._bar_v[row] += dv
+            self._bar_pv[row] += dpv
+        else:
+            self._bar_s[row] = s
+            self._bar_o[row] = last
+            self._bar_h[row] = last
+            self._bar_l[row] = last
+            self._bar_c[row] = last
+            self._bar_v[row] = dv
+            self._bar_pv[row] = dpv
+        out.p_rows[0] = row
+        out.p_sec[0] = s
+        out.p_o[0] = self._bar_o[row]
+        out.p_h[0] = self._bar_h[row]
+        out.p_l[0] = self._bar_l[row]
+        out.p_c[0] = self._bar_c[row]
+        out.p_v[0] = self._bar_v[row]
+        out.p_pv[0] = self._bar_pv[row]
+        out.n = 1
+        out.max_s = s
+        return 1
+
+    def commit(self, BarFiller out, int64_t recv_ns) -> int:
+        """Upsert the one bar :meth:`update` wrote into ``out``; return accepted."""
+        out.accepted = out.upsert(out.rows, out.seconds, out.open, out.high, out.low,
+                                  out.close, out.volume, out.pv, 1, recv_ns / 1e9)
+        out.processing_latency.record(now_ns() - recv_ns)
+        out.feed_latency.record(recv_ns // 1000 - (out.max_s + 1) * 1000000)
+        return out.accepted

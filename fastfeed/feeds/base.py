@@ -1,0 +1,359 @@
+"""Session machinery shared by the feeds: decode with fallback, counting, events, topics.
+
+A feed module supplies the wire knowledge (Structs, one ``msgspec.json.Decoder``,
+message builders, topic rules); :class:`BaseSession` runs the per-message path:
+
+1. decode the whole message at once (one object or an array of objects);
+2. if that fails, decode the array element by element (``list[msgspec.Raw]``), so one
+   bad element of 100 loses only that element; every loss is counted by kind
+   (``json``, ``validation``, ``utf8``, ``values``) or as an unknown message;
+3. one Cython call (:class:`fastfeed._ext.decode.BarFiller`) fills the batch arrays
+   and makes one ``engine.upsert``; control messages go to the feed's handler.
+
+Nothing raises out of :meth:`BaseSession.on_message`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from .._ext.decode import BarFiller
+
+log = logging.getLogger("fastfeed.feeds")
+
+EventCallback = Callable[[str, dict], None]
+BatchCallback = Callable[[Any, int], None]
+
+#: engine counters mirrored into ``Stats`` attributes of the same name
+_ENGINE_COUNTERS = ("stale_dropped", "future_rejected", "invalid_rejected", "replaced")
+
+#: how often (ns of receive time) buffered latencies and engine counters reach ``Stats``
+FLUSH_EVERY_NS = 250_000_000
+
+
+class AuthError(Exception):
+    """The feed refused the API key: a configuration error, never retried."""
+
+
+class _Probe(msgspec.Struct):
+    """Reads only the tag of a message that failed to decode (to tell unknown from bad)."""
+
+    type: Any = msgspec.UNSET
+    ev: Any = msgspec.UNSET
+
+
+_probe = msgspec.json.Decoder(_Probe)
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class RateLimitedLog:
+    """At most one log line per ``interval`` seconds per kind; says how many it held back."""
+
+    def __init__(self, logger: logging.Logger = log, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, kind: str, msg: str, *args: Any, level: int = logging.WARNING) -> bool:
+        now = time.monotonic()
+        if now < self._next.get(kind, 0.0):
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        self._next[kind] = now + self.interval
+        held = self._held.pop(kind, 0)
+        if held:
+            msg += " (%d more like this since the last line)"
+            args = (*args, held)
+        self.logger.log(level, msg, *args)
+        return True
+
+
+def _snippet(payload: Any, limit: int = 80) -> str:
+    b = bytes(memoryview(payload)[:limit])
+    return repr(b) + ("..." if len(payload) > limit else "")
+
+
+class _NoUniverseFull(Exception):
+    """Stands for ``fastfeed.universe.UniverseFull`` where that module is absent."""
+
+
+def _overflow_exc() -> type[BaseException]:
+    try:
+        from ..universe import UniverseFull
+    except ImportError:
+        return _NoUniverseFull
+    return UniverseFull
+
+
+def _as_topic_list(topics: str | Iterable[str]) -> list[str]:
+    if isinstance(topics, str):
+        topics = topics.split(",")
+    out = []
+    for t in topics:
+        if not isinstance(t, str):
+            raise TypeError(f"topics must be strings, got {type(t).__name__}")
+        t = t.strip()
+        if t:
+            out.append(t)
+    return out
+
+
+class BaseSession:
+    """The Session protocol of ARCHITECTURE.md, with the per-message decode path.
+
+    Subclasses set :attr:`name`, :attr:`tag_field`, :attr:`known_tags`, build
+    :attr:`decoder` / :attr:`element_decoder` / :attr:`filler`, and implement
+    :meth:`_auth_messages`, :meth:`_subscribe_message`, :meth:`_unsubscribe_message`,
+    :meth:`_check_topic` and :meth:`_handle_others`.
+    """
+
+    name = "base"
+    tag_field = "type"
+    known_tags: frozenset[str] = frozenset()
+    decoder: msgspec.json.Decoder
+    element_decoder: msgspec.json.Decoder
+    filler: BarFiller
+
+    def __init__(
+        self,
+        engine: Any,
+        universe: Any,
+        stats: Any,
+        *,
+        topics: str | Iterable[str] = (),
+        api_key: str | None = None,
+        on_batch: BatchCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.engine = engine
+        self.universe = universe
+        self.stats = stats
+        self._api_key = api_key or None
+        self.on_batch = on_batch
+        self.on_event = on_event
+        self.fatal: BaseException | None = None
+        self.state: dict[str, Any] = {
+            "connected": False,
+            "authenticated": False,
+            "market": None,
+            "last_status": None,
+            "last_error": None,
+        }
+        self._send: Callable[[bytes], None] | None = None
+        self._topics: dict[str, None] = {}  # ordered set
+        self._overflow_exc = _overflow_exc()
+        self._logger = RateLimitedLog()
+        self._engine_seen = dict.fromkeys(_ENGINE_COUNTERS, 0)
+        self._next_flush = 0
+        self._add_topics(_as_topic_list(topics))
+
+    # ------------------------------------------------------------------ identity
+    def __repr__(self) -> str:  # never the key
+        return (
+            f"{type(self).__name__}(topics={len(self._topics)}, "
+            f"api_key={'***' if self._api_key else None}, state={self.state!r})"
+        )
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._topics)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the API key masked (server text may echo what we sent)."""
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _emit(self, kind: str, info: dict) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(kind, info)
+            except Exception:
+                log.exception("%s: on_event(%r) raised", self.name, kind)
+
+    # ------------------------------------------------------------------ topics
+    def _check_topic(self, topic: str) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _symbols_of(self, topics: Iterable[str]) -> set[str]:
+        """Symbols a subscription to ``topics`` names explicitly (not wildcards)."""
+        return set()
+
+    def _add_topics(self, topics: list[str]) -> list[str]:
+        checked = [self._check_topic(t) for t in topics]
+        new = [t for t in dict.fromkeys(checked) if t not in self._topics]
+        index = self.universe.index
+        want = {s for s in self._symbols_of([*self._topics, *new]) if s not in index}
+        free = self.universe.capacity - len(self.universe)
+        if len(want) > free:
+            raise ValueError(
+                f"{self.name}: subscribing to {len(want)} new symbols but the universe has room "
+                f"for {free} more (capacity {self.universe.capacity}); raise capacity"
+            )
+        for t in new:
+            self._topics[t] = None
+        return new
+
+    def subscribe(self, topics: str | Iterable[str]) -> None:
+        """Add topics (validated: ``ValueError`` names the bad one); sent now if connected."""
+        new = self._add_topics(_as_topic_list(topics))
+        if new and self._send is not None:
+            msg = self._subscribe_message(new)
+            if msg is not None:
+                self._send(msg)
+
+    def unsubscribe(self, topics: str | Iterable[str]) -> None:
+        """Remove topics; an unsubscribe is sent now if connected."""
+        gone = [self._check_topic(t) for t in _as_topic_list(topics)]
+        gone = [t for t in dict.fromkeys(gone) if t in self._topics]
+        for t in gone:
+            del self._topics[t]
+        if gone and self._send is not None:
+            msg = self._unsubscribe_message(gone)
+            if msg is not None:
+                self._send(msg)
+
+    # ------------------------------------------------------------------ wire messages
+    def _auth_messages(self) -> list[bytes]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _subscribe_message(self, topics: list[str]) -> bytes | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _unsubscribe_message(self, topics: list[str]) -> bytes | None:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ Session protocol
+    def on_connected(self, send: Callable[[bytes], None]) -> None:
+        """Send auth (when a key was given) and one subscribe of every current topic."""
+        self._send = send
+        self.state["connected"] = True
+        self.state["authenticated"] = False
+        self._reset_connection_state()
+        for m in self._auth_messages():
+            send(m)
+        if self._topics:
+            msg = self._subscribe_message(list(self._topics))
+            if msg is not None:
+                send(msg)
+
+    def on_disconnected(self, reason: str) -> None:
+        self._send = None
+        self.state["connected"] = False
+        self.state["authenticated"] = False
+        self.flush_stats()
+
+    def _reset_connection_state(self) -> None:
+        """Forget what belonged to the previous connection (e.g. sequence numbers)."""
+
+    def on_message(self, payload: Any, recv_ns: int) -> None:
+        """Decode one complete text message and apply it; never raises."""
+        stats = self.stats
+        stats.messages += 1
+        try:
+            stats.bytes += len(payload)
+            try:
+                msg = self.decoder.decode(payload)
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                msg = self._decode_elements(payload, e)
+            self._apply(msg, recv_ns)
+        except Exception as e:  # a bug, not bad input: count it, keep the connection
+            stats.count_decode_error("internal")
+            self._logger("internal", "%s: error handling a message: %r", self.name, e, level=logging.ERROR)
+
+    def _apply(self, msg: Any, recv_ns: int) -> None:
+        filler = self.filler
+        accepted = filler.process(msg, recv_ns)
+        stats = self.stats
+        if filler.n:
+            stats.bars += accepted
+            if accepted < filler.n or recv_ns >= self._next_flush:
+                self.flush_stats(recv_ns)
+            if accepted and self.on_batch is not None:
+                self.on_batch(self.engine.last_rows(), self.engine.T)
+        if filler.values_errors:
+            stats.count_decode_error("values", filler.values_errors)
+            self._logger("values", "%s: %d bar(s) with impossible numbers skipped (NaN/inf, "
+                         "negative volume, high < low, bad time)", self.name, filler.values_errors)
+        if filler.overflow:
+            stats.universe_overflow += filler.overflow
+            self._logger("overflow", "%s: universe full (capacity %d): %d bar(s) of new symbols "
+                         "skipped", self.name, self.universe.capacity, filler.overflow,
+                         level=logging.ERROR)
+        others = filler.others
+        if others is not None:
+            for m in others:
+                self._handle_other(m, recv_ns)
+
+    def _handle_other(self, msg: Any, recv_ns: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ slow path
+    def _decode_elements(self, payload: Any, err: Exception) -> list:
+        """The message failed to decode as a whole: keep every element that decodes."""
+        if isinstance(err, msgspec.ValidationError) or isinstance(err, UnicodeDecodeError):
+            try:
+                raws = _raw_list.decode(payload)
+            except msgspec.ValidationError:  # valid JSON, not an array: one bad object
+                self._count_bad_element(payload, err)
+                return []
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:  # e.g. also truncated
+                self._count_bad_element(payload, e)
+                return []
+            good = []
+            for raw in raws:
+                try:
+                    good.append(self.element_decoder.decode(raw))
+                except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                    self._count_bad_element(raw, e)
+            return good
+        self.stats.count_decode_error("json")
+        self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, _snippet(payload))
+        return []
+
+    def _count_bad_element(self, raw: Any, err: Exception) -> None:
+        if isinstance(err, UnicodeDecodeError):
+            self.stats.count_decode_error("utf8")
+            self._logger("utf8", "%s: invalid UTF-8 in a message: %s", self.name, _snippet(raw))
+            return
+        if not isinstance(err, msgspec.ValidationError):
+            self.stats.count_decode_error("json")
+            self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, _snippet(raw))
+            return
+        try:
+            tag = getattr(_probe.decode(raw), self.tag_field)
+        except Exception:
+            tag = msgspec.UNSET
+        if isinstance(tag, str) and tag not in self.known_tags:
+            self.stats.unknown_messages += 1
+            self._logger("unknown", "%s: unknown message %s=%r skipped", self.name, self.tag_field, tag,
+                         level=logging.INFO)
+            return
+        self.stats.count_decode_error("validation")
+        self._logger("validation", "%s: invalid message (%s): %s", self.name, err, _snippet(raw))
+
+    # ------------------------------------------------------------------ stats
+    def flush_stats(self, now_ns: int | None = None) -> None:
+        """Move buffered latencies and the engine's counter deltas into ``stats``."""
+        if now_ns is None:
+            now_ns = time.time_ns()
+        self._next_flush = now_ns + FLUSH_EVERY_NS
+        stats = self.stats
+        self.filler.processing_latency.flush_into(stats.processing_latency)
+        self.filler.feed_latency.flush_into(stats.feed_latency)
+        try:
+            counters = self.engine.counters
+        except AttributeError:
+            return
+        seen = self._engine_seen
+        for k in _ENGINE_COUNTERS:
+            v = counters.get(k, 0)
+            d = v - seen[k]
+            if d:
+                setattr(stats, k, getattr(stats, k) + d)
+                seen[k] = v

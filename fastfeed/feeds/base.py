@@ -253,17 +253,15 @@ class BaseSession:
 
     def on_message(self, payload: Any, recv_ns: int) -> None:
         """Decode one complete text message and apply it; never raises."""
-        stats = self.stats
-        stats.messages += 1
+        # stats.messages / stats.bytes are counted by the transport's listener
         try:
-            stats.bytes += len(payload)
             try:
                 msg = self.decoder.decode(payload)
             except (msgspec.DecodeError, UnicodeDecodeError) as e:
                 msg = self._decode_elements(payload, e)
             self._apply(msg, recv_ns)
         except Exception as e:  # a bug, not bad input: count it, keep the connection
-            stats.count_decode_error("internal")
+            self.stats.count_decode_error("internal")
             self._logger("internal", "%s: error handling a message: %r", self.name, e, level=logging.ERROR)
 
     def _apply(self, msg: Any, recv_ns: int) -> None:

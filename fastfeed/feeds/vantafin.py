@@ -94,14 +94,21 @@ class VantafinSession(BaseSession):
     decoder = decoder
     element_decoder = element_decoder
 
-    def __init__(self, engine: Any, universe: Any, stats: Any, *, pv: str = "typical",
+    bar_type: type = LiveQuote
+    status_type: type = Status
+    bar_fields: tuple = BAR_FIELDS
+    pv_modes = {"typical": PV_TYPICAL, "close": PV_CLOSE}
+    default_pv = "typical"
+
+    def __init__(self, engine: Any, universe: Any, stats: Any, *, pv: str | None = None,
                  batch_capacity: int = 1024, **kw: Any) -> None:
-        if pv not in ("typical", "close"):
-            raise ValueError(f"pv must be 'typical' or 'close', not {pv!r}")
+        pv = self.default_pv if pv is None else pv
+        if pv not in self.pv_modes:
+            raise ValueError(f"pv must be one of {', '.join(map(repr, self.pv_modes))}, not {pv!r}")
         super().__init__(engine, universe, stats, **kw)
         self.pv = pv
-        self.filler = BarFiller(LiveQuote, BAR_FIELDS, universe, self._overflow_exc, engine,
-                                PV_CLOSE if pv == "close" else PV_TYPICAL, batch_capacity)
+        self.filler = BarFiller(self.bar_type, self.bar_fields, universe, self._overflow_exc, engine,
+                                self.pv_modes[pv], batch_capacity)
 
     # topics
     def _check_topic(self, topic: str) -> str:
@@ -126,7 +133,7 @@ class VantafinSession(BaseSession):
 
     # control
     def _handle_other(self, msg: Any, recv_ns: int) -> None:
-        if type(msg) is Status:
+        if type(msg) is self.status_type:
             self._on_status(msg.status, self._scrub(msg.message))
         elif type(msg) is MarketStatus:
             self.state["market"] = msg.market

@@ -1,0 +1,243 @@
+"""sFOX websocket ticker feed ``ticker.sfox.<pair>`` (PROTOCOLS.md §2, bars per §3).
+
+Data messages are envelopes without a tag, ``{sequence, recipient, timestamp, payload}``;
+acknowledgements carry ``type`` (``success`` / ``error``) and ``action``. One Struct
+with optional fields decodes both in one pass (``type`` present → ack), so there is no
+second parse. Ticker values are cumulative since 00:00 UTC; :class:`SfoxState` (Cython)
+differences them into per-second bars and keeps the 24-hour values as given.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from .._ext.decode import BarFiller, SfoxState
+from .base import AuthError, BaseSession
+
+URL = "wss://ws.sfox.com/ws"
+API_KEY_ENV = "SFOX_API_KEY"
+TOPIC_PREFIX = "ticker.sfox."
+
+_TOPIC = re.compile(r"ticker\.sfox\.([a-z0-9]{2,24})")
+
+
+class Payload(msgspec.Struct):
+    """A ticker payload or an ack payload: every field optional, unknown ones ignored."""
+
+    last: float | None = None
+    volume: float | None = None
+    vwap: float | None = None
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    amount: float | None = None
+    pair: str | None = None
+    timestamp: str | None = None
+    action: str | None = None
+    feeds: list[str] | None = None
+    error: str | None = None
+
+
+class Envelope(msgspec.Struct):
+    """Data: ``sequence, recipient, timestamp`` (epoch ns), ``payload``; acks add ``type``."""
+
+    type: str | None = None
+    sequence: int | None = None
+    recipient: str | None = None
+    timestamp: int | None = None
+    payload: Payload | None = None
+    action: str | None = None
+
+
+class _SeqProbe(msgspec.Struct):
+    sequence: Any = None
+
+
+decoder = msgspec.json.Decoder(Envelope)
+_seq_probe = msgspec.json.Decoder(_SeqProbe)
+element_decoder = decoder
+
+_encode = msgspec.json.Encoder().encode
+
+
+def auth_message(api_key: str) -> bytes:
+    return _encode({"type": "authenticate", "apiKey": api_key, "enterprise": "true"})
+
+
+def subscribe_message(topics: list[str]) -> bytes:
+    return _encode({"type": "subscribe", "feeds": topics})
+
+
+def unsubscribe_message(topics: list[str]) -> bytes:
+    return _encode({"type": "unsubscribe", "feeds": topics})
+
+
+def check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
+        raise ValueError(f"bad topic {topic!r}: expected ticker.sfox.<pair>, e.g. ticker.sfox.btcusd")
+    return topic
+
+
+class SfoxSession(BaseSession):
+    """Session for the sFOX ticker feed.
+
+    The pair (``btcusd``) is the universe symbol. ``session.sequence_gaps`` mirrors
+    ``stats.sequence_gaps``; each gap also calls ``on_event("sequence_gap", {...})``.
+    ``session.daily(pair)`` gives the latest 24-hour values as sFOX sent them.
+    """
+
+    name = "sfox"
+    tag_field = "type"
+    known_tags = frozenset({"success", "error"})
+    api_key_env = API_KEY_ENV
+    decoder = decoder
+    element_decoder = element_decoder
+
+    def __init__(self, engine: Any, universe: Any, stats: Any, **kw: Any) -> None:
+        super().__init__(engine, universe, stats, **kw)
+        self.filler = BarFiller(None, None, universe, self._overflow_exc, engine, capacity=1)
+        self.sfox = SfoxState(universe.capacity)
+        self._seq: int | None = None
+
+    # topics
+    def _check_topic(self, topic: str) -> str:
+        return check_topic(topic)
+
+    def _symbols_of(self, topics: Any) -> set[str]:
+        return {t[len(TOPIC_PREFIX):] for t in topics}
+
+    # wire
+    def _auth_messages(self) -> list[bytes]:
+        return [auth_message(self._api_key)] if self._api_key else []
+
+    def _subscribe_message(self, topics: list[str]) -> bytes:
+        return subscribe_message(topics)  # one request for every feed (40 requests/min limit)
+
+    def _unsubscribe_message(self, topics: list[str]) -> bytes:
+        return unsubscribe_message(topics)
+
+    def _reset_connection_state(self) -> None:
+        # sequence numbers are per connection; the per-pair cumulative state is kept: the
+        # first update after a reconnect differences against the last one before it
+        self._seq = None
+
+    # data
+    def daily(self, pair: str) -> dict[str, float] | None:
+        """Latest 24-hour (since 00:00 UTC) values of ``pair`` as given, or None."""
+        row = self.universe.index.get(pair)
+        st = self.sfox
+        if row is None or st.day_t[row] < 0:
+            return None
+        return {
+            "open": float(st.day_open[row]), "high": float(st.day_high[row]),
+            "low": float(st.day_low[row]), "volume": float(st.day_volume[row]),
+            "vwap": float(st.day_vwap[row]), "last": float(st.day_last[row]),
+            "timestamp_ns": int(st.day_t[row]),
+        }
+
+    def _apply(self, msg: Any, recv_ns: int) -> None:
+        if type(msg) is list:  # the fallback yields a list (sFOX sends single objects)
+            for m in msg:
+                self._apply_one(m, recv_ns)
+        else:
+            self._apply_one(msg, recv_ns)
+
+    def _note_sequence(self, seq: int, recipient: str | None) -> None:
+        prev = self._seq
+        if prev is not None and seq != prev + 1:
+            self.stats.sequence_gaps += 1
+            self._emit("sequence_gap", {"expected": prev + 1, "got": seq, "recipient": recipient})
+            self._logger("sequence_gap", "sfox: sequence gap: expected %d, got %d", prev + 1, seq)
+        self._seq = seq
+
+    def _decode_elements(self, payload: Any, err: Exception) -> list:
+        good = super()._decode_elements(payload, err)
+        if not good:  # a message that did not decode still took its sequence number
+            try:
+                seq = _seq_probe.decode(payload).sequence
+            except Exception:
+                seq = None
+            if isinstance(seq, int):
+                self._note_sequence(seq, None)
+        return good
+
+    def _apply_one(self, env: Envelope, recv_ns: int) -> None:
+        if env.sequence is not None:
+            self._note_sequence(env.sequence, env.recipient)
+        if env.type is not None:
+            self._on_ack(env)
+            return
+        recipient = env.recipient
+        if recipient is None or not recipient.startswith(TOPIC_PREFIX):
+            self.stats.unknown_messages += 1
+            self._logger("unknown", "sfox: message for unknown recipient %r skipped", recipient)
+            return
+        p = env.payload
+        t = env.timestamp
+        if p is None or t is None or p.last is None or p.volume is None:
+            self.stats.count_decode_error("validation")
+            self._logger("validation", "sfox: ticker without timestamp/last/volume skipped")
+            return
+        last, volume = p.last, p.volume
+        vwap = p.vwap if p.vwap is not None else (0.0 if volume == 0 else math.nan)
+        if not (math.isfinite(last) and math.isfinite(volume) and math.isfinite(vwap)) or volume < 0 or t < 0:
+            self.stats.count_decode_error("values")
+            self._logger("values", "sfox: ticker with impossible numbers skipped (%r)", p)
+            return
+        pair = recipient[len(TOPIC_PREFIX):]
+        row = self.universe.index.get(pair)
+        if row is None:
+            try:
+                row = self.universe.row(pair)
+            except self._overflow_exc:
+                self.stats.universe_overflow += 1
+                return
+        nan = math.nan
+        st = self.sfox
+        if not st.update(self.filler, row, t, last, volume, vwap,
+                         nan if p.open is None else p.open, nan if p.high is None else p.high,
+                         nan if p.low is None else p.low):
+            self._logger("disorder", "sfox: update older than the previous one for %s skipped", pair)
+            return
+        accepted = st.commit(self.filler, recv_ns)
+        stats = self.stats
+        stats.bars += accepted
+        if accepted < 1 or recv_ns >= self._next_flush:
+            self.flush_stats(recv_ns)
+        if accepted and self.on_batch is not None:
+            self.on_batch(self.engine.last_rows(), self.engine.T)
+
+    def _on_ack(self, env: Envelope) -> None:
+        action = env.action or (env.payload.action if env.payload is not None else None)
+        state = self.state
+        if env.type == "success":
+            state["last_status"] = {"status": "success", "action": action}
+            if action == "authenticate":
+                state["authenticated"] = True
+            elif action == "subscribe" and env.payload is not None and env.payload.feeds:
+                state.setdefault("subscribed", set()).update(env.payload.feeds)
+            elif action == "unsubscribe" and env.payload is not None and env.payload.feeds:
+                state.setdefault("subscribed", set()).difference_update(env.payload.feeds)
+        elif env.type == "error":
+            error = self._scrub((env.payload.error if env.payload is not None else None) or "error")
+            state["last_error"] = f"{action}: {error}"
+            if action == "authenticate":
+                state["authenticated"] = False
+                self.fatal = AuthError(
+                    f"sfox refused the API key ({error!r}); check the key (env {API_KEY_ENV}) "
+                    "— not retrying"
+                )
+                self._emit("auth_failed", {"message": error})
+                self._logger("auth", "sfox: authentication failed: %s", error)
+            else:
+                self._emit("error", {"action": action, "message": error})
+                self._logger("status_error", "sfox: %s failed: %s", action, error)
+        else:
+            self.stats.unknown_messages += 1
+            self._logger("unknown", "sfox: unknown message type %r skipped", env.type)
+
+
+SESSION = SfoxSession

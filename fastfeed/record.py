@@ -100,10 +100,11 @@ REC_OVERHEAD = _REC_HDR.size + _CRC.size  # 17 bytes per record
 MAX_PAYLOAD = 1 << 30  # a larger length field is corruption
 MAX_META = 1 << 20
 
-# resynchronisation: a candidate record's recv_ns must be within this range of the
-# header's start time (a random 8 bytes practically never are)
-_RESYNC_BEFORE_NS = 86_400 * 10**9
-_RESYNC_AFTER_NS = 400 * 86_400 * 10**9
+# resynchronisation after damage: a candidate record must have a known kind, a length
+# under _RESYNC_MAX_PAYLOAD and a recv_ns within 20 years of the header's start time
+# before its CRC is even computed (random bytes pass all three about once in 50,000)
+_RESYNC_SPAN_NS = 20 * 366 * 86_400 * 10**9
+_RESYNC_MAX_PAYLOAD = 64 << 20
 
 _KEY_RE = re.compile(r"(?i)((?:api[_-]?key|apikey|key|token|secret)=)[^&#\s]*")
 
@@ -556,10 +557,16 @@ def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed:
     Returns ``(recording_session, close)``: give ``recording_session`` to the
     ``Connection`` instead of ``session``; call ``close()`` when the connection is done
     (it flushes, writes the end record, and returns the writer's summary dict:
-    path, messages, bytes, dropped, error). If ``engine`` is given, its configuration
-    (capacity, windows, depth) is stored in the header so that replay rebuilds the same
-    engine.
+    path, messages, bytes, dropped, error). The topics and the engine's configuration
+    (capacity, windows, depth, max_future_skew) are stored in the header so that replay
+    rebuilds the same engine; they are taken from ``session.topics`` / ``session.engine``
+    unless given. ``writer_options`` go to :class:`Writer` (``flush_interval``,
+    ``max_pending``, ``fsync``, ``on_error``, ...).
     """
+    if not topics:
+        topics = tuple(getattr(session, "topics", None) or ())
+    if engine is None:
+        engine = getattr(session, "engine", None)
     meta: dict[str, Any] = {"topics": list(topics)}
     if engine is not None:
         meta["engine"] = engine_config(engine)
@@ -660,14 +667,14 @@ class Reader:
 
     def _resync(self, mv: memoryview, pos: int, end: int) -> int:
         """Offset of the next intact record after pos, or -1."""
-        lo = self.header.start_ns - _RESYNC_BEFORE_NS
-        hi = self.header.start_ns + _RESYNC_AFTER_NS
+        lo = self.header.start_ns - _RESYNC_SPAN_NS
+        hi = self.header.start_ns + _RESYNC_SPAN_NS
         unpack = _REC_HDR.unpack_from
         last = end - REC_OVERHEAD
         q = pos + 1
         while q <= last:
             size, kind, ns = unpack(mv, q)
-            if (kind in _KNOWN_KINDS and lo <= ns <= hi and size <= MAX_PAYLOAD
+            if (kind in _KNOWN_KINDS and lo <= ns <= hi and size <= _RESYNC_MAX_PAYLOAD
                     and q + REC_OVERHEAD + size <= end):
                 r = self._check(mv, q, end)
                 if not isinstance(r, str):

@@ -1,0 +1,434 @@
+"""Replay a recording through the same feed session and engine; export its bars.
+
+``replay(path)`` rebuilds what the live process had: a :class:`fastfeed.Feed` of the
+recorded feed (not connected), whose session gets every recorded message with its
+*recorded* receive time as "now", and the recorded connection boundaries (so
+reconnects and gaps are counted as they were live). Same file, same options → the
+same windows and the same snapshot document, every time.
+
+What a recording cannot reproduce, and replay therefore leaves out: transport counters
+(``frames``, ``protocol_errors``: frames the transport rejected never reached the
+session, so they were never recorded) and the processing latency (a wall-clock
+measurement of the live process; its histogram is left empty).
+
+``export_parquet(path, out)`` writes the bars the engine accepted (final version of
+each ``(instrument, second)``) to Parquet.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .record import CONNECTED, DISCONNECTED, MESSAGE, Reader
+
+__all__ = ["ReplayResult", "replay", "replay_session", "export_parquet", "EXPORT_COLUMNS",
+           "parse_speed"]
+
+#: columns of the Parquet export, in order
+EXPORT_COLUMNS = ("instrument", "second", "open", "high", "low", "close", "volume", "pv", "vwap")
+
+_PLACEHOLDER_TOPICS = {"sfox": ("ticker.sfox.btcusd",)}
+
+
+def parse_speed(text: str | float | None) -> float | None:
+    """``"max"`` → ``None`` (as fast as possible); ``"1.0"``, ``"10"``, ``"10x"`` → factor."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        speed = float(text)
+    else:
+        t = text.strip().lower().rstrip("x")
+        if t in ("max", "inf", "0", ""):
+            return None
+        try:
+            speed = float(t)
+        except ValueError:
+            raise ValueError(f"speed {text!r}: use max or a factor such as 1.0 or 10") from None
+    if not math.isfinite(speed):
+        return None
+    if speed <= 0:
+        raise ValueError(f"speed {text!r} must be positive (or max)")
+    return speed
+
+
+# --------------------------------------------------------------------------- driving a session
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did: the feed (engine, universe, stats) and the reader's report."""
+
+    feed_name: str
+    feed: Any  # fastfeed.Feed, or None when a bare session was driven
+    engine: Any
+    universe: Any
+    stats: Any
+    report: dict[str, Any]  # Reader.report(): records, skipped bytes, problems, complete
+    messages: int = 0
+    connects: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    elapsed: float = 0.0  # wall seconds the replay took
+    bars: int = 0
+
+    def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
+        """The ``fastfeed snapshot`` document of the replayed state."""
+        from .snapshot import snapshot_document
+
+        return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
+
+    @property
+    def bars_per_second(self) -> float:
+        return self.bars / self.elapsed if self.elapsed > 0 else float("nan")
+
+
+class _Progress:
+    """A rich progress bar over file bytes, on stderr; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled = enabled
+        self._p = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                       TimeRemainingColumn, TransferSpeedColumn)
+
+            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                               DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                               console=Console(stderr=True), transient=True)
+            self._p.start()
+            self._task = self._p.add_task(label, total=total)
+
+    def update(self, done: int) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+            self._p = None
+
+
+def _no_send(data: bytes) -> None:
+    """Replay's ``send``: subscribe/auth messages go nowhere."""
+
+
+def replay_session(reader: Reader, session: Any, *, stats: Any = None,
+                   on_event: Callable[[str, dict], None] | None = None,
+                   speed: float | None = None, progress: bool = False,
+                   url: str = "") -> dict[str, int | None]:
+    """Drive any ``Session`` with the records of ``reader`` (the transport's part).
+
+    ``CONNECTED`` → ``on_event("connected")`` then ``session.on_connected(no-op send)``
+    (and ``stats.reconnects += 1`` from the second one on, as the transport does);
+    ``MESSAGE`` → ``session.on_message(payload, recorded recv_ns)``;
+    ``DISCONNECTED`` → ``on_event("disconnected")`` then ``session.on_disconnected``.
+    ``speed``: ``None`` as fast as possible, else a factor of the recorded pace.
+    Returns counts: messages, connects, first_ns, last_ns.
+    """
+    on_message = session.on_message
+    connects = 0
+    messages = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    prog = _Progress(progress, reader.size, os.path.basename(reader.path))
+    t0 = time.perf_counter()
+    every = 256
+    try:
+        for kind, ns, payload in reader:
+            if speed is not None:
+                if first_ns is None:
+                    first_ns = ns
+                delay = (ns - first_ns) / 1e9 / speed - (time.perf_counter() - t0)
+                if delay > 0:
+                    time.sleep(delay)
+            if kind == MESSAGE:
+                on_message(payload, ns)
+                messages += 1
+                if progress and messages % every == 0:
+                    prog.update(reader.bytes_read)
+            elif kind == CONNECTED:
+                connects += 1
+                if connects > 1 and stats is not None:
+                    stats.reconnects += 1
+                if on_event is not None:
+                    on_event("connected", {"connects": connects, "url": url, "recv_ns": ns})
+                session.on_connected(_no_send)
+            elif kind == DISCONNECTED:
+                reason = payload.decode("utf-8", "replace")
+                if on_event is not None:
+                    on_event("disconnected", {"reason": reason, "url": url, "recv_ns": ns})
+                session.on_disconnected(reason)
+            if first_ns is None:
+                first_ns = ns
+            last_ns = ns
+    finally:
+        prog.close()
+    flush = getattr(session, "flush_stats", None)
+    if flush is not None:
+        flush(last_ns)
+    return {"messages": messages, "connects": connects, "first_ns": first_ns, "last_ns": last_ns}
+
+
+def _engine_settings(header_meta: dict[str, Any], windows: Sequence[int] | None,
+                     depth: int | None, capacity: int | None,
+                     max_future_skew: float | None) -> dict[str, Any]:
+    """Engine settings for a replay: explicit options, else the recorded ones, else defaults."""
+    rec = header_meta.get("engine") or {}
+    ws = tuple(int(w) for w in (windows or rec.get("windows") or (60, 300, 900)))
+    rec_depth = rec.get("depth")
+    if depth is None and rec_depth is not None:
+        depth = max(int(rec_depth), max(ws))
+    return {
+        "windows": ws,
+        "depth": depth,
+        "capacity": int(capacity or rec.get("capacity") or 16384),
+        "max_future_skew": float(max_future_skew if max_future_skew is not None
+                                 else rec.get("max_future_skew", 5.0)),
+    }
+
+
+def _topics(header_meta: dict[str, Any], feed_name: str) -> tuple[str, ...] | None:
+    topics = tuple(header_meta.get("topics") or ())
+    if topics:
+        return topics
+    return _PLACEHOLDER_TOPICS.get(feed_name)  # None: the Feed's default for that feed
+
+
+def replay(path: str | os.PathLike[str], *, feed: Any = None,
+           windows: Sequence[int] | None = None, depth: int | None = None,
+           capacity: int | None = None, max_future_skew: float | None = None,
+           speed: float | str | None = None, progress: bool = False,
+           on_update: Callable[[np.ndarray, int], None] | None = None,
+           on_event: Callable[[str, dict], None] | None = None,
+           session_options: dict[str, Any] | None = None) -> ReplayResult:
+    """Replay the recording at ``path`` and return the resulting state.
+
+    Without ``feed``, builds a :class:`fastfeed.Feed` of the recorded feed (not
+    connected) with the recorded engine settings (``windows``, ``depth``, ``capacity``,
+    ``max_future_skew`` override them), and drives its session. With ``feed``, drives
+    that (unstarted) Feed instead: its ``on_update`` callback and ``on_event`` see the
+    replay as they would see the live feed. ``speed``: ``None``/``"max"`` as fast as
+    possible, else a factor of the recorded pace (``1.0`` real time).
+    """
+    from .feed import Feed
+
+    spd = parse_speed(speed)
+    reader = Reader(path)
+    try:
+        h = reader.header
+        if feed is None:
+            cfg = _engine_settings(h.meta, windows, depth, capacity, max_future_skew)
+            feed = Feed(feed=h.feed, url=h.url or "replay:", api_key=None,
+                        subscribe=_topics(h.meta, h.feed), windows=cfg["windows"],
+                        depth=cfg["depth"], capacity=cfg["capacity"],
+                        max_future_skew=cfg["max_future_skew"], on_update=on_update,
+                        on_event=on_event, session_options=session_options)
+        elif feed.feed_name != h.feed:
+            raise ValueError(f"{reader.path} is a {h.feed} recording, the feed is {feed.feed_name}")
+        bars0 = feed.stats.bars
+        t0 = time.perf_counter()
+        counts = replay_session(reader, feed.session, stats=feed.stats, on_event=feed._emit,
+                                speed=spd, progress=progress, url=h.url)
+        elapsed = time.perf_counter() - t0
+        _clear_wall_clock_stats(feed.stats)
+        return ReplayResult(h.feed, feed, feed.engine, feed.universe, feed.stats,
+                            reader.report(), counts["messages"], counts["connects"],
+                            counts["first_ns"], counts["last_ns"], elapsed,
+                            feed.stats.bars - bars0)
+    finally:
+        reader.close()
+
+
+def _clear_wall_clock_stats(stats: Any) -> None:
+    """Processing latency measures the live process's wall clock: not in a recording."""
+    try:
+        stats.processing_latency.reset()
+    except AttributeError:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------- export
+
+
+class _CapturingEngine:
+    """Stands in for the engine: hands every batch to the real engine and keeps a copy of
+    the bars it accepted (the engine's acceptance rules, applied to the copy)."""
+
+    def __init__(self, engine: Any, sink: Callable[..., None]) -> None:
+        self._engine = engine
+        self._sink = sink
+        self.depth = int(engine.depth)
+        self.skew = float(engine.max_future_skew) if hasattr(engine, "max_future_skew") else None
+        self.T = int(engine.T)
+        self._up = engine.upsert
+
+    def upsert(self, rows, seconds, o, h, l, c, v, pv, n=-1, now=math.nan):  # noqa: E741
+        n = len(rows) if n < 0 else n
+        s = np.asarray(seconds[:n], dtype=np.int64)
+        r = np.asarray(rows[:n], dtype=np.int64)
+        cols = [np.asarray(x[:n], dtype=np.float64) for x in (o, h, l, c, v, pv)]
+        ok = (r >= 0) & (s >= 0)
+        for x in cols:
+            ok &= np.isfinite(x)
+        ok &= (cols[4] >= 0) & (cols[1] >= cols[2])
+        if self.skew is not None and not math.isnan(now):
+            ok &= s <= now + self.skew
+        # stale: second <= T - depth, where T grows with every accepted bar, in order
+        sa = np.where(ok, s, np.int64(-1))
+        tprev = np.maximum.accumulate(np.concatenate(([self.T], sa[:-1]))) if n else sa
+        ok &= s > tprev - self.depth
+        if n:
+            self.T = max(self.T, int(sa.max()))
+        if ok.any():
+            self._sink(r[ok], s[ok], *(x[ok] for x in cols))
+        return self._up(rows, seconds, o, h, l, c, v, pv, n, now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+class _BarStore:
+    """Final version of each (row, second), written out once no later version can come."""
+
+    def __init__(self, depth: int, flush_rows: int) -> None:
+        self.depth = depth
+        self.flush_rows = flush_rows
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.n = 0
+        self.T = -1
+
+    def add(self, rows, seconds, o, h, l, c, v, pv) -> None:  # noqa: E741
+        self.parts.append((rows, seconds, o, h, l, c, v, pv))
+        self.n += len(rows)
+        self.T = max(self.T, int(seconds.max()))
+
+    def take(self, final: bool) -> tuple[np.ndarray, ...] | None:
+        """Deduplicated bars that are final (all of them when ``final``)."""
+        if not self.parts:
+            return None
+        cols = [np.concatenate(x) for x in zip(*self.parts)]
+        self.parts, self.n = [], 0
+        rows, secs = cols[0], cols[1]
+        # last version wins: stable sort by (row, second) keeps arrival order within a key
+        order = np.lexsort((secs, rows))
+        rs, ss = rows[order], secs[order]
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = (rs[1:] != rs[:-1]) | (ss[1:] != ss[:-1])
+        keep = order[last]
+        cols = [x[keep] for x in cols]
+        if not final:
+            # a bar is final once second <= T - depth: the engine refuses any later version
+            done = cols[1] <= self.T - self.depth
+            pending = [x[~done] for x in cols]
+            if len(pending[0]):
+                self.parts.append(tuple(pending))
+                self.n = len(pending[0])
+            cols = [x[done] for x in cols]
+        # output order: second, then row (arrival order of instruments)
+        o2 = np.lexsort((cols[0], cols[1]))
+        return tuple(x[o2] for x in cols)
+
+
+def export_parquet(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                   depth: int | None = None, max_future_skew: float | None = None,
+                   compression: str = "zstd", row_group_rows: int = 1 << 20,
+                   progress: bool = False, session_options: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Decode the recording's bars and write them to a Parquet file.
+
+    Columns: ``instrument`` (string), ``second`` (int64, epoch s of the bar start),
+    ``open high low close volume pv vwap`` (float64; ``vwap = pv / volume``, null when
+    the volume is 0). One row per ``(instrument, second)``: the last version received
+    (corrections replace), limited to the bars the engine accepts (same rules and
+    ``depth``/``max_future_skew`` as the recording's engine, or the given ones).
+    Rows are ordered by second, then instrument (first-seen order). Memory stays
+    bounded: bars are written once they are older than ``depth`` seconds.
+    Returns ``{"rows", "messages", "path", "report"}``.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise RuntimeError("export needs pyarrow: pip install pyarrow "
+                           "(or pip install 'fastfeed[record]')") from None
+    from . import feeds
+    from ._ext.engine import Engine
+    from .stats import Stats
+    from .universe import Universe
+
+    reader = Reader(path)
+    tmp = os.fspath(out) + ".part"
+    writer = None
+    rows_written = 0
+    try:
+        h = reader.header
+        cfg = _engine_settings(h.meta, None, depth, None, max_future_skew)
+        engine = Engine(cfg["capacity"], (min(cfg["windows"]),),
+                        cfg["depth"] or max(cfg["windows"]), cfg["max_future_skew"])
+        universe = Universe(cfg["capacity"])
+        stats = Stats()
+        store = _BarStore(int(engine.depth), row_group_rows)
+        cap = _CapturingEngine(engine, store.add)
+        topics = _topics(h.meta, h.feed) or {"vantafin": ("LS.*",), "massive": ("A.*",)}.get(h.feed, ())
+        session = feeds.make_session(h.feed, cap, universe, stats, topics=topics,
+                                     **(session_options or {}))
+        schema = pa.schema([("instrument", pa.string()), ("second", pa.int64()),
+                            *((c, pa.float64()) for c in EXPORT_COLUMNS[2:])])
+        symbols: list[str] = []
+        pq_compression = None if compression in (None, "none") else compression
+
+        def write(cols: tuple[np.ndarray, ...] | None) -> None:
+            nonlocal writer, rows_written, symbols
+            if cols is None or not len(cols[0]):
+                return
+            if len(symbols) < len(universe):
+                symbols = list(universe.symbols)
+            rows, secs, o, hi, lo, c, v, pv = cols
+            names = pa.array(symbols, pa.string()).take(pa.array(rows))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vwap = pv / v
+            vw = pa.array(vwap, mask=~(v > 0))
+            table = pa.Table.from_arrays([names, pa.array(secs), *map(pa.array, (o, hi, lo, c, v, pv)), vw],
+                                         schema=schema)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, schema, compression=pq_compression)
+            writer.write_table(table, row_group_size=row_group_rows)
+            rows_written += len(rows)
+
+        class _Chunked:
+            """Flush the store whenever it holds enough bars (between messages)."""
+
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.inner, name)
+
+            def on_message(self, payload: Any, recv_ns: int) -> None:
+                self.inner.on_message(payload, recv_ns)
+                if store.n >= store.flush_rows:
+                    write(store.take(final=False))
+
+        counts = replay_session(reader, _Chunked(session), stats=stats, progress=progress,
+                                url=h.url)
+        write(store.take(final=True))
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, schema, compression=pq_compression)
+        writer.close()
+        writer = None
+        os.replace(tmp, out)
+        return {"rows": rows_written, "messages": counts["messages"], "path": os.fspath(out),
+                "report": reader.report()}
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        reader.close()

@@ -127,7 +127,8 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
 
     ``CONNECTED`` → ``on_event("connected")`` then ``session.on_connected(no-op send)``
     (and ``stats.reconnects += 1`` from the second one on, as the transport does);
-    ``MESSAGE`` → ``session.on_message(payload, recorded recv_ns)``;
+    ``MESSAGE`` → ``stats.messages``/``stats.bytes`` counted (the listener's job live),
+    then ``session.on_message(payload, recorded recv_ns)``;
     ``DISCONNECTED`` → ``on_event("disconnected")`` then ``session.on_disconnected``.
     ``speed``: ``None`` as fast as possible, else a factor of the recorded pace.
     Returns counts: messages, connects, first_ns, last_ns.
@@ -149,8 +150,11 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
                 if delay > 0:
                     time.sleep(delay)
             if kind == MESSAGE:
-                on_message(payload, ns)
                 messages += 1
+                if stats is not None:  # the transport's listener counts these live
+                    stats.messages += 1
+                    stats.bytes += len(payload)
+                on_message(payload, ns)
                 if progress and messages % every == 0:
                     prog.update(reader.bytes_read)
             elif kind == CONNECTED:

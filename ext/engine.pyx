@@ -1,3 +1,769 @@
-# placeholder: replaced by the engine implementation (issue #2)
-def _placeholder():
-    return 1
+# cython: language_level=3
+"""Bar store and rolling OHLCV/VWAP kernels: :class:`Engine`.
+
+Semantics (DESIGN.md "Rolling semantics"; details in ``docs/ENGINE.md``):
+
+* ``T`` is the largest second accepted (or passed to :meth:`Engine.advance_to`).
+* A bar is rejected, in this order, as ``bad_row`` (row outside ``[0, capacity)``),
+  ``invalid_rejected`` (non-finite number, ``volume < 0``, ``high < low``, negative
+  second), ``future_rejected`` (``second > now + max_future_skew``, unless ``now`` is
+  NaN), ``stale_dropped`` (``second <= T - depth``).  Otherwise it is accepted and
+  replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
+* Window ``W`` as of ``T`` holds the bars with ``T - W < second <= T``.
+
+Layout: the bar store is slot-major ``[depth, capacity]`` (slot = second % depth), so a
+burst for one second writes contiguous memory and evicting a second reads one
+contiguous row of each column.  Per (row, window): Neumaier-compensated sums with an
+exact recompute on heavy cancellation; one max and one min monotonic deque per row
+(shared by all windows: a bar's membership of the deque depends only on later bars,
+so the deque of a shorter window is a suffix of the longest window's deque — each
+window keeps its own front index into it).
+"""
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_STRIDES, PyBUF_FORMAT
+from libc.math cimport isfinite, isnan, fabs, NAN
+from libc.string cimport memset
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+
+import math
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+# Per (row, window) rolling state; one 80-byte record, row-major ([row, window]), so
+# the K records a bar touches are adjacent.
+ctypedef struct WState:
+    double vs, vc       # Neumaier sum of volume and its compensation
+    double ps, pc       # Neumaier sum of pv and its compensation
+    double va, pa       # sum of |x| added + removed since the last exact recompute
+    int64_t first       # earliest held second in the window; -1 when empty
+    int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
+    uint16_t hslot, lslot   # slot of that front (mirror, so eviction need not read the deque)
+
+__all__ = ["Engine", "WindowView"]
+
+# |sum| < CANCEL * (sum of |x| added and removed since the last recompute) triggers an
+# exact recompute of that (row, window) sum from the store.
+cdef double CANCEL = 1e-6
+cdef Py_ssize_t MAX_DEPTH = 65536      # slots are stored as uint16 in the deques
+
+
+cdef inline void nadd(double *s, double *c, double x) noexcept nogil:
+    """Neumaier: add x to the running sum s with compensation c."""
+    cdef double t = s[0] + x
+    if fabs(s[0]) >= fabs(x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    s[0] = t
+
+
+cdef inline bint dominates(double later, double earlier, bint ismax) noexcept nogil:
+    """A later bar with value ``later`` makes an earlier bar irrelevant (ties: keep latest)."""
+    if ismax:
+        return later >= earlier
+    return later <= earlier
+
+
+cdef inline double vwap_of(WState *ws) noexcept nogil:
+    cdef double vol = ws.vs + ws.vc
+    if vol != 0.0:
+        return (ws.ps + ws.pc) / vol
+    return NAN
+
+
+cdef inline bint cancelled(WState *ws) noexcept nogil:
+    return (fabs(ws.vs + ws.vc) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
+
+
+cdef class WindowView:
+    """One window's columns, each of length ``capacity``, indexed by row.
+
+    From :meth:`Engine.window` these are **zero-copy, read-only views** of the engine's
+    arrays: valid (and consistent) only until the next ``upsert``/``advance_to``, which
+    update them in place.  From :meth:`Engine.window_copy` they are private copies.
+    """
+    cdef readonly int W
+    cdef readonly object open, high, low, close, volume, vwap, count
+
+    def __init__(self, W, open, high, low, close, volume, vwap, count):
+        self.W = W
+        self.open, self.high, self.low, self.close = open, high, low, close
+        self.volume, self.vwap, self.count = volume, vwap, count
+
+    def copy(self):
+        return WindowView(self.W, self.open.copy(), self.high.copy(), self.low.copy(),
+                          self.close.copy(), self.volume.copy(), self.vwap.copy(), self.count.copy())
+
+    def __repr__(self):
+        return f"<WindowView W={self.W} rows={len(self.count)} with_bars={int((self.count > 0).sum())}>"
+
+
+cdef int _getbuf(object obj, Py_buffer *b, bint is_int, str name) except -1:
+    PyObject_GetBuffer(obj, b, PyBUF_STRIDES | PyBUF_FORMAT)
+    cdef bytes fmt = b.format if b.format != NULL else b"B"
+    cdef bint ok = b.ndim == 1 and b.itemsize == 8
+    if ok:
+        fmt = fmt.lstrip(b"@=<")
+        ok = fmt in ((b"l", b"q") if is_int else (b"d",))
+    if not ok:
+        PyBuffer_Release(b)
+        raise TypeError(f"{name} must be a 1-D {'int64' if is_int else 'float64'} array")
+    return 0
+
+
+cdef void *_own(list keep, cnp.ndarray a) except NULL:
+    """Keep ``a`` alive (in ``keep``) and return its data pointer."""
+    if not a.flags.c_contiguous or a.size == 0:
+        raise ValueError("internal: array must be non-empty and C-contiguous")
+    keep.append(a)
+    return cnp.PyArray_DATA(a)
+
+
+cdef int64_t _next_pow2(int64_t x):
+    cdef int64_t p = 1
+    while p < x:
+        p <<= 1
+    return p
+
+
+cdef class Engine:
+    """Bar store + rolling OHLCV/VWAP of every row, for each configured window.
+
+    :param capacity: rows (instruments), as in :class:`fastfeed.universe.Universe`.
+    :param windows: window lengths in seconds (distinct, positive, each <= depth).
+    :param depth: seconds of bars kept; default ``max(windows)``; at most 65536.
+    :param max_future_skew: a bar whose second is more than this after ``now`` is
+        rejected (one bad timestamp must not evict the universe).
+
+    Memory: ``capacity * (49 * depth + 4 * C + ~110 * K + 40)`` bytes, where
+    ``C`` = next power of two >= max(windows) and ``K`` = number of windows (see
+    ``docs/ENGINE.md``); ~0.8 GB for the default 16384 x 900.
+    """
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t depth
+    cdef readonly tuple windows
+    cdef readonly double max_future_skew
+
+    cdef Py_ssize_t N, D, K, kmax, C, mask
+    cdef int64_t Wmax
+    cdef int64_t _T, _Tslot
+    cdef int64_t *win
+    # bar store, slot-major [depth, capacity]; slot = second % depth
+    cdef double *so
+    cdef double *sh
+    cdef double *sl
+    cdef double *sc
+    cdef double *sv
+    cdef double *spv
+    cdef uint8_t *present
+    # per row
+    cdef int64_t *last          # latest second accepted for the row
+    cdef int64_t *tmax          # absolute tail index of the row's max deque
+    cdef int64_t *tmin
+    cdef uint16_t *qmax         # [capacity, C] ring of slots, C = next power of two >= max(windows)
+    cdef uint16_t *qmin
+    cdef WState *st             # [capacity, K]
+    # outputs, [K, capacity] each (the numpy views handed to readers)
+    cdef double *oo
+    cdef double *oh
+    cdef double *ol
+    cdef double *oc
+    cdef double *ov
+    cdef double *ow
+    cdef int64_t *ocnt
+    # last_rows bookkeeping
+    cdef int64_t *lrows
+    cdef uint32_t *mark
+    cdef uint32_t epoch
+    cdef Py_ssize_t nlast
+    # counters
+    cdef int64_t n_accepted, n_inserted, n_replaced, n_stale, n_future, n_invalid, n_bad_row
+    cdef int64_t n_rebuilds, n_recomputes
+    # python-side objects
+    cdef list _keep
+    cdef dict _views
+    cdef object _lrows_arr
+
+
+    def __cinit__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0):
+        cdef Py_ssize_t k, r
+        capacity = int(capacity)
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        if capacity >= 2 ** 31:
+            raise ValueError(f"capacity must be < 2**31, got {capacity}")
+        try:
+            wins = tuple(windows)
+        except TypeError:
+            raise ValueError(f"windows must be a sequence of ints, got {windows!r}") from None
+        if not wins:
+            raise ValueError("windows must not be empty")
+        for w in wins:
+            if not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w <= 0:
+                raise ValueError(f"each window must be a positive int (seconds), got {w!r}")
+        wins = tuple(int(w) for w in wins)
+        if len(set(wins)) != len(wins):
+            raise ValueError(f"windows must be distinct, got {wins}")
+        if depth is None:
+            depth = max(wins)
+        if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool) or depth <= 0:
+            raise ValueError(f"depth must be a positive int (seconds), got {depth!r}")
+        depth = int(depth)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"depth must be <= {MAX_DEPTH} seconds, got {depth}")
+        if max(wins) > depth:
+            raise ValueError(f"every window must be <= depth ({depth}), got {wins}")
+        skew = float(max_future_skew)
+        if not skew >= 0.0:
+            raise ValueError(f"max_future_skew must be >= 0, got {max_future_skew!r}")
+
+        self.capacity = self.N = capacity
+        self.depth = self.D = depth
+        self.windows = wins
+        self.K = len(wins)
+        self.kmax = wins.index(max(wins))
+        self.Wmax = max(wins)
+        self.max_future_skew = skew
+        self.C = _next_pow2(self.Wmax)
+        self.mask = self.C - 1
+        self._T = -1
+        self._Tslot = 0
+        self.epoch = 0
+        self.nlast = 0
+        self._keep = []
+
+        N, D, K = self.N, self.D, self.K
+        win = np.array(wins, dtype=np.int64)
+        self.win = <int64_t *>_own(self._keep, win)
+        # store: np.zeros maps lazily, so RSS grows only as seconds are filled
+        self.so = <double *>_own(self._keep, np.zeros((D, N)))
+        self.sh = <double *>_own(self._keep, np.zeros((D, N)))
+        self.sl = <double *>_own(self._keep, np.zeros((D, N)))
+        self.sc = <double *>_own(self._keep, np.zeros((D, N)))
+        self.sv = <double *>_own(self._keep, np.zeros((D, N)))
+        self.spv = <double *>_own(self._keep, np.zeros((D, N)))
+        self.present = <uint8_t *>_own(self._keep, np.zeros((D, N), dtype=np.uint8))
+        self.last = <int64_t *>_own(self._keep, np.full(N, -1, dtype=np.int64))
+        self.tmax = <int64_t *>_own(self._keep, np.zeros(N, dtype=np.int64))
+        self.tmin = <int64_t *>_own(self._keep, np.zeros(N, dtype=np.int64))
+        self.qmax = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
+        self.qmin = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
+        assert sizeof(WState) == 80
+        self.st = <WState *>_own(self._keep, np.zeros(N * K * sizeof(WState), dtype=np.uint8))
+        self.mark = <uint32_t *>_own(self._keep, np.zeros(N, dtype=np.uint32))
+        lrows = np.zeros(N, dtype=np.int64)
+        self.lrows = <int64_t *>_own(self._keep, lrows)
+        self._lrows_arr = lrows
+        outs = {}
+        for name in ("open", "high", "low", "close", "vwap"):
+            outs[name] = np.full((K, N), np.nan)
+        outs["volume"] = np.zeros((K, N))
+        outs["count"] = np.zeros((K, N), dtype=np.int64)
+        self.oo = <double *>_own(self._keep, outs["open"])
+        self.oh = <double *>_own(self._keep, outs["high"])
+        self.ol = <double *>_own(self._keep, outs["low"])
+        self.oc = <double *>_own(self._keep, outs["close"])
+        self.ov = <double *>_own(self._keep, outs["volume"])
+        self.ow = <double *>_own(self._keep, outs["vwap"])
+        self.ocnt = <int64_t *>_own(self._keep, outs["count"])
+        self._views = {}
+        for k in range(K):
+            cols = []
+            for name in ("open", "high", "low", "close", "volume", "vwap", "count"):
+                v = outs[name][k]
+                v.flags.writeable = False
+                cols.append(v)
+            self._views[wins[k]] = WindowView(wins[k], *cols)
+        for k in range(K):
+            for r in range(N):
+                self.st[r * K + k].first = -1
+
+    # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
+    cdef inline int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
+        cdef int64_t d = self._Tslot - slot
+        if d < 0:
+            d += self.D
+        return self._T - d
+
+    cdef inline Py_ssize_t _slot(self, int64_t s) noexcept nogil:
+        cdef int64_t x = self._Tslot - (self._T - s)
+        if x < 0:
+            x += self.D
+        return <Py_ssize_t>x
+
+    # -- clock -------------------------------------------------------------------------
+    cdef void _advance(self, int64_t T1) noexcept nogil:
+        cdef int64_t T0 = self._T, gap, e, x, W
+        cdef Py_ssize_t k, r
+        if T1 <= T0:
+            return
+        if T0 < 0:
+            self._T = T1
+            self._Tslot = T1 % self.D
+            return
+        gap = T1 - T0
+        for k in range(self.K):
+            W = self.win[k]
+            if gap >= W:
+                for r in range(self.N):
+                    if self.ocnt[k * self.N + r] != 0:
+                        self._clear_rw(k, r)
+            else:
+                e = T0 - W + 1
+                if e < 0:
+                    e = 0
+                while e <= T1 - W:
+                    self._evict(k, e)
+                    e += 1
+        if gap >= self.D:
+            memset(self.present, 0, self.D * self.N)
+        else:
+            x = T0 + 1
+            while x <= T1:
+                memset(self.present + (x % self.D) * self.N, 0, self.N)
+                x += 1
+        self._T = T1
+        self._Tslot = T1 % self.D
+
+    cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
+        cdef WState *ws = &self.st[r * self.K + k]
+        cdef Py_ssize_t kr = k * self.N + r
+        ws.vs = ws.vc = ws.ps = ws.pc = ws.va = ws.pa = 0.0
+        ws.first = -1
+        ws.fmax = self.tmax[r]
+        ws.fmin = self.tmin[r]
+        self.oo[kr] = self.oh[kr] = self.ol[kr] = self.oc[kr] = self.ow[kr] = NAN
+        self.ov[kr] = 0.0
+        self.ocnt[kr] = 0
+
+    cdef void _evict(self, Py_ssize_t k, int64_t e) noexcept nogil:
+        """Second ``e`` leaves window ``k`` for every row (T not yet moved)."""
+        cdef Py_ssize_t N = self.N, K = self.K, r, kr, C = self.C
+        cdef Py_ssize_t eslot = e % self.D, base = eslot * N, sl
+        cdef const uint8_t *pres = self.present + base
+        cdef WState *ws
+        cdef int64_t cnt, x
+        cdef double v, pv
+        for r in range(N):
+            if not pres[r]:
+                continue
+            kr = k * N + r
+            ws = &self.st[r * K + k]
+            cnt = self.ocnt[kr] - 1
+            if cnt <= 0:
+                self._clear_rw(k, r)
+                continue
+            self.ocnt[kr] = cnt
+            v = self.sv[base + r]
+            pv = self.spv[base + r]
+            nadd(&ws.vs, &ws.vc, -v)
+            nadd(&ws.ps, &ws.pc, -pv)
+            ws.va += fabs(v)
+            ws.pa += fabs(pv)
+            if cancelled(ws):
+                self._recompute(k, r, e, self._T)
+            self.ov[kr] = ws.vs + ws.vc
+            self.ow[kr] = vwap_of(ws)
+            if ws.hslot == eslot:
+                ws.fmax += 1
+                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)]
+                self.oh[kr] = self.sh[ws.hslot * N + r]
+            if ws.lslot == eslot:
+                ws.fmin += 1
+                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)]
+                self.ol[kr] = self.sl[ws.lslot * N + r]
+            if ws.first == e:
+                x = e + 1
+                sl = eslot + 1
+                if sl == self.D:
+                    sl = 0
+                while not self.present[sl * N + r]:
+                    x += 1
+                    sl += 1
+                    if sl == self.D:
+                        sl = 0
+                ws.first = x
+                self.oo[kr] = self.so[sl * N + r]
+
+    cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
+        """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""
+        cdef WState *ws = &self.st[r * self.K + k]
+        cdef int64_t x = lo + 1
+        cdef Py_ssize_t sl, off
+        if x < 0:
+            x = 0
+        ws.vs = ws.vc = ws.ps = ws.pc = ws.va = ws.pa = 0.0
+        self.n_recomputes += 1
+        if x > hi:
+            return
+        sl = x % self.D
+        while x <= hi:
+            off = sl * self.N + r
+            if self.present[off]:
+                nadd(&ws.vs, &ws.vc, self.sv[off])
+                nadd(&ws.ps, &ws.pc, self.spv[off])
+                ws.va += fabs(self.sv[off])
+                ws.pa += fabs(self.spv[off])
+            x += 1
+            sl += 1
+            if sl == self.D:
+                sl = 0
+
+    cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
+        cdef WState *ws = &self.st[r * self.K + k]
+        cdef Py_ssize_t kr = k * self.N + r, N = self.N
+        if self.ocnt[kr] == 0:
+            self._clear_rw(k, r)
+            return
+        self.oo[kr] = self.so[self._slot(ws.first) * N + r]
+        self.oh[kr] = self.sh[ws.hslot * N + r]
+        self.ol[kr] = self.sl[ws.lslot * N + r]
+        self.oc[kr] = self.sc[self._slot(self.last[r]) * N + r]
+        self.ov[kr] = ws.vs + ws.vc
+        self.ow[kr] = vwap_of(ws)
+
+    # -- monotonic deques ----------------------------------------------------------------
+    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val, bint ismax) noexcept nogil:
+        """Insert second s (value already in the store) into row r's max/min deque.
+
+        Handles in-order pushes, out-of-order inserts and replacements whose value did
+        not get worse (a worse replacement of a deque member needs ``_dq_rebuild``).
+        """
+        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef const double *col = self.sh if ismax else self.sl
+        cdef int64_t *tailp = (self.tmax if ismax else self.tmin) + r
+        cdef WState *ws = self.st + r * self.K
+        cdef Py_ssize_t N = self.N, mask = self.mask, k
+        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+        cdef int64_t t = tailp[0], i = t, p, delta, j, fk, T = self._T
+        while i > head and self._sec(q[(i - 1) & mask]) > s:
+            i -= 1
+        if i < t and dominates(col[q[i & mask] * N + r], val, ismax):
+            return          # a later bar is at least as extreme: s never becomes a front
+        p = i
+        while p > head and dominates(val, col[q[(p - 1) & mask] * N + r], ismax):
+            p -= 1
+        delta = p + 1 - i
+        if delta > 0:
+            j = t
+            while j > i:
+                q[j & mask] = q[(j - 1) & mask]
+                j -= 1
+        elif delta < 0:
+            j = i
+            while j < t:
+                q[(j + delta) & mask] = q[j & mask]
+                j += 1
+        q[p & mask] = slot
+        t += delta
+        tailp[0] = t
+        for k in range(self.K):
+            fk = ws[k].fmax if ismax else ws[k].fmin
+            if s > T - self.win[k]:
+                if fk >= p:
+                    fk = p
+            elif fk >= i:
+                fk += delta
+            if ismax:
+                ws[k].fmax = fk
+                if fk < t:
+                    ws[k].hslot = q[fk & mask]
+            else:
+                ws[k].fmin = fk
+                if fk < t:
+                    ws[k].lslot = q[fk & mask]
+
+    cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
+        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef WState *ws = self.st + r * self.K
+        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+        cdef int64_t i = (self.tmax if ismax else self.tmin)[r]
+        cdef int64_t x
+        while i > head:
+            x = self._sec(q[(i - 1) & self.mask])
+            if x == s:
+                return True
+            if x < s:
+                return False
+            i -= 1
+        return False
+
+    cdef void _dq_rebuild(self, Py_ssize_t r, bint ismax) noexcept nogil:
+        """Rebuild row r's max/min deque from the store (O(max window))."""
+        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef const double *col = self.sh if ismax else self.sl
+        cdef int64_t *tailp = (self.tmax if ismax else self.tmin) + r
+        cdef WState *ws = self.st + r * self.K
+        cdef Py_ssize_t N = self.N, mask = self.mask, k, sl
+        cdef int64_t t0 = tailp[0], t = t0, x = self._T - self.Wmax + 1, fk, T = self._T
+        cdef double v
+        self.n_rebuilds += 1
+        if x < 0:
+            x = 0
+        sl = self._slot(x)
+        while x <= T:
+            if self.present[sl * N + r]:
+                v = col[sl * N + r]
+                while t > t0 and dominates(v, col[q[(t - 1) & mask] * N + r], ismax):
+                    t -= 1
+                q[t & mask] = <uint16_t>sl
+                t += 1
+            x += 1
+            sl += 1
+            if sl == self.D:
+                sl = 0
+        tailp[0] = t
+        for k in range(self.K):
+            fk = t0
+            while fk < t and self._sec(q[fk & mask]) <= T - self.win[k]:
+                fk += 1
+            if ismax:
+                ws[k].fmax = fk
+                if fk < t:
+                    ws[k].hslot = q[fk & mask]
+            else:
+                ws[k].fmin = fk
+                if fk < t:
+                    ws[k].lslot = q[fk & mask]
+
+    # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
+    cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
+                     double v, double pv) noexcept nogil:
+        cdef Py_ssize_t N = self.N, K = self.K, k, kr
+        cdef Py_ssize_t slot = self._slot(s), off = slot * N + r
+        cdef bint replaced = self.present[off], rebuilt = False
+        cdef double oldv = 0.0, oldpv = 0.0, oldh = 0.0, oldl = 0.0
+        cdef int64_t T = self._T
+        cdef WState *ws
+        if replaced:
+            oldv = self.sv[off]
+            oldpv = self.spv[off]
+            oldh = self.sh[off]
+            oldl = self.sl[off]
+            self.n_replaced += 1
+        else:
+            self.n_inserted += 1
+        self.so[off] = o
+        self.sh[off] = h
+        self.sl[off] = l
+        self.sc[off] = c
+        self.sv[off] = v
+        self.spv[off] = pv
+        self.present[off] = 1
+        if s > self.last[r]:
+            self.last[r] = s
+        if s <= T - self.Wmax:
+            return replaced      # held (history) but in no window
+        # max deque
+        if replaced and h < oldh:
+            if self._dq_contains(r, s, True):
+                self._dq_rebuild(r, True)
+                rebuilt = True
+        else:
+            self._dq_insert(r, s, <uint16_t>slot, h, True)
+        # min deque
+        if replaced and l > oldl:
+            if self._dq_contains(r, s, False):
+                self._dq_rebuild(r, False)
+                rebuilt = True
+        else:
+            self._dq_insert(r, s, <uint16_t>slot, l, False)
+        for k in range(K):
+            if s <= T - self.win[k]:
+                continue
+            kr = k * N + r
+            ws = &self.st[r * K + k]
+            if replaced:
+                nadd(&ws.vs, &ws.vc, -oldv)
+                nadd(&ws.ps, &ws.pc, -oldpv)
+                nadd(&ws.vs, &ws.vc, v)
+                nadd(&ws.ps, &ws.pc, pv)
+                ws.va += fabs(oldv) + fabs(v)
+                ws.pa += fabs(oldpv) + fabs(pv)
+                if cancelled(ws):
+                    self._recompute(k, r, T - self.win[k], T)
+            else:
+                self.ocnt[kr] += 1
+                nadd(&ws.vs, &ws.vc, v)
+                nadd(&ws.ps, &ws.pc, pv)
+                ws.va += fabs(v)
+                ws.pa += fabs(pv)
+                if ws.first < 0 or s < ws.first:
+                    ws.first = s
+            self.ov[kr] = ws.vs + ws.vc
+            self.ow[kr] = vwap_of(ws)
+            if rebuilt:
+                self._refresh_out(k, r)
+                continue
+            if ws.first == s:
+                self.oo[kr] = o
+            if self.last[r] == s:
+                self.oc[kr] = c
+            if ws.hslot == slot:
+                self.oh[kr] = h
+            if ws.lslot == slot:
+                self.ol[kr] = l
+        return replaced
+
+    cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
+                              const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
+                              const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,
+                              const char *vp, Py_ssize_t vs_, const char *pp, Py_ssize_t ps_,
+                              Py_ssize_t n, double now) noexcept nogil:
+        cdef Py_ssize_t i, accepted = 0
+        cdef int64_t r, s
+        cdef double o, h, l, c, v, pv, limit = now + self.max_future_skew
+        cdef bint check_future = not isnan(now)
+        cdef uint32_t epoch
+        self.epoch += 1
+        if self.epoch == 0:
+            memset(self.mark, 0, self.N * sizeof(uint32_t))
+            self.epoch = 1
+        epoch = self.epoch
+        self.nlast = 0
+        for i in range(n):
+            r = (<const int64_t *>(rp + i * rs))[0]
+            s = (<const int64_t *>(sp + i * ss))[0]
+            o = (<const double *>(op + i * os_))[0]
+            h = (<const double *>(hp + i * hs))[0]
+            l = (<const double *>(lp + i * ls))[0]
+            c = (<const double *>(cp + i * cs))[0]
+            v = (<const double *>(vp + i * vs_))[0]
+            pv = (<const double *>(pp + i * ps_))[0]
+            if r < 0 or r >= self.N:
+                self.n_bad_row += 1
+                continue
+            if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c)
+                    and isfinite(v) and isfinite(pv)) or v < 0.0 or h < l or s < 0:
+                self.n_invalid += 1
+                continue
+            if check_future and s > limit:
+                self.n_future += 1
+                continue
+            if self._T >= 0 and s <= self._T - self.D:
+                self.n_stale += 1
+                continue
+            if s > self._T:
+                self._advance(s)
+            self._apply(r, s, o, h, l, c, v, pv)
+            accepted += 1
+            if self.mark[r] != epoch:
+                self.mark[r] = epoch
+                self.lrows[self.nlast] = r
+                self.nlast += 1
+        self.n_accepted += accepted
+        return accepted
+
+    # -- Python API ------------------------------------------------------------------------
+    def upsert(self, rows, seconds, open, high, low, close, volume, pv,
+               Py_ssize_t n=-1, double now=NAN):
+        """Apply the first ``n`` bars (all if ``n < 0``), in order; return how many were accepted.
+
+        ``rows``/``seconds`` are 1-D int64 arrays, the rest 1-D float64 arrays (any
+        stride).  ``now`` is the receive time in epoch seconds (NaN: no future check).
+        The GIL is released while the bars are applied.  Bad bars never raise: they are
+        counted (see :attr:`counters`); wrong argument types or lengths do raise.
+        """
+        cdef Py_buffer b[8]
+        cdef int got = 0, j
+        cdef Py_ssize_t m, accepted
+        args = (rows, seconds, open, high, low, close, volume, pv)
+        names = ("rows", "seconds", "open", "high", "low", "close", "volume", "pv")
+        try:
+            for j in range(8):
+                _getbuf(args[j], &b[j], j < 2, names[j])
+                got += 1
+            m = b[0].shape[0]
+            for j in range(1, 8):
+                if n < 0 and b[j].shape[0] != m:
+                    raise ValueError(f"array lengths differ: rows has {m}, {names[j]} has {b[j].shape[0]}")
+                if b[j].shape[0] < m:
+                    m = b[j].shape[0]
+            if n < 0:
+                n = m
+            elif n > m:
+                raise ValueError(f"n={n} exceeds the array length {m}")
+            with nogil:
+                accepted = self._upsert_c(
+                    <const char *>b[0].buf, b[0].strides[0], <const char *>b[1].buf, b[1].strides[0],
+                    <const char *>b[2].buf, b[2].strides[0], <const char *>b[3].buf, b[3].strides[0],
+                    <const char *>b[4].buf, b[4].strides[0], <const char *>b[5].buf, b[5].strides[0],
+                    <const char *>b[6].buf, b[6].strides[0], <const char *>b[7].buf, b[7].strides[0],
+                    n, now)
+        finally:
+            for j in range(got):
+                PyBuffer_Release(&b[j])
+        return accepted
+
+    def advance_to(self, second):
+        """Move the clock ``T`` forward to ``second`` without a bar (no-op if not later)."""
+        cdef int64_t s = second
+        with nogil:
+            self._advance(s)
+
+    @property
+    def T(self):
+        """The clock: largest second seen; -1 before any bar."""
+        return self._T
+
+    def window(self, W):
+        """Zero-copy read-only views of window ``W``; valid until the next update."""
+        try:
+            return self._views[W]
+        except KeyError:
+            raise KeyError(f"no window {W!r}; windows are {self.windows}") from None
+
+    def window_copy(self, W):
+        """A consistent private copy of window ``W``."""
+        return self.window(W).copy()
+
+    def history(self, Py_ssize_t row, seconds=None):
+        """Bars held for ``row`` with second in ``(T - seconds, T]`` (default: the depth).
+
+        Returns ``{"second": int64[], "open", "high", "low", "close", "volume", "pv": float64[]}``,
+        ascending by second.
+        """
+        if not 0 <= row < self.N:
+            raise IndexError(f"row {row} outside [0, {self.N})")
+        span = self.D if seconds is None else min(int(seconds), self.D)
+        secs = []
+        if self._T >= 0 and span > 0:
+            for x in range(max(self._T - span + 1, 0), self._T + 1):
+                if self.present[self._slot(x) * self.N + row]:
+                    secs.append(x)
+        sec = np.array(secs, dtype=np.int64)
+        out = {"second": sec}
+        cols = (("open", 0), ("high", 1), ("low", 2), ("close", 3), ("volume", 4), ("pv", 5))
+        store = self._keep[1:7]
+        slots = np.array([self._slot(x) for x in secs], dtype=np.int64)
+        for name, j in cols:
+            out[name] = store[j][slots, row].copy() if len(secs) else np.empty(0)
+        return out
+
+    @property
+    def counters(self):
+        """Counts of bars by fate since construction."""
+        return {
+            "accepted": self.n_accepted,
+            "inserted": self.n_inserted,
+            "replaced": self.n_replaced,
+            "stale_dropped": self.n_stale,
+            "future_rejected": self.n_future,
+            "invalid_rejected": self.n_invalid,
+            "bad_row": self.n_bad_row,
+        }
+
+    @property
+    def internals(self):
+        """Diagnostics: slow-path counts (deque rebuilds, exact sum recomputes)."""
+        return {"deque_rebuilds": self.n_rebuilds, "sum_recomputes": self.n_recomputes}
+
+    def last_rows(self):
+        """Unique rows that got an accepted bar in the last upsert (a view, first-seen order)."""
+        return self._lrows_arr[:self.nlast]
+
+    def __repr__(self):
+        return (f"Engine(capacity={self.N}, windows={self.windows}, depth={self.D}, "
+                f"max_future_skew={self.max_future_skew}, T={self._T})")

@@ -190,6 +190,10 @@ cdef class BarFiller:
     cdef readonly Py_ssize_t n, accepted, values_errors, overflow
     cdef readonly int64_t max_s
     cdef readonly list others
+    # the per-message path (see on_message); set by bind()
+    cdef object decode, stats, on_batch, last_rows, engine
+    cdef object after_fill, decode_failed, internal_error
+    cdef public int64_t next_flush
 
     def __init__(self, bar_type, fields, universe, overflow_exc, engine,
                  int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
@@ -347,7 +351,7 @@ cdef class BarFiller:
         self.n = n
         return n
 
-    def process(self, msg, int64_t recv_ns) -> int:
+    cpdef Py_ssize_t process(self, msg, int64_t recv_ns) except -1:
         """:meth:`fill`, then one ``engine.upsert`` and the latency records; return accepted.
 
         ``processing_latency`` gets ``now - recv_ns`` (ns) once per message with bars,
@@ -362,6 +366,45 @@ cdef class BarFiller:
         self.processing_latency.record(now_ns() - recv_ns)
         self.feed_latency.record(recv_ns // 1000 - (self.max_s + 1) * 1000000)
         return self.accepted
+
+    def bind(self, decode, stats, engine, on_batch, after_fill, decode_failed, internal_error):
+        """Wire :meth:`on_message` to a session.
+
+        ``decode(payload)``: the feed's ``Decoder.decode``; ``after_fill(recv_ns)``: called
+        when the message needs more than bars (values errors, overflow, non-bar elements,
+        a stats flush at or after ``next_flush``, fewer bars accepted than filled);
+        ``decode_failed(payload, recv_ns, exc)``: the slow path when ``decode`` raised;
+        ``internal_error(exc)``: anything else that raised. None of them may raise.
+        """
+        self.decode = decode
+        self.stats = stats
+        self.engine = engine
+        self.last_rows = engine.last_rows
+        self.on_batch = on_batch
+        self.after_fill = after_fill
+        self.decode_failed = decode_failed
+        self.internal_error = internal_error
+        self.next_flush = 0
+
+    def on_message(self, payload, int64_t recv_ns):
+        """The Session ``on_message`` of bar feeds: decode, fill, upsert, count; never raises."""
+        cdef Py_ssize_t accepted
+        try:
+            msg = self.decode(payload)
+        except Exception as e:
+            self.decode_failed(payload, recv_ns, e)
+            return
+        try:
+            accepted = self.process(msg, recv_ns)
+            if self.n:
+                self.stats.bars += accepted
+            if self.values_errors or self.overflow or self.others is not None or \
+                    (self.n and (accepted < self.n or recv_ns >= self.next_flush)):
+                self.after_fill(recv_ns)
+            if accepted and self.on_batch is not None:
+                self.on_batch(self.last_rows(), self.engine.T)
+        except Exception as e:
+            self.internal_error(e)
 
     def fill_getattr(self, msg) -> int:
         """The same fill through plain attribute access (``getattr``), bars only.

@@ -149,7 +149,6 @@ class BaseSession:
         self._overflow_exc = _overflow_exc()
         self._logger = RateLimitedLog()
         self._engine_seen = dict.fromkeys(_ENGINE_COUNTERS, 0)
-        self._next_flush = 0
         self._add_topics(_as_topic_list(topics))
 
     # ------------------------------------------------------------------ identity
@@ -251,29 +250,61 @@ class BaseSession:
     def _reset_connection_state(self) -> None:
         """Forget what belonged to the previous connection (e.g. sequence numbers)."""
 
+    def _bind_fast_path(self) -> None:
+        """Make ``on_message`` the Cython path of :attr:`filler` (bar feeds)."""
+        self.filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch,
+                         self._after_fill, self._decode_failed, self._internal_error)
+        self.on_message = self.filler.on_message  # type: ignore[method-assign]
+
     def on_message(self, payload: Any, recv_ns: int) -> None:
-        """Decode one complete text message and apply it; never raises."""
-        # stats.messages / stats.bytes are counted by the transport's listener
+        """Decode one complete text message and apply it; never raises.
+
+        (Bar feeds replace this with the same path in Cython: :meth:`_bind_fast_path`.)
+        ``stats.messages`` / ``stats.bytes`` are counted by the transport's listener.
+        """
         try:
             try:
                 msg = self.decoder.decode(payload)
             except (msgspec.DecodeError, UnicodeDecodeError) as e:
                 msg = self._decode_elements(payload, e)
             self._apply(msg, recv_ns)
-        except Exception as e:  # a bug, not bad input: count it, keep the connection
+        except Exception as e:
+            self._internal_error(e)
+
+    def _internal_error(self, e: BaseException) -> None:
+        """A bug, not bad input: count it, log it (rate-limited), keep the connection."""
+        try:
             self.stats.count_decode_error("internal")
-            self._logger("internal", "%s: error handling a message: %r", self.name, e, level=logging.ERROR)
+            self._logger("internal", "%s: error handling a message: %s", self.name,
+                         self._scrub(repr(e)), level=logging.ERROR)
+        except Exception:
+            pass
+
+    def _decode_failed(self, payload: Any, recv_ns: int, err: BaseException) -> None:
+        """The slow path of the Cython ``on_message``: decoding the whole message raised."""
+        try:
+            if isinstance(err, (msgspec.DecodeError, UnicodeDecodeError)):
+                self._apply(self._decode_elements(payload, err), recv_ns)
+            else:
+                self._internal_error(err)
+        except Exception as e:
+            self._internal_error(e)
 
     def _apply(self, msg: Any, recv_ns: int) -> None:
         filler = self.filler
         accepted = filler.process(msg, recv_ns)
-        stats = self.stats
         if filler.n:
-            stats.bars += accepted
-            if accepted < filler.n or recv_ns >= self._next_flush:
-                self.flush_stats(recv_ns)
-            if accepted and self.on_batch is not None:
-                self.on_batch(self.engine.last_rows(), self.engine.T)
+            self.stats.bars += accepted
+        self._after_fill(recv_ns)
+        if accepted and self.on_batch is not None:
+            self.on_batch(self.engine.last_rows(), self.engine.T)
+
+    def _after_fill(self, recv_ns: int) -> None:
+        """Everything a message needs beyond its bars: errors, control elements, flush."""
+        filler = self.filler
+        stats = self.stats
+        if filler.n and (filler.accepted < filler.n or recv_ns >= filler.next_flush):
+            self.flush_stats(recv_ns)
         if filler.values_errors:
             stats.count_decode_error("values", filler.values_errors)
             self._logger("values", "%s: %d bar(s) with impossible numbers skipped (NaN/inf, "
@@ -340,7 +371,7 @@ class BaseSession:
         """Move buffered latencies and the engine's counter deltas into ``stats``."""
         if now_ns is None:
             now_ns = time.time_ns()
-        self._next_flush = now_ns + FLUSH_EVERY_NS
+        self.filler.next_flush = now_ns + FLUSH_EVERY_NS
         stats = self.stats
         self.filler.processing_latency.flush_into(stats.processing_latency)
         self.filler.feed_latency.flush_into(stats.feed_latency)

@@ -205,7 +205,7 @@ class SfoxSession(BaseSession):
         accepted = st.commit(self.filler, recv_ns)
         stats = self.stats
         stats.bars += accepted
-        if accepted < 1 or recv_ns >= self._next_flush:
+        if accepted < 1 or recv_ns >= self.filler.next_flush:
             self.flush_stats(recv_ns)
         if accepted and self.on_batch is not None:
             self.on_batch(self.engine.last_rows(), self.engine.T)

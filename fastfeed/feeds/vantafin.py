@@ -109,6 +109,7 @@ class VantafinSession(BaseSession):
         self.pv = pv
         self.filler = BarFiller(self.bar_type, self.bar_fields, universe, self._overflow_exc, engine,
                                 self.pv_modes[pv], batch_capacity)
+        self._bind_fast_path()
 
     # topics
     def _check_topic(self, topic: str) -> str:

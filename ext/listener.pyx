@@ -1,6 +1,385 @@
-# placeholder: replaced by the transport (issue #3)
-from picows.picows cimport WSListener, WSTransport, WSFrame
+# cython: freethreading_compatible=False
+"""picows listener for fastfeed: frame checks, reassembly, hand-off of complete text messages.
 
-cdef class _Probe(WSListener):
+The listener knows nothing about any feed.  It enforces the transport rules of
+PROTOCOLS.md section 5 and hands every complete text message to a *sink*
+(``session.on_message(payload, recv_ns)``).  Everything else (reconnects, events,
+pings) is driven by an *owner* (``fastfeed.transport.Connection``) through a few
+plain Python callbacks that are only called on rare events.
+
+Hot path: one ``on_ws_frame`` call per frame; the receive time is read once per
+socket read (the first frame of a buffer), counters are C integers flushed into the
+shared ``Stats`` once per socket read, the payload is a zero-copy ``memoryview`` of
+picows' read buffer (or of our reassembly buffer for fragmented messages).
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_READ
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+# kinds of protocol errors (names used in events and counters)
+KIND_RSV = "rsv"
+KIND_UTF8 = "utf8"
+KIND_BINARY = "binary"
+KIND_TOO_BIG = "message_too_big"
+KIND_FRAGMENT = "fragment"
+KIND_SESSION = "session_exception"
+
+cdef Py_ssize_t _SHRINK_ABOVE = 1 << 20   # reassembly buffer kept up to 1 MiB between messages
+
+
+cdef inline int64_t _now_ns(int clock) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clock, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef Py_ssize_t utf8_invalid_at(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """Offset of the first byte of an invalid UTF-8 sequence in ``p[0:n]``, or -1 if valid.
+
+    ASCII is checked 32 bytes at a time (the common case for JSON feeds); the rest
+    is a strict RFC 3629 check (no overlongs, no surrogates, nothing above U+10FFFF).
+    """
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w0, w1, w2, w3
+    cdef uint8_t c, c1, c2, c3
+    cdef uint64_t HI = 0x8080808080808080ULL
+    while True:
+        while i + 32 <= n:
+            memcpy(&w0, p + i, 8)
+            memcpy(&w1, p + i + 8, 8)
+            memcpy(&w2, p + i + 16, 8)
+            memcpy(&w3, p + i + 24, 8)
+            if (w0 | w1 | w2 | w3) & HI:
+                break
+            i += 32
+        # byte-wise until the next non-ASCII byte or the end
+        while i < n and p[i] < 0x80:
+            i += 1
+            if i + 32 <= n and (i & 31) == 0:
+                break
+        if i >= n:
+            return -1
+        c = p[i]
+        if c < 0x80:
+            continue
+        if c < 0xC2:
+            return i
+        if c < 0xE0:
+            if i + 1 >= n or (p[i + 1] & 0xC0) != 0x80:
+                return i
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return i
+            c1 = p[i + 1]
+            c2 = p[i + 2]
+            if (c1 & 0xC0) != 0x80 or (c2 & 0xC0) != 0x80:
+                return i
+            if c == 0xE0 and c1 < 0xA0:
+                return i          # overlong
+            if c == 0xED and c1 >= 0xA0:
+                return i          # surrogate
+            i += 3
+        elif c < 0xF5:
+            if i + 3 >= n:
+                return i
+            c1 = p[i + 1]
+            c2 = p[i + 2]
+            c3 = p[i + 3]
+            if (c1 & 0xC0) != 0x80 or (c2 & 0xC0) != 0x80 or (c3 & 0xC0) != 0x80:
+                return i
+            if c == 0xF0 and c1 < 0x90:
+                return i          # overlong
+            if c == 0xF4 and c1 >= 0x90:
+                return i          # > U+10FFFF
+            i += 4
+        else:
+            return i
+
+
+def utf8_valid(data) -> bool:
+    """``True`` if the bytes-like ``data`` is valid UTF-8 (the listener's check, for tests)."""
+    cdef const uint8_t[::1] v = memoryview(data).cast("B")
+    if v.shape[0] == 0:
+        return True
+    return utf8_invalid_at(&v[0], v.shape[0]) < 0
+
+
+@cython.final
+cdef class FeedListener(WSListener):
+    """One connection's picows listener.
+
+    :param sink: callable ``sink(payload, recv_ns)``; ``payload`` is a ``memoryview``
+        valid **only during the call** (copy it to keep it); ``recv_ns`` is
+        ``time.time_ns()`` taken when the socket read that completed the message
+        returned.  Exceptions escaping the sink are caught and counted.
+    :param owner: object with ``_ws_connected(transport)``, ``_ws_disconnected(transport)``,
+        ``_ws_protocol_error(kind, detail, close_code)``, ``_ws_close_received(code, reason)``,
+        ``_ws_sink_error(exc)`` (any may be absent: ``None`` owner is allowed for tests).
+    :param stats: optional ``fastfeed.stats.Stats``: frames, messages, bytes and
+        protocol_errors are added to it once per socket read.
+    :param max_message_size: largest reassembled message; larger closes with 1009.
+    """
+
+    cdef:
+        object _sink
+        object _owner
+        object _stats
+        readonly Py_ssize_t max_message_size
+        # reassembly
+        char* _frag
+        Py_ssize_t _frag_size
+        Py_ssize_t _frag_cap
+        int _frag_state            # 0 none, 1 text in progress, 2 binary (skipped)
+        # state
+        readonly bint closing
+        bint _new_buffer
+        object _recv_ns
+        readonly int64_t last_recv_mono_ns
+        readonly object close_code     # code of a CLOSE received from the peer (int) or None
+        readonly object close_reason
+        # counters
+        readonly unsigned long long frames
+        readonly unsigned long long messages
+        readonly unsigned long long bytes
+        readonly unsigned long long protocol_errors
+        readonly unsigned long long binary_frames
+        readonly unsigned long long sink_errors
+        readonly unsigned long long pings
+        readonly unsigned long long pongs
+        readonly unsigned long long fragments
+        unsigned long long _f_frames, _f_messages, _f_bytes, _f_protocol_errors
+
+    def __cinit__(self):
+        self._frag = NULL
+        self._frag_size = 0
+        self._frag_cap = 0
+
+    def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024):
+        self._sink = sink
+        self._owner = owner
+        self._stats = stats
+        self.max_message_size = max_message_size
+        self._frag_state = 0
+        self.closing = False
+        self._new_buffer = True
+        self._recv_ns = 0
+        self.last_recv_mono_ns = _now_ns(CLOCK_MONOTONIC)
+        self.close_code = None
+        self.close_reason = None
+
+    def __dealloc__(self):
+        if self._frag != NULL:
+            PyMem_Free(self._frag)
+            self._frag = NULL
+
+    # -- picows callbacks ---------------------------------------------------------------
+
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.last_recv_mono_ns = _now_ns(CLOCK_MONOTONIC)
+        if self._owner is not None:
+            self._owner._ws_connected(transport)
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        self._flush()
+        self._frag_state = 0
+        self._frag_size = 0
+        if self._owner is not None:
+            self._owner._ws_disconnected(transport)
+
+    cpdef is_user_specific_pong(self, WSFrame frame):
+        return False
+
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
-        pass
+        cdef WSMsgType t
+        if self.closing:
+            return
+        self.frames += 1
+        if self._new_buffer:
+            self._recv_ns = _now_ns(CLOCK_REALTIME)
+            self.last_recv_mono_ns = _now_ns(CLOCK_MONOTONIC)
+        self._new_buffer = frame.last_in_buffer
+        try:
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+                self._protocol_error(transport, KIND_RSV, "frame with RSV bits set",
+                                     WSCloseCode.PROTOCOL_ERROR)
+            else:
+                t = frame.msg_type
+                if t == WSMsgType.TEXT:
+                    if self._frag_state != 0:
+                        self._protocol_error(transport, KIND_FRAGMENT,
+                                             "new data frame inside a fragmented message",
+                                             WSCloseCode.PROTOCOL_ERROR)
+                    elif frame.fin:
+                        self._deliver(transport, frame.payload_ptr, frame.payload_size)
+                    else:
+                        self._frag_state = 1
+                        self._frag_size = 0
+                        self._append(transport, frame.payload_ptr, frame.payload_size)
+                elif t == WSMsgType.CONTINUATION:
+                    self.fragments += 1
+                    if self._frag_state == 1:
+                        if self._append(transport, frame.payload_ptr, frame.payload_size) and frame.fin:
+                            self._frag_state = 0
+                            self._deliver(transport, self._frag, self._frag_size)
+                            self._frag_size = 0
+                            if self._frag_cap > _SHRINK_ABOVE:
+                                PyMem_Free(self._frag)
+                                self._frag = NULL
+                                self._frag_cap = 0
+                    elif self._frag_state == 2:
+                        if frame.fin:
+                            self._frag_state = 0
+                    else:
+                        self._protocol_error(transport, KIND_FRAGMENT,
+                                             "continuation frame without a message to continue",
+                                             WSCloseCode.PROTOCOL_ERROR)
+                elif t == WSMsgType.BINARY:
+                    if self._frag_state != 0:
+                        self._protocol_error(transport, KIND_FRAGMENT,
+                                             "new data frame inside a fragmented message",
+                                             WSCloseCode.PROTOCOL_ERROR)
+                    else:
+                        self.binary_frames += 1
+                        if not frame.fin:
+                            self._frag_state = 2
+                        # counted and skipped (PROTOCOLS.md 5), the connection stays up
+                        self._protocol_error(transport, KIND_BINARY, "binary data frame skipped", 0)
+                elif t == WSMsgType.PING:
+                    self.pings += 1
+                    transport.send_pong(frame.get_payload_as_bytes())
+                elif t == WSMsgType.PONG:
+                    self.pongs += 1
+                elif t == WSMsgType.CLOSE:
+                    self._close_received(transport, frame)
+        except Exception as exc:   # never let anything escape into picows
+            self.sink_errors += 1
+            self._report_sink_error(exc)
+        if frame.last_in_buffer:
+            self._flush()
+
+    # -- internals ----------------------------------------------------------------------
+
+    cdef inline void _deliver(self, WSTransport transport, char* ptr, Py_ssize_t size):
+        if utf8_invalid_at(<const uint8_t*>ptr, size) >= 0:
+            self._protocol_error(transport, KIND_UTF8, "text message is not valid UTF-8",
+                                 WSCloseCode.PROTOCOL_ERROR)
+            return
+        self.messages += 1
+        self.bytes += size
+        try:
+            self._sink(PyMemoryView_FromMemory(ptr, size, PyBUF_READ), self._recv_ns)
+        except Exception as exc:
+            self.sink_errors += 1
+            self._report_sink_error(exc)
+
+    cdef bint _append(self, WSTransport transport, char* ptr, Py_ssize_t size):
+        cdef Py_ssize_t need = self._frag_size + size
+        cdef Py_ssize_t cap
+        cdef char* p
+        if need > self.max_message_size:
+            self._frag_state = 0
+            self._frag_size = 0
+            self._protocol_error(transport, KIND_TOO_BIG,
+                                 "fragmented message exceeds max_message_size",
+                                 WSCloseCode.MESSAGE_TOO_BIG)
+            return False
+        if need > self._frag_cap:
+            cap = max(need, 2 * self._frag_cap, 4096)
+            if cap > self.max_message_size:
+                cap = self.max_message_size
+            p = <char*>PyMem_Realloc(self._frag, cap)
+            if p == NULL:
+                raise MemoryError()
+            self._frag = p
+            self._frag_cap = cap
+        if size:
+            memcpy(self._frag + self._frag_size, ptr, size)
+        self._frag_size = need
+        return True
+
+    cdef void _protocol_error(self, WSTransport transport, str kind, str detail, int close_code):
+        self.protocol_errors += 1
+        if close_code:
+            self.closing = True
+            try:
+                transport.send_close(<WSCloseCode>close_code, detail.encode())
+                transport.disconnect()
+            except Exception:
+                pass
+        if self._owner is not None:
+            try:
+                self._owner._ws_protocol_error(kind, detail, close_code)
+            except Exception:
+                pass
+
+    cdef void _close_received(self, WSTransport transport, WSFrame frame):
+        cdef int code = <int>frame.get_close_code()
+        reason = None
+        try:
+            reason = frame.get_close_reason()
+        except Exception:
+            pass
+        self.closing = True
+        self.close_code = code
+        self.close_reason = reason
+        try:
+            # answer the CLOSE with the same code (1000 when the peer gave none), then hang up
+            transport.send_close(<WSCloseCode>(code if code >= 1000 else 1000), None)
+            transport.disconnect()
+        except Exception:
+            pass
+        if self._owner is not None:
+            try:
+                self._owner._ws_close_received(code, reason)
+            except Exception:
+                pass
+
+    cdef void _report_sink_error(self, exc):
+        if self._owner is not None:
+            try:
+                self._owner._ws_sink_error(exc)
+            except Exception:
+                pass
+
+    cdef void _flush(self):
+        cdef object s = self._stats
+        if s is None:
+            return
+        try:
+            if self.frames != self._f_frames:
+                s.frames += <long long>(self.frames - self._f_frames)
+                self._f_frames = self.frames
+            if self.messages != self._f_messages:
+                s.messages += <long long>(self.messages - self._f_messages)
+                s.bytes += <long long>(self.bytes - self._f_bytes)
+                self._f_messages = self.messages
+                self._f_bytes = self.bytes
+            if self.protocol_errors != self._f_protocol_errors:
+                s.protocol_errors += <long long>(self.protocol_errors - self._f_protocol_errors)
+                self._f_protocol_errors = self.protocol_errors
+        except Exception:
+            pass
+
+    def flush_stats(self):
+        """Add the counters not yet added to ``stats`` (done once per socket read anyway)."""
+        self._flush()
+
+    def counters(self):
+        """This connection's counters as a dict."""
+        return {
+            "frames": self.frames, "messages": self.messages, "bytes": self.bytes,
+            "protocol_errors": self.protocol_errors, "binary_frames": self.binary_frames,
+            "sink_errors": self.sink_errors, "pings": self.pings, "pongs": self.pongs,
+            "fragments": self.fragments,
+        }
+
+    def idle_ns(self):
+        """Nanoseconds since the last socket read that delivered frames (monotonic)."""
+        return _now_ns(CLOCK_MONOTONIC) - self.last_recv_mono_ns

@@ -1,0 +1,46 @@
+from typing import Any, Callable, Optional
+
+from picows import WSFrame, WSListener, WSTransport
+
+KIND_RSV: str
+KIND_UTF8: str
+KIND_BINARY: str
+KIND_TOO_BIG: str
+KIND_FRAGMENT: str
+KIND_SESSION: str
+
+def utf8_valid(data: bytes | bytearray | memoryview) -> bool: ...
+
+class FeedListener(WSListener):
+    """picows listener: frame checks, reassembly, zero-copy hand-off of text messages.
+
+    ``sink(payload, recv_ns)`` gets a ``memoryview`` valid only during the call.
+    """
+
+    max_message_size: int      # readonly
+    closing: bool              # readonly: a CLOSE was sent or received; later frames are ignored
+    last_recv_mono_ns: int     # readonly: CLOCK_MONOTONIC ns of the last socket read with frames
+    close_code: Optional[int]  # readonly: code of a CLOSE received from the peer
+    close_reason: Optional[str]
+    frames: int
+    messages: int
+    bytes: int
+    protocol_errors: int
+    binary_frames: int
+    sink_errors: int
+    pings: int
+    pongs: int
+    fragments: int
+    def __init__(
+        self,
+        sink: Callable[[memoryview, int], Any],
+        owner: Any = None,
+        stats: Any = None,
+        max_message_size: int = 16 * 1024 * 1024,
+    ) -> None: ...
+    def on_ws_connected(self, transport: WSTransport) -> None: ...
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None: ...
+    def on_ws_disconnected(self, transport: WSTransport) -> None: ...
+    def flush_stats(self) -> None: ...
+    def counters(self) -> dict[str, int]: ...
+    def idle_ns(self) -> int: ...

@@ -1,0 +1,69 @@
+"""Fault injection settings of the simulator (all deterministic: counters, no randomness).
+
+Counts are per connection and refer to *data frames* (frames carrying bars/updates) sent on
+that connection, numbered from 1.  ``0`` disables a fault.  ``connections`` limits faults to
+the first N connections the simulator accepts (``0``: every connection), so a test can
+inject a fault once and then watch a clean reconnect.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["Faults"]
+
+
+@dataclass
+class Faults:
+    #: close each (faulted) connection after this many data frames
+    drop_after: int = 0
+    #: "close": CLOSE 1001 then hang up; "abrupt": TCP reset, no CLOSE (unsent data is lost)
+    drop_mode: str = "close"
+    #: every N-th second, re-send bars of an earlier second with new values (corrections)
+    correction_every: int = 0
+    correction_lag: int = 2
+    correction_count: int = 5
+    #: every N-th data frame is split into continuation frames of ``fragment_size`` bytes
+    fragment_every: int = 0
+    fragment_size: int = 64
+    #: every N-th data frame is followed by a text frame that is not valid JSON
+    garbage_every: int = 0
+    #: every N-th array frame gets one extra malformed element (real bars are all still sent)
+    malformed_every: int = 0
+    #: every N-th data frame is followed by a binary frame
+    binary_every: int = 0
+    #: after the N-th data frame, one text frame with the RSV1 bit set
+    rsv_after: int = 0
+    #: after the N-th data frame, one text frame that is not valid UTF-8
+    invalid_utf8_after: int = 0
+    #: sFOX: every N-th message skips one sequence number
+    sequence_gap_every: int = 0
+    #: after the N-th data frame, go silent (no data, pings unanswered) for ``stall_seconds``
+    stall_after: int = 0
+    stall_seconds: float = 0.0
+    #: sleep this long after each write (slow writer)
+    write_delay: float = 0.0
+    #: faults apply to the first N connections only (0: all)
+    connections: int = 0
+
+    def __post_init__(self) -> None:
+        if self.drop_mode not in ("close", "abrupt"):
+            raise ValueError("drop_mode must be 'close' or 'abrupt'")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise ValueError(f"{f.name} must be >= 0")
+
+    @property
+    def any(self) -> bool:
+        d = asdict(self)
+        d.pop("drop_mode")
+        d.pop("correction_lag")
+        d.pop("correction_count")
+        d.pop("fragment_size")
+        d.pop("connections")
+        return any(bool(v) for v in d.values())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Faults":
+        return cls(**(d or {}))

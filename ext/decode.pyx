@@ -17,7 +17,6 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t
-from cpython.exc cimport PyErr_Occurred, PyErr_Clear
 from libc.math cimport isfinite, floor, NAN
 from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
@@ -41,6 +40,7 @@ PV_TYPICAL = 0   # volume * (high + low + close) / 3
 PV_CLOSE = 1     # volume * close
 PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
 
+cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this are absurd (year 285 million)
 DEF N_SUB = 128          # sub-buckets per power of two in the latency buckets (~0.8 %)
 DEF SUB_BITS = 7
 DEF N_BUCKETS = 64 * N_SUB
@@ -282,12 +282,12 @@ cdef class BarFiller:
         if p == NULL or not PyLong_CheckExact(p):
             self.values_errors += 1
             return False
-        ms = PyLong_AsLongLong(<object>p)
-        if ms == -1 and PyErr_Occurred():
-            PyErr_Clear()
+        try:
+            ms = PyLong_AsLongLong(<object>p)
+        except OverflowError:
             self.values_errors += 1
             return False
-        if ms < 0:
+        if ms < 0 or ms > MAX_MS:
             self.values_errors += 1
             return False
         p = get_slot(item, self.off_sym)

@@ -1,7 +1,8 @@
 """Shared helpers of the feed tests (no tests here): engine/universe and a session factory.
 
-The real ``Engine``/``Universe`` are used when they are importable; until then small
-stand-ins with the same contract record what the sessions hand over.
+``make()`` uses the real ``Universe`` and the Cython ``Engine`` (the plain-Python
+``ReferenceEngine``, same contract, where the extension is not built); ``real=False``
+gives small stand-ins that record each ``upsert`` call.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from fastfeed import feeds
 from fastfeed.feeds.base import _overflow_exc
 from fastfeed.stats import Stats
 
+from fastfeed._reference import ReferenceEngine
+from fastfeed.universe import Universe
+
 try:
-    from fastfeed._ext.engine import Engine as _RealEngine
-    from fastfeed.universe import Universe as _RealUniverse
-    REAL = True
-except ImportError:
-    REAL = False
+    from fastfeed._ext.engine import Engine
+except ImportError:  # the Cython engine is not built in this tree: the reference has its contract
+    Engine = ReferenceEngine
 
 
 class StandInUniverse:
@@ -87,12 +89,11 @@ class StandInEngine:
         return self._last
 
 
-def make(name="vantafin", topics=None, capacity=16384, real=None, **kw):
+def make(name="vantafin", topics=None, capacity=16384, real=True, **kw):
     """(session, engine, universe, stats, events, sent) for feed ``name``."""
-    use_real = REAL if real is None else real
-    if use_real:
-        engine = _RealEngine(capacity, (60, 300, 900), None, 1e12)
-        universe = _RealUniverse(capacity)
+    if real:
+        engine = Engine(capacity, (60, 300, 900), None, 1e12)
+        universe = Universe(capacity)
     else:
         engine = StandInEngine(capacity, max_future_skew=1e12)
         universe = StandInUniverse(capacity)
@@ -108,12 +109,11 @@ def make(name="vantafin", topics=None, capacity=16384, real=None, **kw):
 
 def bars_of(engine, universe):
     """{(symbol, second): (o, h, l, c, v, pv)} of everything the engine holds."""
-    if isinstance(engine, StandInEngine):
+    if hasattr(engine, "bars"):  # stand-in and reference engines keep a dict
         return {(universe.symbol(r), s): b for (r, s), b in engine.bars.items()}
     out = {}
-    for sym in list(universe.symbols):
+    for sym in universe.symbols:
         h = engine.history(universe.get(sym))
-        for i in range(len(h["second"] if "second" in h else h["seconds"])):
-            sec = int((h["second"] if "second" in h else h["seconds"])[i])
+        for i, sec in enumerate(h["second"].tolist()):
             out[(sym, sec)] = tuple(float(h[k][i]) for k in ("open", "high", "low", "close", "volume", "pv"))
     return out

@@ -39,6 +39,8 @@ def test_status_flow_and_auth():
     s.on_message(b'[{"ev":"status","status":"connected","message":"Connected Successfully"}]', RECV)
     s.on_message(b'[{"ev":"status","status":"auth_success","message":"authenticated"}]', RECV)
     assert s.state["authenticated"] and s.fatal is None
+    s.on_message(b'[{"ev":"status","status":"market_closed","message":"market is closed"}]', RECV)
+    assert s.state["market"] == "closed" and events[-1][0] == "market_status"
     s.on_message(b'[{"ev":"status","status":"auth_failed","message":"authentication failed"}]', RECV)
     assert isinstance(s.fatal, AuthError) and "MASSIVE_API_KEY" in str(s.fatal)
     assert "MK-SECRET" not in repr(s) + str(s.fatal)

@@ -159,6 +159,9 @@ class VantafinSession(BaseSession):
             )
             self._emit("auth_failed", {"message": message})
             self._logger("auth", "%s: authentication failed: %s", self.name, message)
+        elif status.startswith("market_"):  # Massive: {"ev":"status","status":"market_closed"}
+            state["market"] = status[len("market_"):]
+            self._emit("market_status", {"market": state["market"], "timestamp": None})
         elif status == "error":
             state["last_error"] = message
             self._emit("error", {"message": message})

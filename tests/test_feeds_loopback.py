@@ -44,8 +44,11 @@ async def until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def producers_done(sim: Simulator) -> bool:
-    return bool(sim.connections) and all(c._producer is None or c._producer.done() for c in sim.connections)
+def producers_done(sim: Simulator, connections: int = 1) -> bool:
+    """At least ``connections`` connections were served and every producer started has finished."""
+    cs = sim.connections
+    return (len(cs) >= connections and all(c._producer is not None for c in cs[:connections])
+            and all(c._producer is None or c._producer.done() for c in cs))
 
 
 class Run:
@@ -162,7 +165,7 @@ def test_vantafin_reconnect_resubscribes_with_exact_bar_accounting():
         async with Simulator(cfg(faults=dict(drop_after=5, drop_mode="close", connections=1))) as sim:
             async with Run(sim, "vantafin", topics=["LS.*"]) as r:
                 n = lambda: len(sim.sent_bars())  # noqa: E731
-                await until(lambda: len(sim.connections) >= 2 and producers_done(sim) and r.stats.bars == n())
+                await until(lambda: producers_done(sim, 2) and r.stats.bars == n())
             c0, c1 = sim.connections[:2]
             assert c1.first_second == c0.last_second + 1
             assert c1.received == [{"action": "subscribe", "params": "LS.*"}]  # key in URL: no auth message
@@ -209,7 +212,7 @@ def test_massive_dialect_with_malformed_elements_and_reconnect():
         async with Simulator(cfg(faults=faults)) as sim:
             async with Run(sim, "massive", api_key="sim-key", key_in_url=False) as r:
                 n = lambda: len(sim.sent_bars())  # noqa: E731
-                await until(lambda: len(sim.connections) >= 2 and producers_done(sim) and r.stats.bars == n())
+                await until(lambda: producers_done(sim, 2) and r.stats.bars == n())
             c0 = sim.connections[0]
             assert c0.malformed_sent > 0
             assert dict(r.stats.decode_errors_by_kind) == {"validation": c0.malformed_sent}
@@ -294,7 +297,7 @@ def test_sfox_reconnect_restarts_sequence_without_false_gap():
     async def main():
         async with Simulator(cfg(faults=dict(drop_after=3, connections=1))) as sim:
             async with Run(sim, "sfox", api_key="sim-key") as r:
-                await until(lambda: len(sim.connections) >= 2 and producers_done(sim)
+                await until(lambda: producers_done(sim, 2)
                             and r.stats.bars == sfox_updates(sim))
             assert r.stats.sequence_gaps == 0 and r.stats.reconnects == 1
             want = sfox_truth(sim)

@@ -5,7 +5,6 @@ transport (``fastfeed.transport.Connection``) drives; see docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .base import AuthError, BaseSession
@@ -20,8 +19,6 @@ _URLS = {
     "sfox": "wss://ws.sfox.com/ws",
     "massive": "wss://socket.massive.com/stocks",
 }
-
-_KEY_IN_URL = re.compile(r"(?i)((?:api_?key|apikey|key|token)=)[^&#]*")
 
 
 def _module(name: str) -> Any:
@@ -44,8 +41,10 @@ def default_url(name: str) -> str:
 
 
 def url_for_display(url: str) -> str:
-    """``url`` with any key-like query value masked: ``...?apiKey=***``."""
-    return _KEY_IN_URL.sub(r"\1***", url)
+    """``url`` with any key-like query value masked: ``...?apiKey=***`` (the transport's rule)."""
+    from ..transport import mask_url
+
+    return mask_url(url)
 
 
 def make_session(name: str, engine: Any, universe: Any, stats: Any, *, topics: Any,

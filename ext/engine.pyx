@@ -101,12 +101,19 @@ cdef class WindowView:
 
 
 cdef int _getbuf(object obj, Py_buffer *b, bint is_int, str name) except -1:
+    """Acquire a 1-D 8-byte int64/float64 buffer without creating Python objects."""
     PyObject_GetBuffer(obj, b, PyBUF_STRIDES | PyBUF_FORMAT)
-    cdef bytes fmt = b.format if b.format != NULL else b"B"
+    cdef const char *f = b.format
     cdef bint ok = b.ndim == 1 and b.itemsize == 8
+    if ok and f == NULL:
+        ok = False     # no format: unsigned bytes
     if ok:
-        fmt = fmt.lstrip(b"@=<")
-        ok = fmt in ((b"l", b"q") if is_int else (b"d",))
+        if f[0] == c'@' or f[0] == c'=' or f[0] == c'<':
+            f += 1
+        if is_int:
+            ok = (f[0] == c'l' or f[0] == c'q') and f[1] == 0
+        else:
+            ok = f[0] == c'd' and f[1] == 0
     if not ok:
         PyBuffer_Release(b)
         raise TypeError(f"{name} must be a 1-D {'int64' if is_int else 'float64'} array")
@@ -669,12 +676,17 @@ cdef class Engine:
         cdef Py_buffer b[8]
         cdef int got = 0, j
         cdef Py_ssize_t m, accepted
-        args = (rows, seconds, open, high, low, close, volume, pv)
         names = ("rows", "seconds", "open", "high", "low", "close", "volume", "pv")
         try:
-            for j in range(8):
-                _getbuf(args[j], &b[j], j < 2, names[j])
-                got += 1
+            # one call each (no argument tuple: steady-state upserts allocate nothing)
+            _getbuf(rows, &b[0], True, "rows"); got += 1
+            _getbuf(seconds, &b[1], True, "seconds"); got += 1
+            _getbuf(open, &b[2], False, "open"); got += 1
+            _getbuf(high, &b[3], False, "high"); got += 1
+            _getbuf(low, &b[4], False, "low"); got += 1
+            _getbuf(close, &b[5], False, "close"); got += 1
+            _getbuf(volume, &b[6], False, "volume"); got += 1
+            _getbuf(pv, &b[7], False, "pv"); got += 1
             m = b[0].shape[0]
             for j in range(1, 8):
                 if n < 0 and b[j].shape[0] != m:

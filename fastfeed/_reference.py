@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ReferenceEngine", "ReferenceWindow"]
+__all__ = ["ReferenceEngine", "ReferenceWindow", "bars", "assert_windows_match", "assert_history_match"]
 
 FIELDS = ("open", "high", "low", "close", "volume", "pv")
 
@@ -126,3 +126,48 @@ class ReferenceEngine:
         for j, name in enumerate(FIELDS):
             out[name] = np.array([b[j] for _, b in held], dtype=np.float64)
         return out
+
+
+# -- test helpers (used by tests/test_engine*.py and benches) -------------------------
+def bars(rows, seconds, o, h=None, l=None, c=None, v=1.0, pv=None):
+    """Arrays for Engine.upsert from scalars or sequences (broadcast to len(rows))."""
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+
+    def col(x):
+        return np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)).copy()
+
+    o = col(o)
+    h = o.copy() if h is None else col(h)
+    l = o.copy() if l is None else col(l)
+    c = o.copy() if c is None else col(c)
+    v = col(v)
+    pv = v * c if pv is None else col(pv)
+    return rows, np.broadcast_to(np.asarray(seconds, dtype=np.int64), (n,)).copy(), o, h, l, c, v, pv
+
+
+def assert_windows_match(engine, ref, rel=1e-9):
+    """high/low/open/close/count exact; volume/vwap within rel of math.fsum; vwap NaN iff volume 0."""
+    assert engine.T == ref.T
+    for W in engine.windows:
+        a, b = engine.window(W), ref.window(W)
+        for name in ("open", "high", "low", "close", "count"):
+            x, y = getattr(a, name), getattr(b, name)
+            bad = ~((x == y) | (np.isnan(x) & np.isnan(y))) if x.dtype.kind == "f" else x != y
+            assert not bad.any(), f"W={W} {name}: rows {np.flatnonzero(bad)} engine {x[bad]} ref {y[bad]}"
+        for name in ("volume", "vwap"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert np.array_equal(np.isnan(x), np.isnan(y)), f"W={W} {name} NaN mismatch: {x} vs {y}"
+            m = ~np.isnan(y)
+            err = np.abs(x[m] - y[m])
+            with np.errstate(invalid="ignore"):
+                ok = (x[m] == y[m]) | (err <= rel * np.abs(y[m]))
+            assert ok.all(), f"W={W} {name}: engine {x[m][~ok]} ref {y[m][~ok]}"
+        assert np.array_equal(np.isnan(b.vwap), b.volume == 0)
+
+
+def assert_history_match(engine, ref, row):
+    a, b = engine.history(row), ref.history(row)
+    assert np.array_equal(a["second"], b["second"])
+    for name in FIELDS:
+        assert np.array_equal(a[name], b[name]), name

@@ -259,3 +259,18 @@ def test_decoder_shapes():
     assert isinstance(vantafin.decoder.decode(b"[" + SEED + b"]"), list)
     with pytest.raises(msgspec.ValidationError):
         vantafin.decoder.decode(b'{"type":"zzz"}')
+
+
+@pytest.mark.parametrize("name", ["vantafin", "sfox", "massive"])
+def test_key_never_in_logs_repr_or_state(name, caplog):
+    key = "KEY-7f3a9c"
+    s, engine, universe, stats, events, sent = make(name, api_key=key)
+    s.on_connected(sent.append)
+    assert any(key.encode() in m for m in sent)  # the key goes only into the auth message
+    with caplog.at_level(logging.DEBUG):
+        s.on_message(b'{"echo":"' + key.encode() + b'"', RECV)  # malformed, echoing the key
+        s.on_message(b'{"type":"status","status":"error","message":"bad key ' + key.encode() + b'"}', RECV)
+        s.on_message(b'[{"ev":"status","status":"error","message":"bad key ' + key.encode() + b'"}]', RECV)
+        s.on_message(b'{"type":"error","sequence":1,"payload":{"error":"' + key.encode() + b'"},"action":"subscribe"}', RECV)
+    text = caplog.text + repr(s) + repr(s.state) + repr(events) + repr(s.fatal)
+    assert key not in text

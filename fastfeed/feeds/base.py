@@ -109,7 +109,7 @@ class BaseSession:
     Subclasses set :attr:`name`, :attr:`tag_field`, :attr:`known_tags`, build
     :attr:`decoder` / :attr:`element_decoder` / :attr:`filler`, and implement
     :meth:`_auth_messages`, :meth:`_subscribe_message`, :meth:`_unsubscribe_message`,
-    :meth:`_check_topic` and :meth:`_handle_others`.
+    :meth:`_check_topic` and :meth:`_handle_other`.
     """
 
     name = "base"
@@ -342,17 +342,17 @@ class BaseSession:
                     self._count_bad_element(raw, e)
             return good
         self.stats.count_decode_error("json")
-        self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, _snippet(payload))
+        self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, self._scrub(_snippet(payload)))
         return []
 
     def _count_bad_element(self, raw: Any, err: Exception) -> None:
         if isinstance(err, UnicodeDecodeError):
             self.stats.count_decode_error("utf8")
-            self._logger("utf8", "%s: invalid UTF-8 in a message: %s", self.name, _snippet(raw))
+            self._logger("utf8", "%s: invalid UTF-8 in a message: %s", self.name, self._scrub(_snippet(raw)))
             return
         if not isinstance(err, msgspec.ValidationError):
             self.stats.count_decode_error("json")
-            self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, _snippet(raw))
+            self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, self._scrub(_snippet(raw)))
             return
         try:
             tag = getattr(_probe.decode(raw), self.tag_field)
@@ -364,7 +364,7 @@ class BaseSession:
                          level=logging.INFO)
             return
         self.stats.count_decode_error("validation")
-        self._logger("validation", "%s: invalid message (%s): %s", self.name, err, _snippet(raw))
+        self._logger("validation", "%s: invalid message (%s): %s", self.name, err, self._scrub(_snippet(raw)))
 
     # ------------------------------------------------------------------ stats
     def flush_stats(self, now_ns: int | None = None) -> None:

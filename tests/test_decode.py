@@ -195,3 +195,25 @@ def test_random_bytes_never_raise(data):
 def test_msgspec_rejects_what_the_fuzzer_assumes():
     with pytest.raises(msgspec.ValidationError):
         vantafin.element_decoder.decode(b'{"type":"live_quote_second","ticker":"A","open":1e400,"high":1,"low":1,"close":1,"volume":1,"timestamp":1}')
+
+
+def test_fill_reuses_its_arrays_without_memory_growth():
+    import tracemalloc
+
+    s, engine, universe, stats, _, _ = make()
+    body = json.dumps([{"type": "live_quote_second", "ticker": f"T{i}", "open": 1.0, "high": 2.0, "low": 0.5,
+                        "close": 1.5, "volume": 10, "timestamp": 1_700_000_001_000} for i in range(100)]).encode()
+    msg = vantafin.decoder.decode(body)
+    f = s.filler
+    for _ in range(10):
+        f.process(msg, RECV)
+    tracemalloc.start()
+    try:
+        f.fill(msg)
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            f.fill(msg)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert f.n == 100 and grown < 1024  # 100,000 bars filled into the same arrays: no growth

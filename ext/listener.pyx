@@ -383,3 +383,127 @@ cdef class FeedListener(WSListener):
     def idle_ns(self):
         """Nanoseconds since the last socket read that delivered frames (monotonic)."""
         return _now_ns(CLOCK_MONOTONIC) - self.last_recv_mono_ns
+
+
+# -- server-side frame encoder (used by the simulator; kept here so the transport stays one extension) --
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memmove
+
+
+cdef inline char* _put_uint(char* p, uint64_t x) noexcept nogil:
+    cdef char tmp[24]
+    cdef int n = 0
+    if x == 0:
+        p[0] = 48
+        return p + 1
+    while x:
+        tmp[n] = <char>(48 + x % 10)
+        x //= 10
+        n += 1
+    while n:
+        n -= 1
+        p[0] = tmp[n]
+        p += 1
+    return p
+
+
+cdef inline char* _put_cents(char* p, int64_t c) noexcept nogil:
+    if c < 0:
+        p[0] = 45  # '-'
+        p += 1
+        c = -c
+    p = _put_uint(p, <uint64_t>(c // 100))
+    p[0] = 46  # '.'
+    p[1] = <char>(48 + (c % 100) // 10)
+    p[2] = <char>(48 + c % 10)
+    return p + 3
+
+
+cdef inline char* _put_lit(char* p, const char* s, Py_ssize_t n) noexcept nogil:
+    memcpy(p, s, n)
+    return p + n
+
+
+cdef inline Py_ssize_t _frame_header(char* h, Py_ssize_t n) noexcept nogil:
+    h[0] = <char>0x81
+    if n < 126:
+        h[1] = <char>n
+        return 2
+    if n < 65536:
+        h[1] = <char>126
+        h[2] = <char>(n >> 8)
+        h[3] = <char>(n & 0xFF)
+        return 4
+    h[1] = <char>127
+    cdef int k
+    for k in range(8):
+        h[2 + k] = <char>((<uint64_t>n >> (56 - 8 * k)) & 0xFF)
+    return 10
+
+
+def encode_vantafin_frames(list prefixes, const int64_t[::1] rows, const int64_t[::1] o,
+                           const int64_t[::1] h, const int64_t[::1] l, const int64_t[::1] c,
+                           const int64_t[::1] v, int64_t ts_ms, Py_ssize_t per_frame,
+                           bint bare_single=True):
+    """WebSocket text frames (server side, unmasked) of Vantafin ``live_quote_second`` bars.
+
+    ``prefixes[row]`` is ``b'{"type":"live_quote_second","ticker":"T","open":'``; prices
+    are integer cents.  Bars are grouped ``per_frame`` to a frame as JSON arrays (a bare
+    object when ``per_frame == 1 and bare_single``).  Returns ``(bytearray, n_frames)``.
+    """
+    cdef Py_ssize_t n = rows.shape[0]
+    cdef Py_ssize_t i, j, k, cap, maxpre = 0, start, plen, hs, frames = 0
+    cdef bytes pre
+    for pre in prefixes[:1]:
+        pass
+    for i in range(n):
+        pre = <bytes>prefixes[rows[i]]
+        if PyBytes_GET_SIZE(pre) > maxpre:
+            maxpre = PyBytes_GET_SIZE(pre)
+    cap = n * (maxpre + 160) + (n // max(per_frame, 1) + 2) * 12 + 16
+    out = PyByteArray_FromStringAndSize(NULL, cap)
+    cdef char* base = PyByteArray_AS_STRING(out)
+    cdef char* p = base
+    cdef char* payload
+    cdef bint arr = not (per_frame == 1 and bare_single)
+    i = 0
+    while i < n:
+        j = min(n, i + per_frame)
+        start = p - base
+        payload = p + 10
+        p = payload
+        if arr:
+            p[0] = 91  # '['
+            p += 1
+        for k in range(i, j):
+            if k > i:
+                p[0] = 44  # ','
+                p += 1
+            pre = <bytes>prefixes[rows[k]]
+            p = _put_lit(p, PyBytes_AS_STRING(pre), PyBytes_GET_SIZE(pre))
+            p = _put_cents(p, o[k])
+            p = _put_lit(p, b',"high":', 8)
+            p = _put_cents(p, h[k])
+            p = _put_lit(p, b',"low":', 7)
+            p = _put_cents(p, l[k])
+            p = _put_lit(p, b',"close":', 9)
+            p = _put_cents(p, c[k])
+            p = _put_lit(p, b',"volume":', 10)
+            p = _put_uint(p, <uint64_t>v[k])
+            p = _put_lit(p, b',"timestamp":', 13)
+            p = _put_uint(p, <uint64_t>ts_ms)
+            p[0] = 125  # '}'
+            p += 1
+        if arr:
+            p[0] = 93  # ']'
+            p += 1
+        plen = p - payload
+        hs = _frame_header(base + start, plen)
+        memmove(base + start + hs, payload, plen)
+        p = base + start + hs + plen
+        frames += 1
+        i = j
+    PyByteArray_Resize(out, p - base)
+    return out, frames

@@ -100,10 +100,12 @@ def cfg(**kw: Any) -> SimConfig:
 
 
 def producers_done(sim: Simulator) -> bool:
-    return bool(sim.connections) and all(c._producer is None or c._producer.done() for c in sim.connections)
+    # every connection subscribed and its (bounded) producer has finished
+    return bool(sim.connections) and all(c._producer is not None and c._producer.done() for c in sim.connections)
 
 
-async def run_until(sim: Simulator, session: Rec, pred: Callable[[Connection], bool], **ckw: Any):
+async def run_until(sim: Optional[Simulator], session: Rec, pred: Callable[[Connection], bool],
+                    expect_error: bool = False, **ckw: Any):
     events: list[tuple[str, dict]] = []
     ckw.setdefault("backoff_initial", 0.01)
     ckw.setdefault("backoff_max", 0.05)
@@ -117,7 +119,8 @@ async def run_until(sim: Simulator, session: Rec, pred: Callable[[Connection], b
         try:
             await asyncio.wait_for(task, 5)
         except Exception:
-            pass
+            if not expect_error:
+                raise
     return conn, events, task
 
 

@@ -150,6 +150,10 @@ class Market:
         self.pairs = dict(pairs if pairs is not None else DEFAULT_PAIRS)
         self.pair_names = list(self.pairs)
         self._day_cache: dict[int, dict[str, tuple[np.ndarray, ...]]] = {}
+        self._knots: list[dict[int, np.ndarray]] = [{} for _ in self.OCTAVES]
+        self._pcache: dict[int, np.ndarray] = {}
+        self._skey = _h(self.seed, i, 3)  # per-second draws of a ticker: trade?, range, volume
+        self._jkey = _h(self.seed, i, 7)  # per-second price jitter
 
     # -- noise ---------------------------------------------------------------------------
 
@@ -165,26 +169,60 @@ class Market:
             acc += (a + (b - a) * f) * (self.sigma * np.sqrt(period))
         return acc
 
-    def _price_cents(self, rows: np.ndarray, t: int) -> np.ndarray:
-        p = self._level[rows] * np.exp(self._walk(rows, np.int64(t)) + 2e-4 * (_u(self.seed, rows, 7, t) - 0.5))
-        return np.maximum(np.rint(p).astype(np.int64), 1)
+    def _octave(self, k: int, g: int) -> np.ndarray:
+        """Value-noise knot ``g`` of octave ``k`` for every ticker (cached: knots change every P s)."""
+        cache = self._knots[k]
+        got = cache.get(g)
+        if got is None:
+            period = self.OCTAVES[k]
+            got = (_u(self.seed, self._rows, 100 + k, g) * 2.0 - 1.0) * (self.sigma * np.sqrt(period))
+            if len(cache) >= 4:
+                cache.pop(next(iter(cache)))
+            cache[g] = got
+        return got
+
+    def _price_all(self, t: int) -> np.ndarray:
+        """Price (cents) of every ticker at the integer time ``t`` (cached for t and t+1)."""
+        got = self._pcache.get(t)
+        if got is not None:
+            return got
+        acc = np.zeros(self.n_tickers, dtype=np.float64)
+        for k, period in enumerate(self.OCTAVES):
+            g = t // period
+            f = (t - g * period) / period
+            a = self._octave(k, g)
+            acc += a + (self._octave(k, g + 1) - a) * f
+        with np.errstate(over="ignore"):
+            jit = (_mix(self._jkey ^ (np.uint64(t & 0xFFFFFFFFFFFF) * _GOLD)) >> _S11).astype(np.float64)
+        acc += 2e-4 * (jit * (1.0 / 9007199254740992.0) - 0.5)
+        p = np.maximum(np.rint(self._level * np.exp(acc)).astype(np.int64), 1)
+        if len(self._pcache) >= 3:
+            self._pcache.pop(next(iter(self._pcache)))
+        self._pcache[t] = p
+        return p
 
     # -- stocks --------------------------------------------------------------------------
 
     def stock_second(self, second: int, rows: np.ndarray | None = None) -> StockSecond:
         """Bars of ``second`` for the tickers (of ``rows``, default all) that trade in it."""
         s = int(second)
+        with np.errstate(over="ignore"):
+            hsh = _mix(self._skey ^ (np.uint64(s & 0xFFFFFFFFFFFF) * _GOLD))
+        m16 = np.uint64(0xFFFF)
+        u_trade = (hsh & m16).astype(np.float64) * (1.0 / 65536.0)
+        u_hi = ((hsh >> np.uint64(16)) & m16).astype(np.float64) * (1.0 / 65536.0)
+        u_lo = ((hsh >> np.uint64(32)) & m16).astype(np.float64) * (1.0 / 65536.0)
+        u_v = (hsh >> np.uint64(48)).astype(np.float64) * (1.0 / 65536.0)
         r = self._rows if rows is None else np.asarray(rows, dtype=np.int64)
         if self.trade_fraction < 1.0:
-            r = r[_u(self.seed, r, 3, s) < self.trade_fraction]
-        o = self._price_cents(r, s)
-        c = self._price_cents(r, s + 1)
+            r = r[u_trade[r] < self.trade_fraction]
+        o = self._price_all(s)[r]
+        c = self._price_all(s + 1)[r]
         hi = np.maximum(o, c)
         lo = np.minimum(o, c)
-        spread = np.rint(_u(self.seed, r, 4, s) * 0.0005 * hi).astype(np.int64)
-        h = hi + spread
-        low = np.maximum(lo - np.rint(_u(self.seed, r, 5, s) * 0.0005 * lo).astype(np.int64), 1)
-        v = np.maximum(np.rint(self._vol_level[r] * (0.1 + 1.8 * _u(self.seed, r, 6, s))).astype(np.int64), 1)
+        h = hi + np.rint(u_hi[r] * 0.0005 * hi).astype(np.int64)
+        low = np.maximum(lo - np.rint(u_lo[r] * 0.0005 * lo).astype(np.int64), 1)
+        v = np.maximum(np.rint(self._vol_level[r] * (0.1 + 1.8 * u_v[r])).astype(np.int64), 1)
         return StockSecond(s, r, o, h, low, c, v)
 
     def correction(self, bars: StockSecond, k: int) -> StockSecond:

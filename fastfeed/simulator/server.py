@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 from picows import WSListener, WSMsgType, ws_create_server  # type: ignore[attr-defined]
 
+from .._ext.listener import encode_vantafin_frames
 from ..transport import _MaskingAdapter
 from .faults import Faults
 from .market import CryptoUpdate, Market, StockSecond
@@ -523,6 +524,16 @@ class SimConnection(WSListener):
         if cfg.record:
             self._rec.append((bars, correction))
         per = cfg.bars_per_frame
+        if self.feed == "vantafin" and not self.faulty:
+            # fast path: C encoder writes whole frames (no per-frame faults on this connection)
+            out, nf = encode_vantafin_frames(
+                self.sim._ls_prefix, bars.rows, bars.open, bars.high, bars.low, bars.close,
+                bars.volume, bars.second * 1000, per, not cfg.always_array)
+            self.data_frames += nf
+            self.array_frames += 0 if (per == 1 and not cfg.always_array) else nf
+            self._queue(out)
+            self.frames_written += nf - 1
+            return
         if self.feed == "massive":
             objs = self._massive_objects(bars)
         else:

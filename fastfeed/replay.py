@@ -43,9 +43,11 @@ def parse_speed(text: str | float | None) -> float | None:
     if isinstance(text, (int, float)):
         speed = float(text)
     else:
-        t = text.strip().lower().rstrip("x")
-        if t in ("max", "inf", "0", ""):
+        t = text.strip().lower()
+        if t in ("max", "inf", ""):
             return None
+        if t.endswith("x"):
+            t = t[:-1]
         try:
             speed = float(t)
         except ValueError:
@@ -143,7 +145,7 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
     every = 256
     try:
         for kind, ns, payload in reader:
-            if speed is not None:
+            if speed is not None and kind == MESSAGE:
                 if first_ns is None:
                     first_ns = ns
                 delay = (ns - first_ns) / 1e9 / speed - (time.perf_counter() - t0)

@@ -50,6 +50,13 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _quiet_reader_log() -> None:
+    """The commands print one summary line of damage; no per-region log lines."""
+    import logging
+
+    logging.getLogger("fastfeed.record").setLevel(logging.ERROR)
+
+
 def _report_damage(report: dict[str, Any], path: str) -> None:
     if report.get("skipped_bytes"):
         probs = report["problems"]
@@ -196,6 +203,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
     windows = parse_windows(args.windows) if args.windows else None
+    _quiet_reader_log()
     speed = parse_speed(args.speed)
     progress = args.progress
     if progress is None:
@@ -255,6 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
+    _quiet_reader_log()
     progress = args.progress
     if progress is None:
         progress = sys.stderr.isatty() and os.path.getsize(args.file) >= PROGRESS_MIN_BYTES

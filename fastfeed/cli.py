@@ -117,16 +117,6 @@ def _attach_recorder(feed: Any, args: argparse.Namespace) -> Callable[[], None] 
 
 async def _listen(feed: Any, duration: float) -> str | None:
     """Run ``feed`` for ``duration`` seconds; returns the last connection problem if it never connected."""
-    problems: list[str] = []
-    user_event = feed._user_on_event
-
-    def on_event(kind: str, info: dict) -> None:
-        if kind in ("disconnected", "reconnecting", "protocol_error") and info:
-            problems.append(str(info.get("reason") or info.get("error") or info))
-        if user_event:
-            user_event(kind, info)
-
-    feed._user_on_event = on_event
     await feed.start_async()
     try:
         try:
@@ -139,7 +129,7 @@ async def _listen(feed: Any, duration: float) -> str | None:
     if err is not None:
         raise err
     if not feed.connected_once:
-        return problems[-1] if problems else "no connection"
+        return feed.last_error or "no connection"
     return None
 
 
@@ -271,8 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_FAIL
+    # scripts (snapshot) want a clean stderr: only errors unless -v
+    quiet = args.command in ("snapshot",)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if args.verbose else (logging.ERROR if quiet else logging.WARNING),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )

@@ -216,6 +216,11 @@ class Feed:
                 pass
 
     @property
+    def last_error(self) -> str | None:
+        """The last connection problem (key masked), e.g. why connecting fails."""
+        return self._conn.last_error if self._conn is not None else None
+
+    @property
     def error(self) -> BaseException | None:
         """The error that ended the feed, if any (e.g. ``AuthError``)."""
         if self._task is not None and self._task.done() and not self._task.cancelled():

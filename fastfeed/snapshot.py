@@ -100,17 +100,19 @@ def render_table(doc: dict[str, Any], limit: int = 50) -> Any:
             t.add_column(col, justify="left" if col == "symbol" else "right")
         ranked = sorted(rows.items(), key=lambda kv: -(kv[1]["volume"] or 0.0))[:limit]
         for sym, e in ranked:
-            t.add_row(sym, *(_fmt(e[f]) for f in FIELDS), str(e["count"]))
+            t.add_row(sym, *(_fmt(e[f], f) for f in FIELDS), str(e["count"]))
         if len(rows) > limit:
             t.caption = f"{limit} of {len(rows)} instruments (largest volume first)"
         tables.append(t)
     return Group(*tables)
 
 
-def _fmt(x: float | None) -> str:
+def _fmt(x: float | None, field: str) -> str:
     if x is None:
         return "—"
-    return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.4f}"
+    if field == "volume":
+        return f"{x:,.0f}" if x == int(x) else f"{x:,.4f}"
+    return f"{x:,.6f}".rstrip("0").rstrip(".") if abs(x) < 1 else f"{x:,.4f}"
 
 
 def parse_windows(text: str | Sequence[int]) -> tuple[int, ...]:

@@ -128,14 +128,15 @@ def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Ca
     console = Console(stderr=False)
     sim = None
     if args.url is None and not _has_key(args.feed, args.api_key):
-        from .simulator.testing import spawn_simulator
+        from .simulator.market import DEFAULT_PAIRS
+        from .simulator.testing import SimProcess
 
         console.print(f"[dim]no --url and no API key: starting the built-in simulator ({args.tickers:,} tickers)…[/dim]")
-        sim = spawn_simulator(tickers=args.tickers)
-        args.url = sim.url(args.feed)
+        sim = SimProcess(["--tickers", str(args.tickers)]).start()
+        args.url = sim.url(args.feed, api_key=None)
         args.api_key = sim.api_key
         if args.feed == "sfox" and not args.subscribe:
-            args.subscribe = [f"ticker.sfox.{p}" for p in sim.pairs]
+            args.subscribe = [f"ticker.sfox.{p}" for p in DEFAULT_PAIRS]
     try:
         feed = make_feed(args, windows)
         closer = attach_recorder(feed, args)

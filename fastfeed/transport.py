@@ -267,12 +267,16 @@ class Connection:
                 pass
 
     async def run(self) -> None:
-        """Connect and serve until :meth:`stop` or a fatal error (raised, never retried)."""
+        """Connect and serve until :meth:`stop` or a fatal error (raised, never retried).
+
+        A stopped connection stays stopped (``stop()`` before ``run()`` makes it return at once).
+        """
         if self._running:
             raise RuntimeError("Connection.run() is already running")
         self._running = True
-        self._stopping = False
         self._stop_event = asyncio.Event()
+        if self._stopping:
+            self._stop_event.set()
         self._done = asyncio.Event()
         try:
             await self._run()

@@ -359,3 +359,32 @@ def test_thread_and_subprocess_runners():
         c = asyncio.run(main(sp.url()))
         assert c.flat()[1]["status"] == "auth_success"
     assert sp.proc is not None and sp.proc.returncode == 0
+
+
+def test_truth_helpers_sfox_bars_upsert_and_pv():
+    from fastfeed.simulator import sfox_bars, upserted, with_pv
+    from fastfeed.simulator.market import CryptoUpdate
+
+    m = Market(seed=3)
+    midnight = (T0 // 86400 + 1) * 86400
+    ups = [u for s in range(midnight - 4, midnight + 3) for u in m.crypto_updates(s, interval=1, pairs=["btcusd"])]
+    b = sfox_bars(ups)
+    assert list(b["second"]) == list(range(midnight - 4, midnight + 3))
+    assert b["volume"][0] == 0 and b["pv"][0] == 0  # baseline
+    assert b["volume"][1] == pytest.approx(ups[1].volume - ups[0].volume)
+    assert b["volume"][4] == pytest.approx(ups[4].volume)  # reset at 00:00 UTC: dv = V
+    assert b["pv"][4] == pytest.approx(ups[4].volume * ups[4].vwap)
+    # two updates in one second merge
+    u0 = ups[1]
+    extra = CryptoUpdate(u0.pair, u0.ts_ns + 1000, u0.last + 5, 0.1, u0.open, u0.high, u0.low,
+                         u0.volume + 0.5, u0.vwap, u0.trade_ms)
+    b2 = sfox_bars([ups[0], ups[1], extra])
+    assert len(b2) == 2 and b2["high"][1] == u0.last + 5 and b2["close"][1] == u0.last + 5
+    assert b2["volume"][1] == pytest.approx(u0.volume + 0.5 - ups[0].volume)
+
+    from fastfeed.simulator import BAR_DTYPE
+    raw = np.array([("A", 1, 1, 2, 1, 2, 10, False), ("B", 1, 5, 5, 5, 5, 1, False),
+                    ("A", 1, 1, 3, 1, 3, 12, True)], BAR_DTYPE)
+    u = upserted(raw)
+    assert list(u["symbol"]) == ["A", "B"] and u["volume"][0] == 12
+    assert with_pv(u)["pv"][0] == pytest.approx(12 * (3 + 1 + 3) / 3)

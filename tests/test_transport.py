@@ -551,3 +551,79 @@ def test_stats_survive_reconnects_and_logs_are_rate_limited(caplog):
     assert st.protocol_errors == n > 5
     lines = [r for r in caplog.records if "binary" in r.getMessage()]
     assert 1 <= len(lines) < n
+
+
+# --- hand-crafted frames ------------------------------------------------------------------
+
+
+def _raw_case(frames: list[bytes], pred: Callable[[Rec, list], bool]):
+    from fastfeed.simulator.server import ws_frame  # noqa: F401
+
+    async def main():
+        async with Simulator(cfg()) as sim:
+            s, events = Rec(on_connect=()), []
+            conn = Connection(sim.url(), s, on_event=lambda n, i: events.append((n, i)),
+                              backoff_initial=0.01, backoff_max=0.02)
+            task = asyncio.ensure_future(conn.run())
+            await until(lambda: len(s.raw) >= 2)  # connected + auth_success
+            sim.connections[0].send_raw(b"".join(frames))
+            await until(lambda: pred(s, events))
+            await conn.stop()
+            await task
+            return s, events, sim
+
+    return run(main())
+
+
+def test_control_frames_between_fragments_and_fragmented_binary_skipped():
+    from fastfeed.simulator.server import ws_frame
+
+    frames = [ws_frame(b'{"a":', opcode=1, fin=False), ws_frame(b"hi", opcode=9),
+              ws_frame(b'1}', opcode=0, fin=True),
+              ws_frame(b"\x00\x01", opcode=2, fin=False), ws_frame(b"\x02", opcode=0, fin=True),
+              ws_frame(b'{"b":2}')]
+    s, events, sim = _raw_case(frames, lambda s, ev: s.raw[-1] == b'{"b":2}')
+    assert s.raw[2:] == [b'{"a":1}', b'{"b":2}']
+    assert [i["kind"] for n, i in events if n == "protocol_error"] == ["binary"]
+    assert sim.connections[0].pongs_received == 1 and len(sim.connections) == 1
+
+
+@pytest.mark.parametrize("frames", [
+    [b"\x80\x02{}"],                                           # continuation with nothing to continue
+    [b"\x01\x02[1", b"\x81\x02{}"],                           # new text inside a fragmented message
+], ids=["orphan_continuation", "text_inside_fragmented"])
+def test_fragmentation_errors_close_1002(frames):
+    s, events, sim = _raw_case(frames, lambda s, ev: any(n == "reconnecting" for n, _ in ev))
+    errs = [i for n, i in events if n == "protocol_error"]
+    assert errs[0]["kind"] == "fragment" and errs[0]["close_code"] == 1002
+    assert sim.connections[0].close_code_received == 1002
+
+
+def test_http_401_on_upgrade_is_final():
+    from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+    async def main():
+        def factory(request):
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(401, b"bad key"), None)
+
+        server = await ws_create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            conn = Connection(f"ws://127.0.0.1:{port}/v1/stocks?apiKey=my-secret-1", Rec(), backoff_initial=0.01)
+            with pytest.raises(ConnectionRejected) as ei:
+                await asyncio.wait_for(conn.run(), 10)
+            assert "401" in str(ei.value) and "my-secret-1" not in str(ei.value)
+        finally:
+            server.close()
+
+    run(main())
+
+
+def test_stop_before_run_returns_at_once():
+    async def main():
+        c = Connection(f"ws://127.0.0.1:{_free_port()}/x", Rec())
+        await c.stop()
+        await asyncio.wait_for(c.run(), 5)
+        assert c.connects == 0
+
+    run(main())

@@ -6,6 +6,7 @@ from .faults import Faults
 from .market import Market
 from .server import BAR_DTYPE, FEEDS, SimConfig, SimConnection, Simulator, ws_frame
 from .testing import SimProcess, SimThread, serve
+from .truth import TRUTH_DTYPE, sfox_bars, upserted, with_pv
 
 __all__ = [
     "BAR_DTYPE",
@@ -19,4 +20,8 @@ __all__ = [
     "Simulator",
     "serve",
     "ws_frame",
+    "TRUTH_DTYPE",
+    "sfox_bars",
+    "upserted",
+    "with_pv",
 ]

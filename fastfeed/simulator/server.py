@@ -349,6 +349,11 @@ class SimConnection(WSListener):
         self._out_size += len(data)
         self.frames_written += 1
 
+    def send_raw(self, data: bytes) -> None:
+        """Write raw bytes now (tests: hand-crafted frames, see :func:`ws_frame`)."""
+        self._queue(data)
+        self.flush()
+
     def flush(self) -> None:
         """Write everything queued in one ``transport.write``."""
         if not self._out:

@@ -313,7 +313,7 @@ class BurstTracker:
             self.done = True
             self.ready += 1
             if self.ready > self.skip:
-                self.hist.record_value(max(1_000, lat))
+                self.hist.record_value(min(max(1_000, lat), 600_000_000_000))
                 if len(self.samples) < self.keep:
                     self.samples.append(lat)
 

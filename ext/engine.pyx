@@ -21,15 +21,30 @@ window keeps its own front index into it).
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_STRIDES, PyBUF_FORMAT
 from libc.math cimport isfinite, isnan, fabs, NAN
+from libc.float cimport FLT_MAX
 from libc.string cimport memset
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 import math
 
 import numpy as np
+cimport cython
 cimport numpy as cnp
 
 cnp.import_array()
+
+cdef extern from *:
+    """
+    #define FF_PREFETCH(p) __builtin_prefetch((const void *)(p), 1, 3)
+    """
+    void FF_PREFETCH(const void *p) noexcept nogil
+
+# upsert prefetches the memory of the bar PF_FAR ahead (its row's records, outputs and
+# store cells) and the deque backs of the bar PF_NEAR ahead (their address needs the
+# row record fetched earlier): a burst's rows come in random order, so without this
+# every bar waits on ~20 cache misses in turn.
+DEF PF_FAR = 16
+DEF PF_NEAR = 6
 
 # Per (row, window) rolling state; one 80-byte record, row-major ([row, window]), so
 # the K records a bar touches are adjacent.
@@ -40,6 +55,15 @@ ctypedef struct WState:
     int64_t first       # earliest held second in the window; -1 when empty
     int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
     uint16_t hslot, lslot   # slot of that front (mirror, so eviction need not read the deque)
+
+
+# Per row: everything an in-order bar needs besides its window records, in one cache line.
+ctypedef struct RState:
+    int64_t last        # latest second accepted for the row (-1: none)
+    int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
+    double back[2]      # value of the back element of each deque (valid when non-empty)
+    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
+    char _pad[20]
 
 __all__ = ["Engine", "WindowView"]
 
@@ -64,6 +88,36 @@ cdef inline bint dominates(double later, double earlier, bint ismax) noexcept no
     if ismax:
         return later >= earlier
     return later <= earlier
+
+
+cdef inline float f32(double x) noexcept nogil:
+    """Nearest float32 (monotone in x; clamped so the conversion is always defined)."""
+    if x > FLT_MAX:
+        return FLT_MAX
+    if x < -FLT_MAX:
+        return -FLT_MAX
+    return <float>x
+
+
+cdef inline bint dom_hint(double later, float flater, const float *qv, const uint16_t *q,
+                          Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
+                          bint ismax) noexcept nogil:
+    """dominates(later, value of deque entry ``at``), deciding on the float32 copy of
+    the entry when it differs (rounding is monotone) and reading the store only on ties."""
+    cdef float fe = qv[at]
+    if flater != fe:
+        return (flater > fe) if ismax else (flater < fe)
+    return dominates(later, col[q[at] * N + r], ismax)
+
+
+cdef inline bint dom_by_hint(double earlier, float fearlier, const float *qv, const uint16_t *q,
+                             Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
+                             bint ismax) noexcept nogil:
+    """dominates(value of deque entry ``at``, earlier): the entry is a later bar."""
+    cdef float fl = qv[at]
+    if fl != fearlier:
+        return (fl > fearlier) if ismax else (fl < fearlier)
+    return dominates(col[q[at] * N + r], earlier, ismax)
 
 
 cdef inline double vwap_of(WState *ws) noexcept nogil:
@@ -135,6 +189,7 @@ cdef int64_t _next_pow2(int64_t x):
     return p
 
 
+@cython.final
 cdef class Engine:
     """Bar store + rolling OHLCV/VWAP of every row, for each configured window.
 
@@ -166,13 +221,14 @@ cdef class Engine:
     cdef double *spv
     cdef uint8_t *present
     # per row
-    cdef int64_t *last          # latest second accepted for the row
-    cdef int64_t *tmax          # absolute tail index of the row's max deque
-    cdef int64_t *tmin
+    cdef RState *rs
     cdef uint16_t *qmax         # [capacity, C] ring of slots, C = next power of two >= max(windows)
     cdef uint16_t *qmin
+    cdef float *qhv             # float32 copies of the deque entries' values (same shape):
+    cdef float *qlv             # pops compare against these, the store is read only on ties
     cdef WState *st             # [capacity, K]
-    # outputs, [K, capacity] each (the numpy views handed to readers)
+    # outputs, [capacity, K] each: the K windows of a row share a cache line; the
+    # numpy views handed to readers are columns (stride K * 8 bytes)
     cdef double *oo
     cdef double *oh
     cdef double *ol
@@ -182,7 +238,6 @@ cdef class Engine:
     cdef int64_t *ocnt
     # last_rows bookkeeping
     cdef int64_t *lrows
-    cdef uint32_t *mark
     cdef uint32_t epoch
     cdef Py_ssize_t nlast
     # counters
@@ -252,22 +307,22 @@ cdef class Engine:
         self.sv = <double *>_own(self._keep, np.zeros((D, N)))
         self.spv = <double *>_own(self._keep, np.zeros((D, N)))
         self.present = <uint8_t *>_own(self._keep, np.zeros((D, N), dtype=np.uint8))
-        self.last = <int64_t *>_own(self._keep, np.full(N, -1, dtype=np.int64))
-        self.tmax = <int64_t *>_own(self._keep, np.zeros(N, dtype=np.int64))
-        self.tmin = <int64_t *>_own(self._keep, np.zeros(N, dtype=np.int64))
+        assert sizeof(RState) == 64
+        self.rs = <RState *>_own(self._keep, np.zeros(N * sizeof(RState), dtype=np.uint8))
         self.qmax = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
         self.qmin = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
+        self.qhv = <float *>_own(self._keep, np.zeros((N, self.C), dtype=np.float32))
+        self.qlv = <float *>_own(self._keep, np.zeros((N, self.C), dtype=np.float32))
         assert sizeof(WState) == 80
         self.st = <WState *>_own(self._keep, np.zeros(N * K * sizeof(WState), dtype=np.uint8))
-        self.mark = <uint32_t *>_own(self._keep, np.zeros(N, dtype=np.uint32))
         lrows = np.zeros(N, dtype=np.int64)
         self.lrows = <int64_t *>_own(self._keep, lrows)
         self._lrows_arr = lrows
         outs = {}
         for name in ("open", "high", "low", "close", "vwap"):
-            outs[name] = np.full((K, N), np.nan)
-        outs["volume"] = np.zeros((K, N))
-        outs["count"] = np.zeros((K, N), dtype=np.int64)
+            outs[name] = np.full((N, K), np.nan)
+        outs["volume"] = np.zeros((N, K))
+        outs["count"] = np.zeros((N, K), dtype=np.int64)
         self.oo = <double *>_own(self._keep, outs["open"])
         self.oh = <double *>_own(self._keep, outs["high"])
         self.ol = <double *>_own(self._keep, outs["low"])
@@ -279,12 +334,13 @@ cdef class Engine:
         for k in range(K):
             cols = []
             for name in ("open", "high", "low", "close", "volume", "vwap", "count"):
-                v = outs[name][k]
+                v = outs[name][:, k]
                 v.flags.writeable = False
                 cols.append(v)
             self._views[wins[k]] = WindowView(wins[k], *cols)
-        for k in range(K):
-            for r in range(N):
+        for r in range(N):
+            self.rs[r].last = -1
+            for k in range(K):
                 self.st[r * K + k].first = -1
 
     # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
@@ -315,7 +371,7 @@ cdef class Engine:
             W = self.win[k]
             if gap >= W:
                 for r in range(self.N):
-                    if self.ocnt[k * self.N + r] != 0:
+                    if self.ocnt[r * self.K + k] != 0:
                         self._clear_rw(k, r)
             else:
                 e = T0 - W + 1
@@ -336,11 +392,11 @@ cdef class Engine:
 
     cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         cdef WState *ws = &self.st[r * self.K + k]
-        cdef Py_ssize_t kr = k * self.N + r
+        cdef Py_ssize_t kr = r * self.K + k
         ws.vs = ws.vc = ws.ps = ws.pc = ws.va = ws.pa = 0.0
         ws.first = -1
-        ws.fmax = self.tmax[r]
-        ws.fmin = self.tmin[r]
+        ws.fmax = self.rs[r].tail[0]
+        ws.fmin = self.rs[r].tail[1]
         self.oo[kr] = self.oh[kr] = self.ol[kr] = self.oc[kr] = self.ow[kr] = NAN
         self.ov[kr] = 0.0
         self.ocnt[kr] = 0
@@ -356,8 +412,8 @@ cdef class Engine:
         for r in range(N):
             if not pres[r]:
                 continue
-            kr = k * N + r
-            ws = &self.st[r * K + k]
+            kr = r * K + k
+            ws = &self.st[kr]
             cnt = self.ocnt[kr] - 1
             if cnt <= 0:
                 self._clear_rw(k, r)
@@ -420,53 +476,74 @@ cdef class Engine:
 
     cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         cdef WState *ws = &self.st[r * self.K + k]
-        cdef Py_ssize_t kr = k * self.N + r, N = self.N
+        cdef Py_ssize_t kr = r * self.K + k, N = self.N
         if self.ocnt[kr] == 0:
             self._clear_rw(k, r)
             return
         self.oo[kr] = self.so[self._slot(ws.first) * N + r]
         self.oh[kr] = self.sh[ws.hslot * N + r]
         self.ol[kr] = self.sl[ws.lslot * N + r]
-        self.oc[kr] = self.sc[self._slot(self.last[r]) * N + r]
+        self.oc[kr] = self.sc[self._slot(self.rs[r].last) * N + r]
         self.ov[kr] = ws.vs + ws.vc
         self.ow[kr] = vwap_of(ws)
 
     # -- monotonic deques ----------------------------------------------------------------
-    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val, bint ismax) noexcept nogil:
+    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val, bint ismax,
+                         bint inorder) noexcept nogil:
         """Insert second s (value already in the store) into row r's max/min deque.
 
-        Handles in-order pushes, out-of-order inserts and replacements whose value did
-        not get worse (a worse replacement of a deque member needs ``_dq_rebuild``).
+        Handles in-order pushes (``inorder``: s >= every second held for the row),
+        out-of-order inserts and replacements whose value did not get worse (a worse
+        replacement of a deque member needs ``_dq_rebuild``).  Deque invariant: seconds
+        ascending, values strictly decreasing (max) / increasing (min).
         """
         cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef float *qv = (self.qhv if ismax else self.qlv) + r * self.C
+        cdef float fval = f32(val)
         cdef const double *col = self.sh if ismax else self.sl
-        cdef int64_t *tailp = (self.tmax if ismax else self.tmin) + r
+        cdef int which = 0 if ismax else 1
+        cdef RState *row = &self.rs[r]
         cdef WState *ws = self.st + r * self.K
         cdef Py_ssize_t N = self.N, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = tailp[0], i = t, p, delta, j, fk, T = self._T
-        while i > head and self._sec(q[(i - 1) & mask]) > s:
-            i -= 1
-        if i < t and dominates(col[q[i & mask] * N + r], val, ismax):
-            return          # a later bar is at least as extreme: s never becomes a front
-        p = i
-        while p > head and dominates(val, col[q[(p - 1) & mask] * N + r], ismax):
-            p -= 1
+        cdef int64_t t = row.tail[which], i = t, p, delta, j, fk, T = self._T
+        if inorder:
+            # fast path: s goes to the back; the back's value is mirrored in RState, so a
+            # push that pops nothing reads neither the deque nor the store
+            p = t
+            if p > head and dominates(val, row.back[which], ismax):
+                p -= 1
+                while p > head and dom_hint(val, fval, qv, q, (p - 1) & mask, col, N, r, ismax):
+                    p -= 1
+        else:
+            while i > head and self._sec(q[(i - 1) & mask]) > s:
+                i -= 1
+            if i < t and dom_by_hint(val, fval, qv, q, i & mask, col, N, r, ismax):
+                return          # a later bar is at least as extreme: s never becomes a front
+            p = i
+            while p > head and dom_hint(val, fval, qv, q, (p - 1) & mask, col, N, r, ismax):
+                p -= 1
         delta = p + 1 - i
         if delta > 0:
             j = t
             while j > i:
                 q[j & mask] = q[(j - 1) & mask]
+                qv[j & mask] = qv[(j - 1) & mask]
                 j -= 1
         elif delta < 0:
             j = i
             while j < t:
                 q[(j + delta) & mask] = q[j & mask]
+                qv[(j + delta) & mask] = qv[j & mask]
                 j += 1
         q[p & mask] = slot
+        qv[p & mask] = fval
+        if i == t:
+            row.back[which] = val
         t += delta
-        tailp[0] = t
+        row.tail[which] = t
         for k in range(self.K):
+            # the front of window k is either unchanged (same entry, maybe shifted) or s
             fk = ws[k].fmax if ismax else ws[k].fmin
             if s > T - self.win[k]:
                 if fk >= p:
@@ -475,18 +552,18 @@ cdef class Engine:
                 fk += delta
             if ismax:
                 ws[k].fmax = fk
-                if fk < t:
-                    ws[k].hslot = q[fk & mask]
+                if fk == p:
+                    ws[k].hslot = slot
             else:
                 ws[k].fmin = fk
-                if fk < t:
-                    ws[k].lslot = q[fk & mask]
+                if fk == p:
+                    ws[k].lslot = slot
 
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
         cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef WState *ws = self.st + r * self.K
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t i = (self.tmax if ismax else self.tmin)[r]
+        cdef int64_t i = self.rs[r].tail[0 if ismax else 1]
         cdef int64_t x
         while i > head:
             x = self._sec(q[(i - 1) & self.mask])
@@ -500,8 +577,9 @@ cdef class Engine:
     cdef void _dq_rebuild(self, Py_ssize_t r, bint ismax) noexcept nogil:
         """Rebuild row r's max/min deque from the store (O(max window))."""
         cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef float *qv = (self.qhv if ismax else self.qlv) + r * self.C
         cdef const double *col = self.sh if ismax else self.sl
-        cdef int64_t *tailp = (self.tmax if ismax else self.tmin) + r
+        cdef int64_t *tailp = &self.rs[r].tail[0 if ismax else 1]
         cdef WState *ws = self.st + r * self.K
         cdef Py_ssize_t N = self.N, mask = self.mask, k, sl
         cdef int64_t t0 = tailp[0], t = t0, x = self._T - self.Wmax + 1, fk, T = self._T
@@ -516,7 +594,9 @@ cdef class Engine:
                 while t > t0 and dominates(v, col[q[(t - 1) & mask] * N + r], ismax):
                     t -= 1
                 q[t & mask] = <uint16_t>sl
+                qv[t & mask] = f32(v)
                 t += 1
+                self.rs[r].back[0 if ismax else 1] = v
             x += 1
             sl += 1
             if sl == self.D:
@@ -540,7 +620,7 @@ cdef class Engine:
                      double v, double pv) noexcept nogil:
         cdef Py_ssize_t N = self.N, K = self.K, k, kr
         cdef Py_ssize_t slot = self._slot(s), off = slot * N + r
-        cdef bint replaced = self.present[off], rebuilt = False
+        cdef bint replaced = self.present[off], rebuilt = False, inorder
         cdef double oldv = 0.0, oldpv = 0.0, oldh = 0.0, oldl = 0.0
         cdef int64_t T = self._T
         cdef WState *ws
@@ -559,8 +639,9 @@ cdef class Engine:
         self.sv[off] = v
         self.spv[off] = pv
         self.present[off] = 1
-        if s > self.last[r]:
-            self.last[r] = s
+        inorder = s >= self.rs[r].last
+        if s > self.rs[r].last:
+            self.rs[r].last = s
         if s <= T - self.Wmax:
             return replaced      # held (history) but in no window
         # max deque
@@ -569,19 +650,19 @@ cdef class Engine:
                 self._dq_rebuild(r, True)
                 rebuilt = True
         else:
-            self._dq_insert(r, s, <uint16_t>slot, h, True)
+            self._dq_insert(r, s, <uint16_t>slot, h, True, inorder)
         # min deque
         if replaced and l > oldl:
             if self._dq_contains(r, s, False):
                 self._dq_rebuild(r, False)
                 rebuilt = True
         else:
-            self._dq_insert(r, s, <uint16_t>slot, l, False)
+            self._dq_insert(r, s, <uint16_t>slot, l, False, inorder)
         for k in range(K):
             if s <= T - self.win[k]:
                 continue
-            kr = k * N + r
-            ws = &self.st[r * K + k]
+            kr = r * K + k
+            ws = &self.st[kr]
             if replaced:
                 nadd(&ws.vs, &ws.vc, -oldv)
                 nadd(&ws.ps, &ws.pc, -oldpv)
@@ -606,13 +687,47 @@ cdef class Engine:
                 continue
             if ws.first == s:
                 self.oo[kr] = o
-            if self.last[r] == s:
+            if self.rs[r].last == s:
                 self.oc[kr] = c
             if ws.hslot == slot:
                 self.oh[kr] = h
             if ws.lslot == slot:
                 self.ol[kr] = l
         return replaced
+
+    cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
+        cdef Py_ssize_t kr = r * self.K, off, b
+        cdef const char *w = <const char *>(self.st + kr)
+        FF_PREFETCH(&self.rs[r])
+        b = 0
+        while b < self.K * <Py_ssize_t>sizeof(WState):
+            FF_PREFETCH(w + b)
+            b += 64
+        FF_PREFETCH(self.oo + kr)
+        FF_PREFETCH(self.oh + kr)
+        FF_PREFETCH(self.ol + kr)
+        FF_PREFETCH(self.oc + kr)
+        FF_PREFETCH(self.ov + kr)
+        FF_PREFETCH(self.ow + kr)
+        FF_PREFETCH(self.ocnt + kr)
+        if s <= self._T and s > self._T - self.D:
+            off = self._slot(s) * self.N + r
+            FF_PREFETCH(self.present + off)
+            FF_PREFETCH(self.so + off)
+            FF_PREFETCH(self.sh + off)
+            FF_PREFETCH(self.sl + off)
+            FF_PREFETCH(self.sc + off)
+            FF_PREFETCH(self.sv + off)
+            FF_PREFETCH(self.spv + off)
+
+    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
+        cdef RState *row = &self.rs[r]
+        cdef Py_ssize_t a = r * self.C + ((row.tail[0] - 1) & self.mask)
+        cdef Py_ssize_t b = r * self.C + ((row.tail[1] - 1) & self.mask)
+        FF_PREFETCH(self.qmax + a)
+        FF_PREFETCH(self.qhv + a)
+        FF_PREFETCH(self.qmin + b)
+        FF_PREFETCH(self.qlv + b)
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
@@ -626,11 +741,20 @@ cdef class Engine:
         cdef uint32_t epoch
         self.epoch += 1
         if self.epoch == 0:
-            memset(self.mark, 0, self.N * sizeof(uint32_t))
+            for i in range(self.N):
+                self.rs[i].mark = 0
             self.epoch = 1
         epoch = self.epoch
         self.nlast = 0
         for i in range(n):
+            if i + PF_FAR < n:
+                r = (<const int64_t *>(rp + (i + PF_FAR) * rs))[0]
+                if r >= 0 and r < self.N:
+                    self._prefetch_far(r, (<const int64_t *>(sp + (i + PF_FAR) * ss))[0])
+            if i + PF_NEAR < n:
+                r = (<const int64_t *>(rp + (i + PF_NEAR) * rs))[0]
+                if r >= 0 and r < self.N:
+                    self._prefetch_near(r)
             r = (<const int64_t *>(rp + i * rs))[0]
             s = (<const int64_t *>(sp + i * ss))[0]
             o = (<const double *>(op + i * os_))[0]
@@ -656,8 +780,8 @@ cdef class Engine:
                 self._advance(s)
             self._apply(r, s, o, h, l, c, v, pv)
             accepted += 1
-            if self.mark[r] != epoch:
-                self.mark[r] = epoch
+            if self.rs[r].mark != epoch:
+                self.rs[r].mark = epoch
                 self.lrows[self.nlast] = r
                 self.nlast += 1
         self.n_accepted += accepted

@@ -379,7 +379,7 @@ cdef class BarFiller:
         self.decode = decode
         self.stats = stats
         self.engine = engine
-        self.last_rows = engine.last_rows
+        self.last_rows = getattr(engine, "last_rows", None)  # needed only with on_batch
         self.on_batch = on_batch
         self.after_fill = after_fill
         self.decode_failed = decode_failed

@@ -160,7 +160,7 @@ def test_tiny_run_succeeds_and_has_the_documented_shape(tiny_run):
     assert rc == 0, [r.get("error") for r in doc["results"]]
     for key in ("command", "started", "elapsed_s", "machine", "config", "results", "summary"):
         assert key in doc
-    assert set(doc["summary"]) == {"throughput", "ratios", "cadence", "targets"}
+    assert set(doc["summary"]) == {"throughput", "ratios", "cadence", "targets", "busy_machine_loadavg"}
     kinds = {(r["case"]["mode"], r["case"]["client"]) for r in doc["results"]}
     assert ("throughput", "fastfeed") in kinds and ("throughput", "floor") in kinds
     assert ("cadence", "fastfeed") in kinds

@@ -179,6 +179,7 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
             "cpus": sorted(client_cpus) if client_cpus else None,
         }
         t0 = time.perf_counter()
+        load0 = _loadavg()
         proc = subprocess.Popen(
             [python, "-m", "fastfeed.bench.harness", "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -202,7 +203,15 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
                 "stderr": err[-2000:]}
     result["case"] = asdict(case)
     result["wall_s"] = round(time.perf_counter() - t0, 3)
+    result["loadavg_1m"] = [load0, _loadavg()]
     return result
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def machine_info() -> dict[str, Any]:

@@ -118,7 +118,17 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     if rss:
         v = max(rss)
         target("peak RSS, fastfeed client", f"<= {TARGETS['rss_mb']:.0f} MiB", v, v <= TARGETS["rss_mb"])
-    return {"throughput": thr, "ratios": ratios, "cadence": cad, "targets": targets}
+    return {"throughput": thr, "ratios": ratios, "cadence": cad, "targets": targets,
+            "busy_machine_loadavg": busy_machine(doc)}
+
+
+def busy_machine(doc: dict[str, Any]) -> Optional[float]:
+    """Highest 1-minute load average seen around the cases if it exceeds the core count + 0.5."""
+    cores = (doc.get("machine") or {}).get("cores") or 1
+    loads = [x for r in doc.get("results", []) for x in (r.get("loadavg_1m") or []) if x is not None]
+    if loads and max(loads) > cores + 0.5:
+        return max(loads)
+    return None
 
 
 def to_json(doc: dict[str, Any]) -> str:
@@ -222,6 +232,11 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
             met = {True: "yes", False: "NO", None: "n/a"}[g["met"]]
             t.add_row(g["target"], g["want"], vs, met, g["note"])
         con.print(t)
+    busy = busy_machine(doc)
+    if busy:
+        con.print(f"WARNING: the machine was busy during the run (1-minute load average up to {busy:.1f} "
+                  f"on {m.get('cores', '?')} cores, this run's 2 processes included): other processes "
+                  "competed for the cores, figures are noisy and low.")
     errs = [r for r in doc.get("results", []) if r.get("error")]
     for r in errs:
         con.print(f"[case failed] {r['case']['client']} {r['case']['mode']}: {r['error']}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import itertools
 import json
 import logging
 import mmap
@@ -42,6 +43,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple
 
+import numpy as np
+
 __all__ = [
     "MAGIC",
     "FORMAT_VERSION",
@@ -50,6 +53,7 @@ __all__ = [
     "DISCONNECTED",
     "END",
     "ZSTD_BLOCK",
+    "BATCH",
     "KIND_NAMES",
     "RecordingError",
     "FormatError",
@@ -79,7 +83,8 @@ MESSAGE = 1  # payload: the raw text message (UTF-8 bytes, as received)
 CONNECTED = 2  # payload: empty, or a UTF-8 JSON object
 DISCONNECTED = 3  # payload: the reason, UTF-8 text
 END = 4  # payload: UTF-8 JSON summary written by a clean close
-ZSTD_BLOCK = 16  # payload: u32 record count, u32 raw length, one zstd frame of records
+ZSTD_BLOCK = 16  # payload: u32 entry count, u32 raw length, one zstd frame of a batch
+BATCH = 17  # payload: u32 entry count, count x (u32 len, u8 kind, i64 recv_ns), the payloads
 
 KIND_NAMES = {
     MESSAGE: "message",
@@ -87,8 +92,10 @@ KIND_NAMES = {
     DISCONNECTED: "disconnected",
     END: "end",
     ZSTD_BLOCK: "zstd_block",
+    BATCH: "batch",
 }
 _KNOWN_KINDS = frozenset(KIND_NAMES)
+_KNOWN_KIND_BYTES = np.array(sorted(KIND_NAMES), dtype=np.uint8)
 
 # file header: magic, version, flags, start_ns, meta_len; then meta JSON; then CRC-32
 _FILE_HDR = struct.Struct("<8sHHqI")
@@ -96,6 +103,10 @@ _FILE_HDR = struct.Struct("<8sHHqI")
 _REC_HDR = struct.Struct("<IBq")
 _CRC = struct.Struct("<I")
 _BLOCK_HDR = struct.Struct("<II")
+_COUNT = struct.Struct("<I")
+#: one entry of a batch's table: payload length, kind, recv_ns (13 bytes, packed)
+ENTRY_DTYPE = np.dtype([("len", "<u4"), ("kind", "u1"), ("ns", "<i8")])
+MAX_BATCH_ENTRIES = 1 << 16
 REC_OVERHEAD = _REC_HDR.size + _CRC.size  # 17 bytes per record
 MAX_PAYLOAD = 1 << 30  # a larger length field is corruption
 MAX_META = 1 << 20
@@ -177,6 +188,25 @@ def encode_record(kind: int, recv_ns: int, payload: bytes | bytearray | memoryvi
     """One framed record (used by tests and tools; the writer inlines this)."""
     h = _REC_HDR.pack(len(payload), kind, recv_ns)
     return b"".join((h, payload, _CRC.pack(zlib.crc32(payload, zlib.crc32(h)))))
+
+
+def encode_batch(items: list[tuple[int, int, bytes]] | tuple[tuple[int, int, bytes], ...]
+                 ) -> tuple[bytes, int, int, int]:
+    """The payload of a BATCH record holding ``items`` ``(kind, recv_ns, payload)``.
+
+    Returns ``(batch payload, first recv_ns, payload bytes, MESSAGE entries)``. The
+    per-entry work is done by C loops (zip, map, numpy), not Python bytecode: this runs
+    on the writer thread while holding the GIL, so it must stay short.
+    """
+    kinds, nss, datas = zip(*items)
+    n = len(datas)
+    tab = np.empty(n, ENTRY_DTYPE)
+    lens = np.fromiter(map(len, datas), np.int64, n)
+    tab["len"] = lens
+    tab["kind"] = kinds
+    tab["ns"] = nss
+    payload = b"".join((_COUNT.pack(n), tab.tobytes(), *datas))
+    return payload, nss[0], int(lens.sum()), kinds.count(MESSAGE)
 
 
 def decode_header(buf: bytes | mmap.mmap | memoryview) -> Header:
@@ -277,7 +307,7 @@ class Writer:
         self.on_error = on_error
         #: why recording stopped early (None while healthy or after a clean close)
         self.error: str | None = None
-        self.messages = 0  # MESSAGE records accepted
+        self.messages = 0  # MESSAGE records written (counted by the writer thread)
         self._dropped_in = 0  # records refused after a stop (producer thread)
         self._dropped_out = 0  # records queued but discarded after a failure (writer thread)
         self.bytes_written = 0  # bytes in the file
@@ -285,7 +315,7 @@ class Writer:
 
         flags = FLAG_ZSTD if self.compression else 0
         hdr = encode_header(feed, url, self.start_ns, flags=flags, meta=meta)
-        self._f = open(self.path, "wb")  # noqa: SIM115 - owned by the writer thread
+        self._f = open(self.path, "wb", buffering=0)  # noqa: SIM115 - the writer thread's
         try:
             self._f.write(hdr)
             self._f.flush()
@@ -300,9 +330,8 @@ class Writer:
         self._stopped = False  # producer-side: refuse new records
         self._closing = False
         self._wake = threading.Event()
-        self._block = bytearray()
-        self._block_n = 0
-        self._block_ns = 0
+        self._block: list[tuple[int, int, bytes]] = []  # zstd: entries of the open block
+        self._block_bytes = 0
         self._block_t = 0.0
         self._thread = threading.Thread(target=self._run, name="fastfeed-recorder", daemon=True)
         self._thread.start()
@@ -310,21 +339,26 @@ class Writer:
 
     # ---------------------------------------------------------------- hot path
     def message(self, payload: bytes | bytearray | memoryview, recv_ns: int) -> None:
-        """Queue one received message (copied: the caller's buffer may be reused)."""
+        """Queue one received message (copied: the caller's buffer may be reused).
+
+        (:class:`RecordingSession` inlines this in its ``on_message``.)"""
         if self._stopped:
             self._dropped_in += 1
             return
         data = bytes(payload)
         self._q.append((MESSAGE, recv_ns, data))
-        self.messages += 1
-        self._in_bytes += len(data) + REC_OVERHEAD
+        b = self._in_bytes = self._in_bytes + len(data)
+        if b - self._out_bytes > self.wake_bytes:
+            self._backlog()
+
+    def _backlog(self) -> None:
+        """More than ``wake_bytes`` queued: wake the writer, or stop if far too much."""
         pending = self._in_bytes - self._out_bytes
-        if pending > self.wake_bytes:
-            if pending > self.max_pending:
-                self._stop(f"recording to {self.path} stopped: the writer fell behind by "
-                           f"{pending / 2**20:.0f} MiB (disk too slow?)")
-            elif not self._wake.is_set():
-                self._wake.set()
+        if pending > self.max_pending:
+            self._stop(f"recording to {self.path} stopped: the writer fell behind by "
+                       f"{pending / 2**20:.0f} MiB (disk too slow?)")
+        elif not self._wake.is_set():
+            self._wake.set()
 
     def connected(self, recv_ns: int | None = None, info: dict[str, Any] | None = None) -> None:
         """Queue a connection boundary: a (re)connection was established."""
@@ -340,7 +374,7 @@ class Writer:
             self._dropped_in += 1
             return
         self._q.append((kind, time.time_ns() if recv_ns is None else recv_ns, payload))
-        self._in_bytes += len(payload) + REC_OVERHEAD
+        self._in_bytes += len(payload)
 
     def _stop(self, why: str) -> None:
         if self._stopped:
@@ -404,62 +438,69 @@ class Writer:
         while q:
             _, _, data = q.popleft()
             self._dropped_out += 1
-            self._out_bytes += len(data) + REC_OVERHEAD
+            self._out_bytes += len(data)
+
+    def _take(self) -> list[tuple[int, int, bytes]]:
+        """Up to MAX_BATCH_ENTRIES queued entries (popleft is safe against the producer)."""
+        q = self._q
+        n = min(len(q), MAX_BATCH_ENTRIES)
+        return list(map(collections.deque.popleft, itertools.repeat(q, n)))
 
     def _drain(self, final: bool) -> None:
-        q = self._q
-        if not q and not final and not (self._block_n and
-                                        time.monotonic() - self._block_t >= self.flush_interval):
-            return
-        out = bytearray()
-        pack = _REC_HDR.pack
-        crc32 = zlib.crc32
-        cpack = _CRC.pack
         zc = self._zc
-        n_out = 0
-        while q:
-            kind, ns, data = q.popleft()
-            h = pack(len(data), kind, ns)
-            rec = out if zc is None else self._block
-            rec += h
-            rec += data
-            rec += cpack(crc32(data, crc32(h)))
-            n_out += len(data) + REC_OVERHEAD
-            if zc is not None:
-                if self._block_n == 0:
-                    self._block_ns = ns
+        while True:
+            items = self._take()
+            if not items:
+                break
+            payload, first_ns, nbytes, nmsg = encode_batch(items)
+            if zc is None:
+                self._write_record(BATCH, first_ns, payload)
+            else:
+                if not self._block:
                     self._block_t = time.monotonic()
-                self._block_n += 1
-                if len(self._block) >= self.block_size:
-                    out += self._compress_block()
-            elif len(out) >= (1 << 22):
-                self._write(out)
-                out = bytearray()
-        if zc is not None and self._block_n and (
+                self._block.extend(items)
+                self._block_bytes += len(payload)
+                if self._block_bytes >= self.block_size:
+                    self._write_block()
+            self.messages += nmsg
+            self._out_bytes += nbytes
+            if len(items) < MAX_BATCH_ENTRIES:
+                break
+        if zc is not None and self._block and (
                 final or time.monotonic() - self._block_t >= self.flush_interval):
-            out += self._compress_block()
-        if out:
-            self._write(out)
-        self._out_bytes += n_out
+            self._write_block()
 
-    def _compress_block(self) -> bytes:
+    def _write_block(self) -> None:
         assert self._zc is not None
-        raw = bytes(self._block)
-        payload = _BLOCK_HDR.pack(self._block_n, len(raw)) + self._zc.compress(raw)
-        self._block.clear()
-        self._block_n = 0
-        return encode_record(ZSTD_BLOCK, self._block_ns, payload)
+        items, self._block, self._block_bytes = self._block, [], 0
+        raw, first_ns, _, _ = encode_batch(items)
+        payload = _BLOCK_HDR.pack(len(items), len(raw)) + self._zc.compress(raw)
+        self._write_record(ZSTD_BLOCK, first_ns, payload)
 
-    def _write(self, buf: bytes | bytearray) -> None:
-        self._f.write(buf)
-        self._f.flush()
+    def _write_record(self, kind: int, ns: int, payload: bytes) -> None:
+        h = _REC_HDR.pack(len(payload), kind, ns)
+        crc = _CRC.pack(zlib.crc32(payload, zlib.crc32(h)))  # releases the GIL when large
+        self._writev([h, payload, crc])
         if self.fsync:
             os.fsync(self._f.fileno())
-        self.bytes_written += len(buf)
+        self.bytes_written += len(h) + len(payload) + len(crc)
+
+    def _writev(self, parts: list[bytes]) -> None:
+        """One ``writev`` system call for a record (no copy, GIL released), retried on a
+        short write."""
+        fd = self._f.fileno()
+        total = sum(map(len, parts))
+        done = os.writev(fd, parts)
+        while done < total:  # short write: send the rest
+            rest = b"".join(parts)[done:]
+            while rest:
+                k = os.write(fd, rest)
+                rest = rest[k:]
+                done += k
 
     def _write_end(self) -> None:
         summary = {"messages": self.messages, "dropped": self.dropped, "error": self.error}
-        self._write(encode_record(END, time.time_ns(), json.dumps(summary).encode()))
+        self._write_record(END, time.time_ns(), json.dumps(summary).encode())
         if self.fsync:
             os.fsync(self._f.fileno())
 
@@ -510,21 +551,16 @@ class RecordingSession:
     ``state``, ``fatal``, ...) are the wrapped session's.
     """
 
-    __slots__ = ("session", "writer", "_on_message", "_msg")
+    __slots__ = ("session", "writer", "on_message")
 
     def __init__(self, session: Any, writer: Writer) -> None:
         object.__setattr__(self, "session", session)
         object.__setattr__(self, "writer", writer)
-        object.__setattr__(self, "_on_message", session.on_message)
-        object.__setattr__(self, "_msg", writer.message)
+        object.__setattr__(self, "on_message", _recording_on_message(writer, session.on_message))
 
     def on_connected(self, send: Callable[[bytes], None]) -> None:
         self.writer.connected(time.time_ns())
         self.session.on_connected(send)
-
-    def on_message(self, payload: Any, recv_ns: int) -> None:
-        self._msg(payload, recv_ns)
-        self._on_message(payload, recv_ns)
 
     def on_disconnected(self, reason: str) -> None:
         self.writer.disconnected(time.time_ns(), str(reason))
@@ -546,6 +582,27 @@ class RecordingSession:
             self.session.fatal = value
         else:
             setattr(self.session, name, value)
+
+
+def _recording_on_message(writer: Writer, inner: Callable[[Any, int], None]
+                          ) -> Callable[[Any, int], None]:
+    """``on_message`` that queues a copy of the payload, then calls ``inner``: the
+    body of :meth:`Writer.message` inlined (one Python call less per message)."""
+    append = writer._q.append
+
+    def on_message(payload: Any, recv_ns: int, w: Writer = writer, append: Any = append,
+                   inner: Any = inner, bytes: Any = bytes, len: Any = len) -> None:
+        if not w._stopped:
+            data = bytes(payload)
+            append((1, recv_ns, data))  # MESSAGE
+            b = w._in_bytes = w._in_bytes + len(data)
+            if b - w._out_bytes > w.wake_bytes:
+                w._backlog()
+        else:
+            w._dropped_in += 1
+        inner(payload, recv_ns)
+
+    return on_message
 
 
 def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed: str,
@@ -666,101 +723,127 @@ class Reader:
         return kind, ns, size, rend
 
     def _resync(self, mv: memoryview, pos: int, end: int) -> int:
-        """Offset of the next intact record after pos, or -1."""
+        """Offset of the next intact record after pos, or -1.
+
+        Candidates are found with numpy, 1 MiB at a time: offsets whose kind byte is a
+        known kind (JSON text never has those bytes), then length, time and CRC checks.
+        """
         lo = self.header.start_ns - _RESYNC_SPAN_NS
         hi = self.header.start_ns + _RESYNC_SPAN_NS
         unpack = _REC_HDR.unpack_from
-        last = end - REC_OVERHEAD
-        q = pos + 1
-        while q <= last:
-            size, kind, ns = unpack(mv, q)
-            if (kind in _KNOWN_KINDS and lo <= ns <= hi and size <= _RESYNC_MAX_PAYLOAD
-                    and q + REC_OVERHEAD + size <= end):
-                r = self._check(mv, q, end)
-                if not isinstance(r, str):
+        last = end - REC_OVERHEAD  # the last offset where a record could start
+        q0 = pos + 1
+        step = 1 << 20
+        while q0 <= last:
+            q1 = min(q0 + step, last + 1)
+            kb = np.frombuffer(mv, np.uint8, q1 - q0, q0 + 4)  # kind byte of each candidate
+            for q in (np.flatnonzero(np.isin(kb, _KNOWN_KIND_BYTES)) + q0).tolist():
+                size, kind, ns = unpack(mv, q)
+                if (lo <= ns <= hi and size <= _RESYNC_MAX_PAYLOAD
+                        and q + REC_OVERHEAD + size <= end
+                        and not isinstance(self._check(mv, q, end), str)):
                     return q
-            q += 1
+            q0 = q1
         return -1
 
-    def _iter_buf(self, mv: memoryview, start: int, end: int, base: int | None,
-                  nested: bool) -> Iterator[Record]:
-        """Records of mv[start:end]. ``base``: file offset of mv[0] for reports (None for
-        the inside of a block, reported at the block's offset)."""
+    def _iter_buf(self, mv: memoryview, start: int, end: int) -> Iterator[Record]:
+        """Records of the file body mv[start:end], opening batches and blocks."""
         pos = start
-        kinds = self.kinds
         while pos < end:
             r = self._check(mv, pos, end)
             if isinstance(r, str):
-                if base is None:  # inside a block that passed its checksum: writer bug
-                    self._problem(self._block_off, end - pos, f"inside zstd block: {r}")
-                    return
                 nxt = self._resync(mv, pos, end) if self.resync else -1
                 if nxt < 0:
                     if r.startswith("torn") or end - pos < REC_OVERHEAD:
                         reason = r
                     else:
                         reason = f"{r}; no intact record after it"
-                    self._problem(base + pos, end - pos, reason)
+                    self._problem(pos, end - pos, reason)
                     return
-                self._problem(base + pos, nxt - pos, r)
+                self._problem(pos, nxt - pos, r)
                 pos = nxt
                 continue
             kind, ns, size, rend = r
             p0 = pos + _REC_HDR.size
+            if kind == BATCH:
+                yield from self._iter_batch(mv[p0:p0 + size], pos)
+            elif kind == ZSTD_BLOCK:
+                yield from self._iter_block(mv[p0:p0 + size], pos)
+            else:
+                if kind == END:
+                    try:
+                        self.end_info = json.loads(bytes(mv[p0:p0 + size]))
+                    except ValueError:
+                        self.end_info = {}
+                    self.complete = True
+                yield from self._emit(((kind, ns, bytes(mv[p0:p0 + size])),))
             pos = rend
-            if kind == ZSTD_BLOCK and not nested:
-                self._block_off = (base or 0) + p0 - _REC_HDR.size
-                yield from self._iter_block(mv[p0:p0 + size])
-                continue
+            self.bytes_read = pos
+
+    def _emit(self, recs: Any) -> Iterator[Record]:
+        kinds = self.kinds
+        for kind, ns, payload in recs:
             self.records += 1
             if kind == MESSAGE:
                 self.messages += 1
-            elif kind == END:
-                try:
-                    self.end_info = json.loads(bytes(mv[p0:p0 + size]))
-                except ValueError:
-                    self.end_info = {}
-                self.complete = True
             if self.first_ns is None:
                 self.first_ns = ns
             self.last_ns = ns
             if kinds is None or kind in kinds:
-                yield Record(kind, ns, bytes(mv[p0:p0 + size]))
-            if base is not None:
-                self.bytes_read = base + pos
+                yield Record(kind, ns, payload)
 
-    def _iter_block(self, block: memoryview) -> Iterator[Record]:
+    def _iter_batch(self, b: memoryview, offset: int) -> Iterator[Record]:
+        """Entries of a batch payload ``b`` (of the record at file ``offset``)."""
+        nb = len(b)
+        if nb < _COUNT.size:
+            self._problem(offset, nb, "damaged batch (header)")
+            return
+        (n,) = _COUNT.unpack_from(b, 0)
+        t0 = _COUNT.size
+        d0 = t0 + n * ENTRY_DTYPE.itemsize
+        if d0 > nb:
+            self._problem(offset, nb, "damaged batch (entry count)")
+            return
+        tab = np.frombuffer(b, ENTRY_DTYPE, n, t0)
+        lens = tab["len"].astype(np.int64)
+        ends = np.cumsum(lens) + d0
+        if n and int(ends[-1]) != nb:
+            self._problem(offset, nb, "damaged batch (entry lengths)")
+            return
+        ends_l = ends.tolist()
+        starts_l = [d0, *ends_l[:-1]]
+        yield from self._emit(zip(tab["kind"].tolist(), tab["ns"].tolist(),
+                                  map(bytes, map(b.__getitem__, map(slice, starts_l, ends_l)))))
+
+    def _iter_block(self, block: memoryview, offset: int) -> Iterator[Record]:
         try:
             import zstandard
         except ImportError:
             raise RecordingError("this recording uses zstd compression: "
                                  "pip install zstandard") from None
         if len(block) < _BLOCK_HDR.size:
-            self._problem(self._block_off, len(block), "damaged zstd block (header)")
+            self._problem(offset, len(block), "damaged zstd block (header)")
             return
         n, raw_len = _BLOCK_HDR.unpack_from(block, 0)
         try:
             raw = zstandard.ZstdDecompressor().decompress(bytes(block[_BLOCK_HDR.size:]),
                                                           max_output_size=raw_len)
         except zstandard.ZstdError as e:
-            self._problem(self._block_off, len(block), f"damaged zstd block ({e})")
+            self._problem(offset, len(block), f"damaged zstd block ({e})")
             return
         if len(raw) != raw_len:
-            self._problem(self._block_off, len(block), "damaged zstd block (length)")
+            self._problem(offset, len(block), "damaged zstd block (length)")
             return
-        off = self._block_off
         with memoryview(raw) as rmv:
-            yield from self._iter_buf(rmv, 0, len(raw), None, True)
-        self._block_off = off
+            yield from self._iter_batch(rmv, offset)
 
     def __iter__(self) -> Iterator[Record]:
         """Records in file order (a fresh pass each time; counters restart)."""
         if self._mm is None:
             raise ValueError("reader is closed")
         self._reset()
-        self._block_off = 0
         with memoryview(self._mm) as mv:
-            yield from self._iter_buf(mv, self.header.size, self.size, 0, False)
+            yield from self._iter_buf(mv, self.header.size, self.size)
             self.bytes_read = self.size
 
     def messages_only(self) -> Iterator[tuple[bytes, int]]:

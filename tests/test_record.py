@@ -38,15 +38,21 @@ def _payload(i: int) -> bytes:
             % (i % 97, i, 1_700_000_000_000 + 1000 * i))
 
 
-def _write(path, n=50, compression=None, **kw):
+def _write(path, n=50, compression=None, each=True, **kw):
+    """A recording; ``each``: the writer writes each record as it comes (one batch per
+    record), else everything in one batch."""
     w = Writer(path, feed="vantafin", url="ws://127.0.0.1:1/v1/stocks?apiKey=SECRET",
                compression=compression, start_ns=T0, **kw)
+    sync = w.flush if each else (lambda: None)
     w.connected(T0, {"attempt": 1})
+    sync()
     for i in range(n):
         w.message(_payload(i), T0 + i * 1000)
+        sync()
         if i == n // 2:
             w.disconnected(T0 + i * 1000 + 1, "idle timeout")
             w.connected(T0 + i * 1000 + 2)
+            sync()
     w.close()
     return w
 
@@ -66,12 +72,13 @@ def test_mask_url_hides_the_key():
     assert mask_url("wss://x/v1") == "wss://x/v1"
 
 
+@pytest.mark.parametrize("each", [True, False])
 @pytest.mark.parametrize("compression", [None, "zstd"])
-def test_round_trip_keeps_every_record_byte_for_byte(tmp_path, compression):
+def test_round_trip_keeps_every_record_byte_for_byte(tmp_path, compression, each):
     if compression:
         pytest.importorskip("zstandard")
     p = tmp_path / "a.ffr"
-    w = _write(p, compression=compression, block_size=512)
+    w = _write(p, compression=compression, block_size=512, each=each)
     assert w.error is None and w.messages == 50 and w.dropped == 0
     with Reader(p) as r:
         assert r.header.feed == "vantafin"
@@ -274,31 +281,19 @@ def test_records_from_encode_helpers_read_back(tmp_path):
     assert got[2].kind_name == "kind99"
 
 
-class _FailingFile:
-    def __init__(self, f, after: int):
-        self.f, self.left = f, after
-
-    def write(self, b):
-        if self.left <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.left -= 1
-        return self.f.write(b)
-
-    def flush(self):
-        self.f.flush()
-
-    def fileno(self):
-        return self.f.fileno()
-
-    def close(self):
-        self.f.close()
-
-
 def test_disk_full_stops_recording_with_a_clear_error_and_the_feed_goes_on(tmp_path, caplog):
     p = tmp_path / "full.ffr"
     errors = []
     w = Writer(p, feed="vantafin", url="", flush_interval=0.01, on_error=errors.append)
-    w._f = _FailingFile(w._f, after=1)
+    real, left = w._writev, [1]
+
+    def failing_writev(parts):
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        left[0] -= 1
+        real(parts)
+
+    w._writev = failing_writev
     w.message(b"first", 1)
     w.flush()
     deadline = time.monotonic() + 10
@@ -325,17 +320,17 @@ def test_a_writer_that_falls_behind_stops_recording_instead_of_growing(tmp_path)
     gate = threading.Event()
     w = Writer(p, feed="vantafin", url="", flush_interval=0.01, wake_bytes=1000,
                max_pending=20_000)
-    real = w._write
+    real = w._write_record
 
-    def slow_write(buf):
+    def slow_write(*a):
         gate.wait(10)
-        real(buf)
+        real(*a)
 
-    w._write = slow_write
+    w._write_record = slow_write
     for i in range(1000):
         w.message(b"y" * 100, i)
     assert w.error is not None and "fell behind" in w.error
-    assert w.dropped > 0 and w.pending_bytes <= 20_000 + 200
+    assert w.dropped > 0 and w.pending_bytes <= 20_000 + 100
     gate.set()
     w.close()
     with Reader(p) as r:
@@ -438,3 +433,34 @@ def test_empty_recording_has_header_and_end(tmp_path):
     with Reader(p) as r:
         assert [x.kind for x in r] == [END] and r.complete
     assert os.path.getsize(p) < 200
+
+
+def test_a_torn_batch_loses_only_that_batch(tmp_path):
+    p = tmp_path / "b.ffr"
+    w = Writer(p, feed="vantafin", url="", start_ns=T0)
+    for i in range(10):
+        w.message(_payload(i), T0 + i)
+    w.flush()
+    for i in range(10, 22):  # one batch of 12 messages
+        w.message(_payload(i), T0 + i)
+    w.close()
+    offs = _offsets(p)
+    assert len(offs) == 3  # batch, batch, END
+    before = _check_truncations(p, tmp_path, 1)
+    assert [x.payload for x in before] == [_payload(i) for i in range(10)]
+    got = read_records(p)
+    assert [x.payload for x in got[:-1]] == [_payload(i) for i in range(22)]
+
+
+def test_batch_with_inconsistent_table_is_reported_not_raised(tmp_path):
+    # a batch whose CRC is right but whose entry table does not add up (a writer bug)
+    import struct
+
+    bad = struct.pack("<I", 2) + rec.np.zeros(2, rec.ENTRY_DTYPE).tobytes() + b"xyz"
+    p = tmp_path / "t.ffr"
+    p.write_bytes(encode_header("vantafin", "", T0) + encode_record(rec.BATCH, T0, bad)
+                  + encode_record(MESSAGE, T0 + 1, b"ok"))
+    with Reader(p) as r:
+        got = list(r)
+        assert [x.payload for x in got] == [b"ok"]
+        assert "batch" in r.problems[0].reason

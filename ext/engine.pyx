@@ -236,6 +236,7 @@ cdef class Engine:
     cdef double *ov
     cdef double *ow
     cdef int64_t *ocnt
+    cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
     # last_rows bookkeeping
     cdef int64_t *lrows
     cdef uint32_t epoch
@@ -315,6 +316,7 @@ cdef class Engine:
         self.qlv = <float *>_own(self._keep, np.zeros((N, self.C), dtype=np.float32))
         assert sizeof(WState) == 80
         self.st = <WState *>_own(self._keep, np.zeros(N * K * sizeof(WState), dtype=np.uint8))
+        self.pend = <int64_t *>_own(self._keep, np.zeros(2 * N, dtype=np.int64))
         lrows = np.zeros(N, dtype=np.int64)
         self.lrows = <int64_t *>_own(self._keep, lrows)
         self._lrows_arr = lrows
@@ -408,6 +410,8 @@ cdef class Engine:
         cdef const uint8_t *pres = self.present + base
         cdef WState *ws
         cdef int64_t cnt, x
+        cdef int64_t *pend = self.pend
+        cdef Py_ssize_t npend = 0, j
         cdef double v, pv
         for r in range(N):
             if not pres[r]:
@@ -429,14 +433,17 @@ cdef class Engine:
                 self._recompute(k, r, e, self._T)
             self.ov[kr] = ws.vs + ws.vc
             self.ow[kr] = vwap_of(ws)
+            # the front left: the next deque entry is the new front.  Its slot and value
+            # live at random addresses, so they are read in the passes below, whose
+            # loads are independent of each other (the CPU overlaps the misses).
             if ws.hslot == eslot:
                 ws.fmax += 1
-                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)]
-                self.oh[kr] = self.sh[ws.hslot * N + r]
+                pend[npend] = kr * 2
+                npend += 1
             if ws.lslot == eslot:
                 ws.fmin += 1
-                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)]
-                self.ol[kr] = self.sl[ws.lslot * N + r]
+                pend[npend] = kr * 2 + 1
+                npend += 1
             if ws.first == e:
                 x = e + 1
                 sl = eslot + 1
@@ -449,6 +456,22 @@ cdef class Engine:
                         sl = 0
                 ws.first = x
                 self.oo[kr] = self.so[sl * N + r]
+        for j in range(npend):
+            kr = pend[j] >> 1
+            r = kr // K
+            ws = &self.st[kr]
+            if pend[j] & 1:
+                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)]
+            else:
+                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)]
+        for j in range(npend):
+            kr = pend[j] >> 1
+            r = kr // K
+            ws = &self.st[kr]
+            if pend[j] & 1:
+                self.ol[kr] = self.sl[ws.lslot * N + r]
+            else:
+                self.oh[kr] = self.sh[ws.hslot * N + r]
 
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
         """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""

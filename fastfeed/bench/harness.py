@@ -60,6 +60,10 @@ class BenchConfig:
     peer_bursts: int = 10
     seed: int = 0
     case_timeout: float = 120.0
+    #: max-rate cases of these dialects are served from recorded simulator frames (see
+    #: "frame cache" below): the simulator's Massive encoder is slower than the clients
+    cached_dialects: tuple[str, ...] = ("massive",)
+    cache_seconds: int = 20
 
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
@@ -160,7 +164,14 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
     from fastfeed.simulator.testing import SimProcess
 
     client_cpus, sim_cpus = cores()
-    with SimProcess(sim_args(cfg, case), api_key=SIM_KEY) as sim:
+    use_cache = case.mode == "throughput" and case.dialect in cfg.cached_dialects
+    if use_cache:
+        server: Any = CacheProcess({"dialect": case.dialect, "tickers": cfg.tickers, "seed": cfg.seed,
+                                    "bars_per_frame": case.bars_per_frame, "api_key": SIM_KEY,
+                                    "seconds": cfg.cache_seconds})
+    else:
+        server = SimProcess(sim_args(cfg, case), api_key=SIM_KEY)
+    with server as sim:
         assert sim.proc is not None
         _pin(sim.proc.pid, sim_cpus)
         url = sim.urls[case.dialect]  # no key in the URL: every client sends the auth message
@@ -180,6 +191,7 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
         }
         t0 = time.perf_counter()
         load0 = _loadavg()
+        srv0 = _proc_cpu_s(sim.proc.pid)
         proc = subprocess.Popen(
             [python, "-m", "fastfeed.bench.harness", "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,6 +202,8 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
             proc.kill()
             out, err = proc.communicate()
             return {"case": asdict(case), "error": "worker timed out", "stderr": err[-2000:]}
+        srv1 = _proc_cpu_s(sim.proc.pid)
+        t1 = time.perf_counter()
     result: dict[str, Any] | None = None
     for line in reversed(out.strip().splitlines()):
         if line.startswith("{"):
@@ -202,9 +216,23 @@ def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
         return {"case": asdict(case), "error": f"worker exited {proc.returncode} without a result",
                 "stderr": err[-2000:]}
     result["case"] = asdict(case)
+    result["source"] = "frame-cache" if use_cache else "simulator"
     result["wall_s"] = round(time.perf_counter() - t0, 3)
     result["loadavg_1m"] = [load0, _loadavg()]
+    # the server's CPU share over the worker's life (connect + warm-up + measurement)
+    result["server_cpu_util"] = (round((srv1 - srv0) / (t1 - t0), 3)
+                                 if srv0 is not None and srv1 is not None else None)
     return result
+
+
+def _proc_cpu_s(pid: int) -> Optional[float]:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _loadavg() -> Optional[float]:
@@ -272,6 +300,223 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
     }
     doc["summary"] = summarize(doc)
     return doc
+
+
+# ------------------------------------------------------------------------------------------
+# frame cache: the simulator's Massive frames, recorded once and replayed from memory
+# ------------------------------------------------------------------------------------------
+#
+# The simulator encodes the Massive dialect in Python (about 0.35 M bars/s on this class of
+# machine), below what fastfeed and even the official client can consume, so a max-rate
+# comparison on that dialect would measure the simulator.  ``--cache-server`` records
+# ``seconds`` seconds of the simulator's own frames (same seed, same bytes) and serves them
+# at max rate, second after second, shifting the per-second timestamps ("s"/"e", same digit
+# count, so frame lengths do not change) so the stream moves forward like the simulator's.
+# The handshake is the simulator's (connected / auth / subscribe statuses, arrays).
+
+
+def _record_frames(url: str, api_key: str, dialect: str, seconds: int, tickers: int) -> list[list[bytes]]:
+    """Collect ``seconds`` full seconds of data messages from a simulator (grouped by second)."""
+    import re
+
+    from picows import WSListener, WSMsgType, ws_connect
+
+    key_re = re.compile(rb'"s":(\d{13})' if dialect == "massive" else rb'"timestamp":(\d{13})')
+    by_second: dict[int, list[bytes]] = {}
+    done: Optional[asyncio.Event] = None  # created in go()
+
+    class L(WSListener):  # type: ignore[misc]
+        def on_ws_connected(self, t: Any) -> None:
+            t.send(WSMsgType.TEXT, json.dumps({"action": "auth", "params": api_key}).encode())
+            topic = "A.*" if dialect == "massive" else "LS.*"
+            t.send(WSMsgType.TEXT, json.dumps({"action": "subscribe", "params": topic}).encode())
+
+        def on_ws_frame(self, t: Any, frame: Any) -> None:
+            if frame.msg_type != WSMsgType.TEXT:
+                return
+            data = frame.get_payload_as_bytes()
+            m = key_re.search(data)
+            if m is None:
+                return
+            by_second.setdefault(int(m.group(1)), []).append(data)
+            if len(by_second) > seconds + 1 and done is not None:
+                done.set()
+                t.disconnect()
+
+    async def go() -> None:
+        nonlocal done
+        done = asyncio.Event()
+        t, _ = await ws_connect(L, url, max_frame_size=64 << 20)
+        await asyncio.wait_for(done.wait(), 120)
+        try:
+            t.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
+
+    asyncio.run(go())
+    keys = sorted(by_second)[:seconds]
+    out = [by_second[k] for k in keys]
+    for k, msgs in zip(keys, out):
+        n = sum(m.count(b'"ev":"A"') if dialect == "massive" else m.count(b"live_quote_second") for m in msgs)
+        if n != tickers:
+            raise RuntimeError(f"recorded second {k} has {n} bars, expected {tickers}")
+    return out
+
+
+def _frame(payload: bytes) -> bytes:
+    import struct
+
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+async def _serve_cache(seconds_msgs: list[list[bytes]], dialect: str, api_key: str, path: str) -> None:
+    import re
+
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    key_re = re.compile(rb'"s":(\d{13})' if dialect == "massive" else rb'"timestamp":(\d{13})')
+    chunks = []
+    for msgs in seconds_msgs:
+        s_ms = int(key_re.search(msgs[0]).group(1))  # type: ignore[union-attr]
+        chunks.append((s_ms, b"".join(_frame(m) for m in msgs)))
+    first_ms = chunks[0][0]
+    K = len(chunks)
+
+    def status(st: str, msg: str) -> bytes:
+        if dialect == "massive":
+            return json.dumps([{"ev": "status", "status": st, "message": msg}]).encode()
+        return json.dumps({"type": "status", "status": st, "message": msg}).encode()
+
+    class Conn(WSListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.t: Any = None
+            self.can_write = asyncio.Event()
+            self.can_write.set()
+            self.task: Optional[asyncio.Task] = None
+            self.authed = False
+
+        def on_ws_connected(self, t: Any) -> None:
+            self.t = t
+            t.send(WSMsgType.TEXT, status("connected", "Connected Successfully"))
+
+        def on_ws_frame(self, t: Any, frame: Any) -> None:
+            if frame.msg_type == WSMsgType.CLOSE:
+                t.send_close(frame.get_close_code())
+                t.disconnect()
+                return
+            if frame.msg_type != WSMsgType.TEXT:
+                return
+            try:
+                m = json.loads(frame.get_payload_as_bytes())
+            except ValueError:
+                return
+            if m.get("action") == "auth":
+                if m.get("params") == api_key:
+                    self.authed = True
+                    t.send(WSMsgType.TEXT, status("auth_success", "authenticated"))
+                else:
+                    t.send(WSMsgType.TEXT, status("auth_failed", "authentication failed"))
+                    t.send_close(1008)
+                    t.disconnect()
+            elif m.get("action") == "subscribe" and self.authed:
+                t.send(WSMsgType.TEXT, status("success", f"subscribed to: {m.get('params')}"))
+                if self.task is None:
+                    self.task = asyncio.get_running_loop().create_task(self.stream())
+
+        def on_ws_disconnected(self, t: Any) -> None:
+            if self.task is not None:
+                self.task.cancel()
+
+        def pause_writing(self) -> None:
+            self.can_write.clear()
+
+        def resume_writing(self) -> None:
+            self.can_write.set()
+
+        async def stream(self) -> None:
+            ut = self.t.underlying_transport
+            i = 0
+            while True:
+                s_ms, data = chunks[i % K]
+                new_ms = first_ms + i * 1000
+                if new_ms != s_ms:
+                    if dialect == "massive":
+                        data = data.replace(b'"s":%d' % s_ms, b'"s":%d' % new_ms).replace(
+                            b'"e":%d' % (s_ms + 1000), b'"e":%d' % (new_ms + 1000))
+                    else:
+                        data = data.replace(b'"timestamp":%d' % s_ms, b'"timestamp":%d' % new_ms)
+                ut.write(data)
+                i += 1
+                if not self.can_write.is_set():
+                    await self.can_write.wait()
+                else:
+                    await asyncio.sleep(0)
+
+    def factory(req: Any) -> Optional[Conn]:
+        p = req.path.decode("latin-1") if isinstance(req.path, bytes) else str(req.path)
+        return Conn() if p.split("?")[0] == path else None
+
+    server = await ws_create_server(factory, "127.0.0.1", 0, max_frame_size=1 << 20)
+    port = server.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port, "urls": {dialect: f"ws://127.0.0.1:{port}{path}"}}), flush=True)
+    stop = asyncio.Event()
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+    server.close()
+
+
+def cache_server_main(spec: dict[str, Any]) -> None:
+    """Start a simulator in-process, record ``seconds`` of ``dialect``, stop it, serve the cache."""
+    from fastfeed.simulator.server import FEEDS
+    from fastfeed.simulator.testing import SimThread
+
+    dialect = spec["dialect"]
+    with SimThread(n_tickers=spec["tickers"], trade_fraction=1.0, bars_per_frame=spec["bars_per_frame"],
+                   max_rate=True, seed=spec["seed"], api_key=spec["api_key"], record=False) as sim:
+        url = sim.url(dialect, api_key=None)
+        msgs = _record_frames(url, spec["api_key"], dialect, spec["seconds"], spec["tickers"])
+    asyncio.run(_serve_cache(msgs, dialect, spec["api_key"], FEEDS[dialect]))
+
+
+class CacheProcess:
+    """``python -m fastfeed.bench.harness --cache-server SPEC`` as a child (like SimProcess)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.proc: Optional[subprocess.Popen[str]] = None
+        self.urls: dict[str, str] = {}
+
+    def __enter__(self) -> "CacheProcess":
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastfeed.bench.harness", "--cache-server",
+                                      json.dumps(self.spec)], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.__exit__()
+            raise RuntimeError("frame cache server did not start")
+        self.urls = json.loads(line)["urls"]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        p = self.proc
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,8 +795,13 @@ def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastfeed.bench.harness")
-    p.add_argument("--worker", required=True, help="JSON spec of one case (internal)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--worker", help="JSON spec of one case (internal)")
+    g.add_argument("--cache-server", help="JSON spec of a frame cache server (internal)")
     a = p.parse_args(argv)
+    if a.cache_server:
+        cache_server_main(json.loads(a.cache_server))
+        return 0
     res = worker_main(json.loads(a.worker))
     sys.stdout.write(json.dumps(res) + "\n")
     sys.stdout.flush()

@@ -1,0 +1,77 @@
+"""Type stubs for :mod:`fastfeed._ext.engine` (ext/engine.pyx).
+
+Cython types are given as comments, pandas-style.  See docs/ENGINE.md for the exact
+semantics, the memory formula and measured figures.
+"""
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Engine", "WindowView"]
+
+class WindowView:
+    """Columns of one window, each of length ``capacity`` and indexed by row.
+
+    From :meth:`Engine.window`: zero-copy **read-only** views (stride ``8 * len(windows)``
+    bytes), valid until the next ``upsert``/``advance_to``.  From
+    :meth:`Engine.window_copy`: private contiguous copies.
+    """
+
+    W: int
+    open: npt.NDArray[np.float64]     # float64[capacity], NaN when count == 0
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]   # 0.0 when count == 0
+    vwap: npt.NDArray[np.float64]     # NaN when volume == 0
+    count: npt.NDArray[np.int64]      # int64[capacity]
+    def __init__(
+        self,
+        W: int,
+        open: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64],
+        low: npt.NDArray[np.float64],
+        close: npt.NDArray[np.float64],
+        volume: npt.NDArray[np.float64],
+        vwap: npt.NDArray[np.float64],
+        count: npt.NDArray[np.int64],
+    ) -> None: ...
+    def copy(self) -> WindowView: ...
+
+class Engine:
+    capacity: int            # Py_ssize_t, readonly
+    depth: int               # Py_ssize_t, readonly
+    windows: tuple[int, ...]  # readonly
+    max_future_skew: float   # double, readonly
+    def __init__(
+        self,
+        capacity: int = ...,                 # 16384
+        windows: Sequence[int] = ...,        # (60, 300, 900)
+        depth: int | None = ...,             # None -> max(windows); <= 65536
+        max_future_skew: float = ...,        # 5.0
+    ) -> None: ...
+    def upsert(
+        self,
+        rows: npt.NDArray[np.int64],         # const int64_t[:] (any stride)
+        seconds: npt.NDArray[np.int64],      # const int64_t[:]
+        open: npt.NDArray[np.float64],       # const double[:]
+        high: npt.NDArray[np.float64],       # const double[:]
+        low: npt.NDArray[np.float64],        # const double[:]
+        close: npt.NDArray[np.float64],      # const double[:]
+        volume: npt.NDArray[np.float64],     # const double[:]
+        pv: npt.NDArray[np.float64],         # const double[:]
+        n: int = ...,                        # Py_ssize_t; -1: all
+        now: float = ...,                    # double; NaN: no future check
+    ) -> int: ...
+    def advance_to(self, second: int) -> None: ...   # int64_t
+    @property
+    def T(self) -> int: ...
+    def window(self, W: int) -> WindowView: ...
+    def window_copy(self, W: int) -> WindowView: ...
+    def history(self, row: int, seconds: int | None = ...) -> dict[str, np.ndarray]: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def internals(self) -> dict[str, int]: ...
+    def last_rows(self) -> npt.NDArray[np.int64]: ...

@@ -64,11 +64,14 @@ class BenchConfig:
     #: "frame cache" below): the simulator's Massive encoder is slower than the clients
     cached_dialects: tuple[str, ...] = ("massive",)
     cache_seconds: int = 20
+    #: a max-rate case whose client did not get its core (contended) is measured again
+    retries: int = 2
 
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
         base = dict(quick=True, warmup=0.5, duration=2.0, bursts=30, skip_bursts=2,
-                    cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=60.0)
+                    cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=60.0, retries=1,
+                    cache_seconds=10)
         base.update(kw)
         return cls(**base)
 
@@ -235,6 +238,12 @@ def _proc_cpu_s(pid: int) -> Optional[float]:
         return None
 
 
+def contended(r: dict[str, Any]) -> bool:
+    """The client used < 85% of its core while the server was not busy: another process had it."""
+    cu, su = r.get("cpu_util"), r.get("server_cpu_util")
+    return bool(cu is not None and cu < 0.85 and su is not None and su < 0.75)
+
+
 def _loadavg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
@@ -287,6 +296,14 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
         if progress:
             progress(i, len(cases), case, None)
         r = run_case(cfg, case)
+        tries = 1
+        while tries <= cfg.retries and case.mode == "throughput" and contended(r):
+            # another process took the client's core: measure again, keep the cleaner run
+            r2 = run_case(cfg, case)
+            tries += 1
+            if (r2.get("cpu_util") or 0) > (r.get("cpu_util") or 0):
+                r = r2
+        r["attempts"] = tries
         results.append(r)
         if progress:
             progress(i + 1, len(cases), case, r)

@@ -57,6 +57,14 @@ ctypedef struct WState:
     uint16_t hslot, lslot   # slot of that front (mirror, so eviction need not read the deque)
 
 
+# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
+# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
+# and pops compare against ``v`` (reading the store only on float32 ties).
+cdef packed struct DQE:
+    float v
+    uint16_t slot
+
+
 # Per row: everything an in-order bar needs besides its window records, in one cache line.
 ctypedef struct RState:
     int64_t last        # latest second accepted for the row (-1: none)
@@ -99,25 +107,25 @@ cdef inline float f32(double x) noexcept nogil:
     return <float>x
 
 
-cdef inline bint dom_hint(double later, float flater, const float *qv, const uint16_t *q,
+cdef inline bint dom_hint(double later, float flater, const DQE *q,
                           Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
                           bint ismax) noexcept nogil:
     """dominates(later, value of deque entry ``at``), deciding on the float32 copy of
     the entry when it differs (rounding is monotone) and reading the store only on ties."""
-    cdef float fe = qv[at]
+    cdef float fe = q[at].v
     if flater != fe:
         return (flater > fe) if ismax else (flater < fe)
-    return dominates(later, col[q[at] * N + r], ismax)
+    return dominates(later, col[q[at].slot * N + r], ismax)
 
 
-cdef inline bint dom_by_hint(double earlier, float fearlier, const float *qv, const uint16_t *q,
+cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q,
                              Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
                              bint ismax) noexcept nogil:
     """dominates(value of deque entry ``at``, earlier): the entry is a later bar."""
-    cdef float fl = qv[at]
+    cdef float fl = q[at].v
     if fl != fearlier:
         return (fl > fearlier) if ismax else (fl < fearlier)
-    return dominates(col[q[at] * N + r], earlier, ismax)
+    return dominates(col[q[at].slot * N + r], earlier, ismax)
 
 
 cdef inline double vwap_of(WState *ws) noexcept nogil:
@@ -222,10 +230,8 @@ cdef class Engine:
     cdef uint8_t *present
     # per row
     cdef RState *rs
-    cdef uint16_t *qmax         # [capacity, C] ring of slots, C = next power of two >= max(windows)
-    cdef uint16_t *qmin
-    cdef float *qhv             # float32 copies of the deque entries' values (same shape):
-    cdef float *qlv             # pops compare against these, the store is read only on ties
+    cdef DQE *qmax              # [capacity, C] ring, C = next power of two >= max(windows)
+    cdef DQE *qmin
     cdef WState *st             # [capacity, K]
     # outputs, [capacity, K] each: the K windows of a row share a cache line; the
     # numpy views handed to readers are columns (stride K * 8 bytes)
@@ -310,10 +316,9 @@ cdef class Engine:
         self.present = <uint8_t *>_own(self._keep, np.zeros((D, N), dtype=np.uint8))
         assert sizeof(RState) == 64
         self.rs = <RState *>_own(self._keep, np.zeros(N * sizeof(RState), dtype=np.uint8))
-        self.qmax = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
-        self.qmin = <uint16_t *>_own(self._keep, np.zeros((N, self.C), dtype=np.uint16))
-        self.qhv = <float *>_own(self._keep, np.zeros((N, self.C), dtype=np.float32))
-        self.qlv = <float *>_own(self._keep, np.zeros((N, self.C), dtype=np.float32))
+        assert sizeof(DQE) == 6
+        self.qmax = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
+        self.qmin = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
         assert sizeof(WState) == 80
         self.st = <WState *>_own(self._keep, np.zeros(N * K * sizeof(WState), dtype=np.uint8))
         self.pend = <int64_t *>_own(self._keep, np.zeros(2 * N, dtype=np.int64))
@@ -461,9 +466,9 @@ cdef class Engine:
             r = kr // K
             ws = &self.st[kr]
             if pend[j] & 1:
-                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)]
+                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)].slot
             else:
-                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)]
+                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)].slot
         for j in range(npend):
             kr = pend[j] >> 1
             r = kr // K
@@ -520,8 +525,7 @@ cdef class Engine:
         replacement of a deque member needs ``_dq_rebuild``).  Deque invariant: seconds
         ascending, values strictly decreasing (max) / increasing (min).
         """
-        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef float *qv = (self.qhv if ismax else self.qlv) + r * self.C
+        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef float fval = f32(val)
         cdef const double *col = self.sh if ismax else self.sl
         cdef int which = 0 if ismax else 1
@@ -536,31 +540,29 @@ cdef class Engine:
             p = t
             if p > head and dominates(val, row.back[which], ismax):
                 p -= 1
-                while p > head and dom_hint(val, fval, qv, q, (p - 1) & mask, col, N, r, ismax):
+                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
                     p -= 1
         else:
-            while i > head and self._sec(q[(i - 1) & mask]) > s:
+            while i > head and self._sec(q[(i - 1) & mask].slot) > s:
                 i -= 1
-            if i < t and dom_by_hint(val, fval, qv, q, i & mask, col, N, r, ismax):
+            if i < t and dom_by_hint(val, fval, q, i & mask, col, N, r, ismax):
                 return          # a later bar is at least as extreme: s never becomes a front
             p = i
-            while p > head and dom_hint(val, fval, qv, q, (p - 1) & mask, col, N, r, ismax):
+            while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
                 p -= 1
         delta = p + 1 - i
         if delta > 0:
             j = t
             while j > i:
                 q[j & mask] = q[(j - 1) & mask]
-                qv[j & mask] = qv[(j - 1) & mask]
                 j -= 1
         elif delta < 0:
             j = i
             while j < t:
                 q[(j + delta) & mask] = q[j & mask]
-                qv[(j + delta) & mask] = qv[j & mask]
                 j += 1
-        q[p & mask] = slot
-        qv[p & mask] = fval
+        q[p & mask].slot = slot
+        q[p & mask].v = fval
         if i == t:
             row.back[which] = val
         t += delta
@@ -583,13 +585,13 @@ cdef class Engine:
                     ws[k].lslot = slot
 
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
-        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef WState *ws = self.st + r * self.K
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
         cdef int64_t i = self.rs[r].tail[0 if ismax else 1]
         cdef int64_t x
         while i > head:
-            x = self._sec(q[(i - 1) & self.mask])
+            x = self._sec(q[(i - 1) & self.mask].slot)
             if x == s:
                 return True
             if x < s:
@@ -599,8 +601,7 @@ cdef class Engine:
 
     cdef void _dq_rebuild(self, Py_ssize_t r, bint ismax) noexcept nogil:
         """Rebuild row r's max/min deque from the store (O(max window))."""
-        cdef uint16_t *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef float *qv = (self.qhv if ismax else self.qlv) + r * self.C
+        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef const double *col = self.sh if ismax else self.sl
         cdef int64_t *tailp = &self.rs[r].tail[0 if ismax else 1]
         cdef WState *ws = self.st + r * self.K
@@ -614,10 +615,10 @@ cdef class Engine:
         while x <= T:
             if self.present[sl * N + r]:
                 v = col[sl * N + r]
-                while t > t0 and dominates(v, col[q[(t - 1) & mask] * N + r], ismax):
+                while t > t0 and dominates(v, col[q[(t - 1) & mask].slot * N + r], ismax):
                     t -= 1
-                q[t & mask] = <uint16_t>sl
-                qv[t & mask] = f32(v)
+                q[t & mask].slot = <uint16_t>sl
+                q[t & mask].v = f32(v)
                 t += 1
                 self.rs[r].back[0 if ismax else 1] = v
             x += 1
@@ -627,16 +628,16 @@ cdef class Engine:
         tailp[0] = t
         for k in range(self.K):
             fk = t0
-            while fk < t and self._sec(q[fk & mask]) <= T - self.win[k]:
+            while fk < t and self._sec(q[fk & mask].slot) <= T - self.win[k]:
                 fk += 1
             if ismax:
                 ws[k].fmax = fk
                 if fk < t:
-                    ws[k].hslot = q[fk & mask]
+                    ws[k].hslot = q[fk & mask].slot
             else:
                 ws[k].fmin = fk
                 if fk < t:
-                    ws[k].lslot = q[fk & mask]
+                    ws[k].lslot = q[fk & mask].slot
 
     # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
@@ -701,6 +702,8 @@ cdef class Engine:
                 nadd(&ws.ps, &ws.pc, pv)
                 ws.va += fabs(v)
                 ws.pa += fabs(pv)
+                if pv < 0.0 and cancelled(ws):      # volume >= 0: only pv can cancel on add
+                    self._recompute(k, r, T - self.win[k], T)
                 if ws.first < 0 or s < ws.first:
                     ws.first = s
             self.ov[kr] = ws.vs + ws.vc
@@ -748,9 +751,7 @@ cdef class Engine:
         cdef Py_ssize_t a = r * self.C + ((row.tail[0] - 1) & self.mask)
         cdef Py_ssize_t b = r * self.C + ((row.tail[1] - 1) & self.mask)
         FF_PREFETCH(self.qmax + a)
-        FF_PREFETCH(self.qhv + a)
         FF_PREFETCH(self.qmin + b)
-        FF_PREFETCH(self.qlv + b)
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
@@ -789,8 +790,9 @@ cdef class Engine:
             if r < 0 or r >= self.N:
                 self.n_bad_row += 1
                 continue
-            if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c)
-                    and isfinite(v) and isfinite(pv)) or v < 0.0 or h < l or s < 0:
+            # x * 0.0 is 0.0 for finite x and NaN for NaN/inf: one test for all six
+            if not ((o * 0.0 + h * 0.0 + l * 0.0 + c * 0.0 + v * 0.0 + pv * 0.0) == 0.0) \
+                    or v < 0.0 or h < l or s < 0:
                 self.n_invalid += 1
                 continue
             if check_future and s > limit:

@@ -46,15 +46,17 @@ cdef extern from *:
 DEF PF_FAR = 16
 DEF PF_NEAR = 6
 
-# Per (row, window) rolling state; one 80-byte record, row-major ([row, window]), so
-# the K records a bar touches are adjacent.
+# Per (row, window) rolling state: one 64-byte record (one cache line, the array is
+# 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.
+# Fields that name a bar hold its slot (second % depth): unique within a window.
 ctypedef struct WState:
     double vs, vc       # Neumaier sum of volume and its compensation
     double ps, pc       # Neumaier sum of pv and its compensation
-    double va, pa       # sum of |x| added + removed since the last exact recompute
-    int64_t first       # earliest held second in the window; -1 when empty
     int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
-    uint16_t hslot, lslot   # slot of that front (mirror, so eviction need not read the deque)
+    float va, pa        # ~ sum of |x| added + removed since the last exact recompute
+    uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
+    uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
+    uint16_t _pad
 
 
 # One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
@@ -319,8 +321,10 @@ cdef class Engine:
         assert sizeof(DQE) == 6
         self.qmax = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
         self.qmin = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
-        assert sizeof(WState) == 80
-        self.st = <WState *>_own(self._keep, np.zeros(N * K * sizeof(WState), dtype=np.uint8))
+        assert sizeof(WState) == 64
+        raw = np.zeros(N * K * sizeof(WState) + 64, dtype=np.uint8)
+        self.st = <WState *>_own(self._keep, raw)
+        self.st = <WState *>((<size_t>self.st + 63) & ~(<size_t>63))
         self.pend = <int64_t *>_own(self._keep, np.zeros(2 * N, dtype=np.int64))
         lrows = np.zeros(N, dtype=np.int64)
         self.lrows = <int64_t *>_own(self._keep, lrows)
@@ -347,8 +351,6 @@ cdef class Engine:
             self._views[wins[k]] = WindowView(wins[k], *cols)
         for r in range(N):
             self.rs[r].last = -1
-            for k in range(K):
-                self.st[r * K + k].first = -1
 
     # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
     cdef inline int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
@@ -400,8 +402,8 @@ cdef class Engine:
     cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         cdef WState *ws = &self.st[r * self.K + k]
         cdef Py_ssize_t kr = r * self.K + k
-        ws.vs = ws.vc = ws.ps = ws.pc = ws.va = ws.pa = 0.0
-        ws.first = -1
+        ws.vs = ws.vc = ws.ps = ws.pc = 0.0
+        ws.va = ws.pa = 0.0
         ws.fmax = self.rs[r].tail[0]
         ws.fmin = self.rs[r].tail[1]
         self.oo[kr] = self.oh[kr] = self.ol[kr] = self.oc[kr] = self.ow[kr] = NAN
@@ -449,17 +451,17 @@ cdef class Engine:
                 ws.fmin += 1
                 pend[npend] = kr * 2 + 1
                 npend += 1
-            if ws.first == e:
-                x = e + 1
+            if ws.fslot == eslot:
+                # the earliest bar left: scan forward to the next held second (it exists:
+                # count > 0); amortized O(1), the scan never passes a second twice
                 sl = eslot + 1
                 if sl == self.D:
                     sl = 0
                 while not self.present[sl * N + r]:
-                    x += 1
                     sl += 1
                     if sl == self.D:
                         sl = 0
-                ws.first = x
+                ws.fslot = <uint16_t>sl
                 self.oo[kr] = self.so[sl * N + r]
         for j in range(npend):
             kr = pend[j] >> 1
@@ -485,7 +487,8 @@ cdef class Engine:
         cdef Py_ssize_t sl, off
         if x < 0:
             x = 0
-        ws.vs = ws.vc = ws.ps = ws.pc = ws.va = ws.pa = 0.0
+        ws.vs = ws.vc = ws.ps = ws.pc = 0.0
+        ws.va = ws.pa = 0.0
         self.n_recomputes += 1
         if x > hi:
             return
@@ -508,7 +511,7 @@ cdef class Engine:
         if self.ocnt[kr] == 0:
             self._clear_rw(k, r)
             return
-        self.oo[kr] = self.so[self._slot(ws.first) * N + r]
+        self.oo[kr] = self.so[ws.fslot * N + r]
         self.oh[kr] = self.sh[ws.hslot * N + r]
         self.ol[kr] = self.sl[ws.lslot * N + r]
         self.oc[kr] = self.sc[self._slot(self.rs[r].last) * N + r]
@@ -704,14 +707,14 @@ cdef class Engine:
                 ws.pa += fabs(pv)
                 if pv < 0.0 and cancelled(ws):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
-                if ws.first < 0 or s < ws.first:
-                    ws.first = s
+                if self.ocnt[kr] == 1 or s < self._sec(ws.fslot):
+                    ws.fslot = <uint16_t>slot
             self.ov[kr] = ws.vs + ws.vc
             self.ow[kr] = vwap_of(ws)
             if rebuilt:
                 self._refresh_out(k, r)
                 continue
-            if ws.first == s:
+            if ws.fslot == slot:
                 self.oo[kr] = o
             if self.rs[r].last == s:
                 self.oc[kr] = c

@@ -121,7 +121,6 @@ class Feed:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._connected: asyncio.Event | None = None  # created on the loop
         self.connected_once = False  # True once a connection was established
 
     # ------------------------------------------------------------------ identity
@@ -150,8 +149,6 @@ class Feed:
             self._gap_from = t if t >= 0 else None
         elif kind == "connected":
             self.connected_once = True
-            if self._connected is not None:
-                self._connected.set()
         if self._user_on_event is not None:
             try:
                 self._user_on_event(kind, info)
@@ -182,22 +179,30 @@ class Feed:
         if self._task is not None:
             raise RuntimeError("feed already started")
         self._loop = asyncio.get_running_loop()
-        self._connected = asyncio.Event()
         self._conn = Connection(self._url, self.session, stats=self.stats, on_event=self._emit, **self._conn_kwargs)
         self._task = asyncio.ensure_future(self._conn.run())
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait for the first successful connection; raises the feed's error if it ended."""
-        assert self._connected is not None and self._task is not None, "feed not started"
-        waiter = asyncio.ensure_future(self._connected.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()  # raises the fatal error (e.g. AuthError)
-            raise ConnectionError("feed closed before connecting")
-        if waiter not in done:
-            waiter.cancel()
-            raise TimeoutError(f"no connection to {self.url} within {timeout} s")
+        """Wait until connected and authenticated (or data flows).
+
+        Raises the feed's fatal error (e.g. ``AuthError``) if it ends first, and
+        ``TimeoutError`` after ``timeout`` seconds.
+        """
+        if self._task is None:
+            raise RuntimeError("feed not started")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._ready():
+            if self._task.done():
+                self._task.result()  # raises the fatal error (e.g. AuthError)
+                raise ConnectionError("feed closed before connecting")
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"no connection to {self.url} within {timeout} s: {self.last_error or 'no answer'}")
+            await asyncio.sleep(0.01)
+
+    def _ready(self) -> bool:
+        state = getattr(self.session, "state", {}) or {}
+        return bool(state.get("authenticated")) or self.stats.bars > 0
 
     async def wait_closed(self) -> None:
         """Wait until the feed ends: ``close()``/``stop()``, or a fatal error (raised here)."""
@@ -210,10 +215,7 @@ class Feed:
         if self._conn is not None:
             await self._conn.stop()
         if self._task is not None:
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._task])  # its error, if any, stays in ``self.error``
 
     @property
     def last_error(self) -> str | None:
@@ -248,7 +250,12 @@ class Feed:
 
         self._thread = threading.Thread(target=main, name=f"fastfeed-{self.feed_name}", daemon=True)
         self._thread.start()
-        started.result()
+        try:
+            started.result()
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
         return self
 
     async def _thread_main(self, started: concurrent.futures.Future, wait: float | None) -> None:

@@ -1,0 +1,184 @@
+"""The Feed API as a strategy author uses it, against the simulator on loopback."""
+import asyncio
+import math
+import threading
+
+import numpy as np
+import pytest
+
+from fastfeed import Feed
+from fastfeed.feed import ConfigurationError
+from fastfeed.feeds import AuthError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_asyncio_mode_updates_windows_and_calls_back_once_per_message(sim):
+    calls = []
+
+    def on_update(rows, T):
+        assert rows.dtype == np.int64
+        calls.append((rows.copy(), T))
+
+    async def main():
+        async with Feed("vantafin", url=sim.url("vantafin"), windows=(60, 300), on_update=on_update) as feed:
+            await feed.wait_connected(10)
+            while feed.stats.bars < 2000:
+                await asyncio.sleep(0.05)
+            view = feed.window(60)
+            copy = feed.window(60, copy=True)
+            return feed, view, copy
+
+    feed, view, copy = run(main())
+    assert calls, "on_update was never called"
+    assert len(calls) <= feed.stats.messages  # once per message, not per bar
+    rows = np.concatenate([r for r, _ in calls])
+    assert rows.max() < len(feed.universe)
+    assert calls[-1][1] == feed.T
+    assert len(copy.symbols) == len(feed.universe) == 300
+    active = copy.count > 0
+    assert active.all()
+    assert (copy.high >= copy.low).all() and np.isfinite(copy.vwap).all()
+    # after close the views still show the same engine state as the copy
+    np.testing.assert_array_equal(view.high, copy.high)
+
+
+def test_history_snapshot_and_stats_agree(sim):
+    async def main():
+        async with Feed("vantafin", url=sim.url("vantafin"), windows=(60,)) as feed:
+            await feed.wait_connected(10)
+            while feed.stats.bars < 900:
+                await asyncio.sleep(0.05)
+        return feed
+
+    feed = run(main())
+    doc = feed.snapshot()
+    sym = feed.universe.symbols[0]
+    entry = doc["windows"]["60"][sym]
+    hist = feed.history(sym)
+    in_window = hist["second"] > doc["as_of"] - 60
+    assert entry["count"] == int(in_window.sum())
+    assert entry["high"] == hist["high"][in_window].max()
+    assert entry["volume"] == pytest.approx(math.fsum(hist["volume"][in_window]), rel=1e-9)
+    assert doc["stats"]["bars"] == feed.stats.bars > 0
+    assert doc["stats"]["messages"] > 0 and doc["stats"]["frames"] >= doc["stats"]["messages"]
+    with pytest.raises(KeyError, match="no 300s window"):
+        feed.window(300)
+    with pytest.raises(KeyError, match="has sent no bar"):
+        feed.history("NOPE")
+
+
+def test_background_thread_mode_gives_consistent_copies_from_another_thread(sim):
+    seen_threads = set()
+    feed = Feed("vantafin", url=sim.url("vantafin"), windows=(60,),
+                on_update=lambda rows, T: seen_threads.add(threading.get_ident()))
+    feed.start(wait_connected=10)
+    try:
+        deadline = 200
+        while feed.stats.bars < 1500 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        for _ in range(5):
+            w = feed.window(60, copy=True)
+            doc = feed.snapshot()
+            # each read is one consistent state: counts match the engine's own copy
+            assert (w.high[w.count > 0] >= w.low[w.count > 0]).all()
+            assert set(doc["windows"]["60"]) <= set(feed.universe.symbols)
+    finally:
+        feed.stop()
+    assert seen_threads and threading.get_ident() not in seen_threads
+    assert feed._thread is None
+
+
+def test_thread_mode_raises_auth_error_from_start(sim):
+    feed = Feed("vantafin", url=sim.url("vantafin", api_key="wrong-key"))
+    with pytest.raises(AuthError) as e:
+        feed.start(wait_connected=10)
+    assert "wrong-key" not in str(e.value)
+    feed.stop()
+
+
+def test_asyncio_auth_failure_ends_the_feed_with_a_clear_error(sim):
+    async def main():
+        feed = Feed("sfox", url=sim.url("sfox"), api_key="bad-key", subscribe=["ticker.sfox.btcusd"])
+        async with feed:
+            with pytest.raises(AuthError):
+                await feed.wait_closed()
+        return feed
+
+    feed = run(main())
+    assert isinstance(feed.error, AuthError)
+    assert "bad-key" not in repr(feed) + str(feed.error)
+
+
+def test_sfox_feed_derives_bars_from_the_ticker(sim):
+    async def main():
+        async with Feed("sfox", url=sim.url("sfox"), api_key="sim-key",
+                        subscribe=["ticker.sfox.btcusd", "ticker.sfox.ethusd"], windows=(300,)) as feed:
+            await feed.wait_connected(10)
+            while feed.stats.bars < 6:
+                await asyncio.sleep(0.05)
+            return feed.window(300, copy=True)
+
+    w = run(main())
+    assert set(w.symbols) == {"btcusd", "ethusd"}
+    assert (w.count > 0).all() and np.isfinite(w.close).all()
+
+
+def test_configuration_errors_are_clear(monkeypatch):
+    monkeypatch.delenv("VANTAFIN_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="VANTAFIN_API_KEY"):
+        Feed("vantafin")
+    with pytest.raises(ConfigurationError, match="unknown feed"):
+        Feed("nyse", url="ws://127.0.0.1:1/")
+    with pytest.raises(ConfigurationError, match="needs topics"):
+        Feed("sfox", url="ws://127.0.0.1:1/ws")
+    with pytest.raises(ValueError):
+        Feed("vantafin", url="ws://127.0.0.1:1/v1/stocks", windows=(60, 120), depth=100)
+
+
+def test_key_from_environment_is_used_and_never_shown(monkeypatch):
+    monkeypatch.setenv("VANTAFIN_API_KEY", "vf-live-SECRET123")
+    feed = Feed("vantafin")
+    assert feed.url == "wss://socket.vantafin.com/v1/stocks"
+    assert "SECRET123" not in repr(feed)
+    masked = Feed("vantafin", url="ws://127.0.0.1:1/v1/stocks?apiKey=vf-live-SECRET123")
+    assert "SECRET123" not in masked.url and "apiKey=***" in masked.url
+
+
+def test_dataframe_exports(sim):
+    async def main():
+        async with Feed("vantafin", url=sim.url("vantafin"), windows=(60,)) as feed:
+            await feed.wait_connected(10)
+            while feed.stats.bars < 300:
+                await asyncio.sleep(0.05)
+            return feed.window(60, copy=True)
+
+    w = run(main())
+    pd = pytest.importorskip("pandas")
+    df = w.to_pandas()
+    assert list(df.columns) == ["open", "high", "low", "close", "volume", "vwap", "count"]
+    assert df.index.name == "symbol" and len(df) == len(w.symbols)
+    pa = pytest.importorskip("pyarrow")
+    assert w.to_arrow().num_rows == len(w.symbols)
+
+
+def test_missing_optional_package_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from fastfeed.frame import WindowFrame
+
+    real_import = builtins.__import__
+
+    def no_polars(name, *a, **k):
+        if name == "polars":
+            raise ImportError("no polars")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_polars)
+    e = np.zeros(1)
+    w = WindowFrame(60, None, ["A"], e, e, e, e, e, e, e.astype(np.int64))
+    with pytest.raises(ImportError, match=r"pip install 'fastfeed\[polars\]'"):
+        w.to_polars()

@@ -232,3 +232,24 @@ def test_cli_record_bad_key_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert "wrong" not in err
+
+
+def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
+    """The user-facing promise: `snapshot --record F` then `replay F` → same document
+    (but the transport counters and processing latency, which a recording lacks)."""
+    from fastfeed.cli import main
+    from fastfeed.simulator.testing import SimThread
+
+    out = tmp_path / "snap.ffr"
+    with SimThread(n_tickers=40, speed=1.0) as sim:
+        code = main(["snapshot", "--url", sim.url("vantafin"), "--duration", "2.5",
+                     "--windows", "60,300", "--record", str(out)])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    live = json.loads(cap.out)
+    assert main(["replay", str(out), "--windows", "60,300"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    for d in (live, replayed):
+        for k in ("frames", "protocol_errors", "processing_latency_us"):
+            d["stats"].pop(k)
+    assert live["windows"]["60"] and replayed == live

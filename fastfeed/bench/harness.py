@@ -718,6 +718,7 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
         if mode == "throughput":
             await asyncio.sleep(spec["warmup"])
             samples = []
+            nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
             t_end = time.perf_counter() + spec["duration"]
             samples.append((time.perf_counter(), processed(), time.process_time()))
             while True:
@@ -741,10 +742,12 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
                 cpu_s=cb - ca,
                 cpu_util=(cb - ca) / (tb - ta),
                 cpu_s_per_million_bars=(cb - ca) / bars * 1e6 if bars else None,
+                preemptions_per_s=(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - nivcsw0) / (tb - ta),
             )
         else:
             assert tracker is not None
             c0, t0 = time.process_time(), time.perf_counter()
+            nivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
             b0 = processed()
             await wait_for(lambda: tracker.measured >= spec["bursts"])
             c1, t1 = time.process_time(), time.perf_counter()
@@ -760,6 +763,7 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
                 cpu_s=c1 - c0,
                 cpu_util=(c1 - c0) / (t1 - t0),
                 cpu_s_per_million_bars=(c1 - c0) / (b1 - b0) * 1e6 if b1 > b0 else None,
+                preemptions_per_s=(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - nivcsw0) / (t1 - t0),
             )
             if probe is not None:
                 out["message_cpu_us"] = _hist_doc(probe.cpu_hist, 1e3)

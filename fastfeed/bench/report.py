@@ -61,6 +61,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "bars_per_s": r.get("bars_per_s"), "bars_per_s_median_interval": r.get("bars_per_s_median_interval"),
             "cpu_util": r.get("cpu_util"), "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"),
             "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error"),
+            "preemptions_per_s": r.get("preemptions_per_s"),
         }
         row["server_bound"] = _server_bound(r)
         row["contended"] = _contended(r)
@@ -113,7 +114,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "burst_latency_ms": r.get("burst_latency_ms"),
             "message_cpu_us": r.get("message_cpu_us"), "frame_latency_us": r.get("frame_latency_us"),
             "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"), "peak_rss_mb": r.get("peak_rss_mb"),
-            "error": r.get("error"),
+            "preemptions_per_s": r.get("preemptions_per_s"), "error": r.get("error"),
         })
 
     targets: list[dict[str, Any]] = []
@@ -196,7 +197,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
 
     t = Table(title="Max-rate throughput (every ticker trades every second; fresh simulator per row)")
     for col in ("client", "feed dialect", "bars/frame", "bars/s", "median 0.25s", "CPU use",
-                "server CPU", "CPU s / M bars", "peak RSS MiB", "note"):
+                "server CPU", "CPU s / M bars", "peak RSS MiB", "preempt/s", "note"):
         t.add_column(col, justify="left" if col in ("client", "feed dialect", "note") else "right")
     for r in s["throughput"]:
         note = r["error"] or ("sim-bound *" if r["server_bound"] else "contended *" if r["contended"] else "")
@@ -205,7 +206,8 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
         t.add_row(r["client"], r["dialect"], str(r["bars_per_frame"]), _m(r["bars_per_s"]),
                   _m(r["bars_per_s_median_interval"]), _f(r["cpu_util"], "{:.0%}"),
                   _f(r.get("server_cpu_util"), "{:.0%}"),
-                  _f(r["cpu_s_per_million_bars"]), _f(r["peak_rss_mb"], "{:.0f}"), note)
+                  _f(r["cpu_s_per_million_bars"]), _f(r["peak_rss_mb"], "{:.0f}"),
+                  _f(r.get("preemptions_per_s"), "{:.0f}"), note)
     con.print(t)
 
     if s["ratios"]:
@@ -241,7 +243,8 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
     if s["cadence"]:
         t = Table(title="Real cadence: one full-universe burst per simulated second (burst -> cross-section ready)")
         for col in ("client", "bars/frame", "speed", "bursts", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                    "msg CPU us p50/p99", "msg arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB"):
+                    "msg CPU us p50/p99", "msg arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB",
+                    "preempt/s"):
             t.add_column(col, justify="left" if col == "client" else "right")
         for r in s["cadence"]:
             b = r.get("burst_latency_ms") or {}
@@ -257,6 +260,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
                 f"{_f(mc.get('p50'), '{:.0f}')}/{_f(mc.get('p99'), '{:.0f}')}" if mc else "-",
                 f"{_f(fl.get('p50'), '{:.0f}')}/{_f(fl.get('p99'), '{:.0f}')}" if fl else "-",
                 _f(r.get("cpu_s_per_million_bars")), _f(r.get("peak_rss_mb"), "{:.0f}"),
+                _f(r.get("preemptions_per_s"), "{:.0f}"),
             )
         con.print(t)
 

@@ -64,6 +64,7 @@ __all__ = [
     "Reader",
     "RecordingSession",
     "wrap_session_for_recording",
+    "attach_recorder",
     "mask_url",
 ]
 
@@ -645,6 +646,30 @@ def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed:
         return writer.summary()
 
     return rs, close
+
+
+def attach_recorder(feed: Any, path: str | os.PathLike[str], **options: Any
+                    ) -> Callable[[], dict[str, Any]]:
+    """Record everything a :class:`fastfeed.Feed` receives to ``path``.
+
+    Call it before the feed starts (the connection takes ``feed.session`` when it is
+    built). Returns ``close()``: call it after the feed stopped; it finishes the file
+    and returns the summary (``path``, ``messages``, ``bytes``, ``dropped``, ``error``).
+    ``options``: ``compression="zstd"``, ``fsync=True``, ``on_error=callback``, ...
+
+    Example::
+
+        feed = fastfeed.Feed("vantafin", url=url)
+        close = attach_recorder(feed, "day.ffr")
+        async with feed:
+            await asyncio.sleep(60)
+        print(close())
+    """
+    if getattr(feed, "_conn", None) is not None:
+        raise RuntimeError("attach the recorder before the feed starts")
+    feed.session, close = wrap_session_for_recording(feed.session, path, feed.feed_name,
+                                                     feed.url, **options)
+    return close
 
 
 def engine_config(engine: Any) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def add_record_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_record(args: argparse.Namespace) -> int:
     from .feed import ConfigurationError, Feed
-    from .record import wrap_session_for_recording
+    from .record import attach_recorder
     from .snapshot import parse_windows
 
     if args.duration is not None and args.duration <= 0:
@@ -116,9 +116,8 @@ def cmd_record(args: argparse.Namespace) -> int:
                     subscribe=args.subscribe, windows=windows)
     except (ConfigurationError, ValueError) as e:
         raise _Fail(str(e)) from None
-    feed.session, close = wrap_session_for_recording(
-        feed.session, args.out, feed.feed_name, feed.url,
-        compression=None if args.compress == "none" else args.compress, fsync=args.fsync)
+    close = attach_recorder(feed, args.out, fsync=args.fsync,
+                            compression=None if args.compress == "none" else args.compress)
     t0 = time.monotonic()
     interrupted = False
     try:

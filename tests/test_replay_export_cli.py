@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -253,3 +254,39 @@ def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
         for k in ("frames", "protocol_errors", "processing_latency_us"):
             d["stats"].pop(k)
     assert live["windows"]["60"] and replayed == live
+
+
+def test_attach_recorder_to_a_feed_in_thread_mode(tmp_path):
+    from fastfeed.feed import Feed
+    from fastfeed.record import attach_recorder
+    from fastfeed.replay import replay
+    from fastfeed.simulator.testing import SimThread
+
+    out = tmp_path / "api.ffr"
+    with SimThread(n_tickers=20, speed=1.0) as sim:
+        feed = Feed("vantafin", url=sim.url("vantafin"), windows=(60,))
+        close = attach_recorder(feed, out, compression=None)
+        with feed:
+            deadline = time.monotonic() + 10
+            while feed.T is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+        summary = close()
+        with pytest.raises(RuntimeError, match="before the feed starts"):
+            attach_recorder(feed, tmp_path / "late.ffr")
+    assert summary["error"] is None and summary["messages"] > 0
+    live = feed.snapshot()
+    doc = replay(out).snapshot()
+    assert doc["windows"] == live["windows"] and doc["as_of"] == live["as_of"]
+
+
+def test_replay_progress_flag_is_accepted(tmp_path, capsys):
+    from fastfeed.cli import main
+
+    msgs, _ = _session(n_seconds=20)
+    p = tmp_path / "s.ffr"
+    _write(p, msgs)
+    assert main(["replay", str(p), "--progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["feed"] == "vantafin"
+    pytest.importorskip("pyarrow")
+    assert main(["export", str(p), "--out", str(tmp_path / "b.parquet"), "--no-progress"]) == 0

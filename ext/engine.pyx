@@ -209,9 +209,9 @@ cdef class Engine:
     :param max_future_skew: a bar whose second is more than this after ``now`` is
         rejected (one bad timestamp must not evict the universe).
 
-    Memory: ``capacity * (49 * depth + 4 * C + ~110 * K + 40)`` bytes, where
+    Memory: ``capacity * (49 * depth + 12 * C + 120 * K + 88)`` bytes, where
     ``C`` = next power of two >= max(windows) and ``K`` = number of windows (see
-    ``docs/ENGINE.md``); ~0.8 GB for the default 16384 x 900.
+    ``docs/ENGINE.md``); 931 MB (888 MiB) for the default 16384 x 900 x 3 windows.
     """
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t depth

@@ -144,6 +144,8 @@ def test_summary_ratios_and_targets():
     assert r["floor"]["ratio_cpu_basis"] == pytest.approx(0.8)
     text = report.render_table(_fake_doc())
     assert "websockets-json" in text and "burst" in text
+    md = report.render_markdown(_fake_doc())
+    assert md.startswith("`fastfeed bench`") and "| websockets-json | vantafin | 100 |" in md
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 cores)")
     p.add_argument("--json", action="store_true", help="print the result document as JSON (stdout)")
     p.add_argument("--output", metavar="FILE", help="also write the JSON document to FILE")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (README) instead of the report")
     p.add_argument("--plot", metavar="FILE.png", help="latency/throughput plot (needs matplotlib)")
     p.add_argument("--tickers", type=int, default=12_000, help="universe size (default 12000)")
     p.add_argument("--bars-per-frame", type=_ints, default=None, metavar="N[,N]",
@@ -140,6 +141,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         err.print(f"plot written to {args.plot}")
     if args.json:
         sys.stdout.write(report.to_json(doc) + "\n")
+    elif args.markdown:
+        sys.stdout.write(report.render_markdown(doc))
     else:
         sys.stdout.write(report.render_table(doc))
     return 1 if any(r.get("error") for r in doc["results"]) else 0

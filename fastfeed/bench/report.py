@@ -14,7 +14,7 @@ import io
 import json
 from typing import Any, Optional
 
-__all__ = ["summarize", "render_table", "to_json", "plot", "SERVER_BOUND_UTIL"]
+__all__ = ["summarize", "render_table", "render_markdown", "to_json", "plot", "SERVER_BOUND_UTIL"]
 
 #: a client using less CPU than this share of the wall time, while the server process was
 #: busy (above SERVER_BUSY_UTIL of its core), was waiting for the server: its bars/s is a
@@ -334,3 +334,38 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """A compact Markdown table for README: the headline figures and the command line."""
+    s = doc.get("summary") or summarize(doc)
+    m = doc.get("machine", {})
+    lines = [f"`{doc.get('command', 'fastfeed bench')}` on {m.get('cpu', '?')}, {m.get('cores', '?')} cores "
+             f"(client and simulator pinned to separate cores), {doc.get('config', {}).get('tickers', '?')} tickers:",
+             "", "| client | dialect | bars/frame | bars/s | CPU s / M bars | fastfeed ÷ client |",
+             "|---|---|---:|---:|---:|---:|"]
+    ratio = {(q["peer"], q["dialect"], q["bars_per_frame"]): q for q in s["ratios"]}
+    for r in s["throughput"]:
+        q = ratio.get((r["client"], r["dialect"], r["bars_per_frame"]))
+        if r["client"] == "fastfeed":
+            rs = "1"
+        elif q is None:
+            rs = "-"
+        elif q["peer"] == "floor":
+            rs = f"{q['ratio']:.2f} (share of the floor)"
+        else:
+            rs = f"{q['ratio']:.1f}x"
+        flag = " (contended)" if r.get("contended") else " (sim-bound)" if r.get("server_bound") else ""
+        lines.append(f"| {r['client']} | {r['dialect']} | {r['bars_per_frame']} | {_m(r['bars_per_s'])}{flag} | "
+                     f"{_f(r['cpu_s_per_million_bars'])} | {rs} |")
+    cad = [c for c in s["cadence"] if (c.get("burst_latency_ms") or {}).get("count")]
+    if cad:
+        lines += ["","| burst → cross-section ready | bars/frame | speed | bursts | p50 ms | p99 ms | p99.9 ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for c in cad:
+            b = c["burst_latency_ms"]
+            lines.append(f"| {c['client']} | {c['bars_per_frame']} | {c['speed']:g}x | {c['bursts']} x "
+                         f"{c['burst_bars']} | {b['p50']:.2f} | {b['p99']:.2f} | {b['p99.9']:.2f} |")
+    if s.get("busy_machine_loadavg"):
+        lines += ["", f"(machine busy during the run: load average up to {s['busy_machine_loadavg']:.1f})"]
+    return "\n".join(lines) + "\n"

@@ -7,8 +7,9 @@ Each round processes one full-market second: ``N`` bars of ``N`` tickers, sent a
 - ``decode``: ``msgspec`` decode of every message only (the floor);
 - ``decode_fill``: decode + the Cython fill (slot reads) — the DESIGN.md figure
   "decode + Cython fill of 7 columns ~430 ns";
-- ``decode_fill_getattr``: the same fill through plain attribute access;
-- ``session``: the whole ``session.on_message`` path with ``engine.upsert``
+- ``decode_fill[getattr-*]``: the same fill through plain attribute access;
+- ``session``: the whole ``session.on_message`` path with ``engine.upsert``, each round
+  the next market second
   (the real Engine when it is built, else a no-op engine: see ``engine`` in extra_info).
 
 Run: ``python -m pytest benches/bench_decode.py --benchmark-only``
@@ -56,21 +57,22 @@ def tickers(n: int) -> list[str]:
     return sorted(out)
 
 
-def bar_dict(feed: str, sym: str, rng: random.Random) -> dict:
+def bar_dict(feed: str, sym: str, rng: random.Random, second: int = T0) -> dict:
     p = round(rng.uniform(5, 500), 2)
     o, c = p, round(p * rng.uniform(0.999, 1.001), 2)
     h, l = round(max(o, c) * 1.0005, 2), round(min(o, c) * 0.9995, 2)
     v = rng.randint(1, 50_000)
     if feed == "vantafin":
         return {"type": "live_quote_second", "ticker": sym, "open": o, "high": h, "low": l,
-                "close": c, "volume": v, "timestamp": T0 * 1000}
+                "close": c, "volume": v, "timestamp": second * 1000}
     return {"ev": "A", "sym": sym, "v": v, "av": v * 40, "op": o, "vw": round((h + l + c) / 3, 4),
-            "o": o, "c": c, "h": h, "l": l, "a": p, "z": 100, "s": T0 * 1000, "e": T0 * 1000 + 1000}
+            "o": o, "c": c, "h": h, "l": l, "a": p, "z": 100, "s": second * 1000, "e": second * 1000 + 1000}
 
 
-def messages(feed: str, per_msg: int) -> list[bytes]:
-    rng = random.Random(1)
-    bars = [bar_dict(feed, s, rng) for s in tickers(N)]
+def messages(feed: str, per_msg: int, second: int = T0) -> list[bytes]:
+    """One market second: every ticker's bar, ``per_msg`` bars per message."""
+    rng = random.Random(second)
+    bars = [bar_dict(feed, s, rng, second) for s in tickers(N)]
     if per_msg == 1 and feed == "vantafin":
         return [json.dumps(b, separators=(",", ":")).encode() for b in bars]
     return [json.dumps(bars[i:i + per_msg], separators=(",", ":")).encode() for i in range(0, N, per_msg)]
@@ -131,21 +133,31 @@ def test_decode_fill(benchmark, feed, per_msg, access):
     report(benchmark, N, feed=feed, bars_per_message=per_msg, access=access)
 
 
+SESSION_ROUNDS = 20
+
+
 @pytest.mark.parametrize("per_msg", PER_MSG)
 @pytest.mark.parametrize("feed", FEEDS)
 def test_session(benchmark, feed, per_msg):
-    msgs = messages(feed, per_msg)
+    """The live shape: each round is the next market second (new bars, the clock advances)."""
+    seconds = [messages(feed, per_msg, T0 + k) for k in range(SESSION_ROUNDS + 1)]
     session, engine = build(feed, True)
     on_message = session.on_message
     stats = session.stats
+    it = iter(seconds)
 
-    def run():
-        now = time.time_ns()
+    def setup():
+        return (next(it), time.time_ns()), {}
+
+    def run(msgs, now):
         for m in msgs:
             on_message(m, now)
 
-    benchmark(run)
-    assert stats.decode_errors == 0
+    for m in seconds[0]:  # warm-up second: rows assigned, engine memory touched
+        on_message(m, time.time_ns())
+    next(it)
+    benchmark.pedantic(run, setup=setup, rounds=SESSION_ROUNDS, iterations=1)
+    assert stats.decode_errors == 0 and stats.bars == N * (SESSION_ROUNDS + 1)
     report(benchmark, N, feed=feed, bars_per_message=per_msg, engine=type(engine).__name__)
 
 

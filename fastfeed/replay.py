@@ -308,6 +308,7 @@ class _BarStore:
         self.flush_rows = flush_rows
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.n = 0
+        self.next_at = flush_rows
         self.T = -1
 
     def add(self, rows, seconds, o, h, l, c, v, pv) -> None:  # noqa: E741
@@ -419,8 +420,11 @@ def export_parquet(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
             def on_message(self, payload: Any, recv_ns: int) -> None:
                 self.inner.on_message(payload, recv_ns)
-                if store.n >= store.flush_rows:
+                if store.n >= store.next_at:
                     write(store.take(final=False))
+                    # bars not final yet stay in the store; wait for at least as many new
+                    # ones before sorting again (amortised O(1) work per bar)
+                    store.next_at = store.n + max(store.flush_rows, store.n)
 
         counts = replay_session(reader, _Chunked(session), stats=stats, progress=progress,
                                 url=h.url)

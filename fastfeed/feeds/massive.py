@@ -24,7 +24,7 @@ API_KEY_ENV = "MASSIVE_API_KEY"
 _TOPIC = re.compile(r"A\.(\*|[A-Za-z0-9][A-Za-z0-9._/:\-]{0,31})")
 
 
-class Agg(msgspec.Struct, tag_field="ev", tag="A"):
+class Agg(msgspec.Struct, tag_field="ev", tag="A", gc=False):
     """One per-second aggregate; only the fields fastfeed uses are declared."""
 
     sym: str
@@ -37,7 +37,7 @@ class Agg(msgspec.Struct, tag_field="ev", tag="A"):
     vw: float | None = None
 
 
-class Status(msgspec.Struct, tag_field="ev", tag="status"):
+class Status(msgspec.Struct, tag_field="ev", tag="status", gc=False):
     status: str
     message: str = ""
 

@@ -24,7 +24,7 @@ TOPIC_PREFIX = "ticker.sfox."
 _TOPIC = re.compile(r"ticker\.sfox\.([a-z0-9]{2,24})")
 
 
-class Payload(msgspec.Struct):
+class Payload(msgspec.Struct, gc=False):
     """A ticker payload or an ack payload: every field optional, unknown ones ignored."""
 
     last: float | None = None
@@ -41,7 +41,7 @@ class Payload(msgspec.Struct):
     error: str | None = None
 
 
-class Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct, gc=False):
     """Data: ``sequence, recipient, timestamp`` (epoch ns), ``payload``; acks add ``type``."""
 
     type: str | None = None

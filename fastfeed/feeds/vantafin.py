@@ -21,8 +21,12 @@ API_KEY_ENV = "VANTAFIN_API_KEY"
 _TOPIC = re.compile(r"LS\.(\*|[A-Za-z0-9][A-Za-z0-9._/:\-]{0,31})")
 
 
-class LiveQuote(msgspec.Struct, tag_field="type", tag="live_quote_second"):
-    """One per-second bar (seed). ``timestamp``: window start, epoch ms."""
+class LiveQuote(msgspec.Struct, tag_field="type", tag="live_quote_second", gc=False):
+    """One per-second bar (seed). ``timestamp``: window start, epoch ms.
+
+    ``gc=False`` (here and on every feed Struct): the fields are scalars and strings, so
+    no cycle is possible, and millions of short-lived Structs stay out of the GC.
+    """
 
     ticker: str
     open: float
@@ -33,12 +37,12 @@ class LiveQuote(msgspec.Struct, tag_field="type", tag="live_quote_second"):
     timestamp: int
 
 
-class Status(msgspec.Struct, tag_field="type", tag="status"):
+class Status(msgspec.Struct, tag_field="type", tag="status", gc=False):
     status: str
     message: str = ""
 
 
-class MarketStatus(msgspec.Struct, tag_field="type", tag="market_status"):
+class MarketStatus(msgspec.Struct, tag_field="type", tag="market_status", gc=False):
     market: str
     timestamp: int | None = None
 

@@ -89,7 +89,7 @@ class StandInEngine:
         return self._last
 
 
-def make(name="vantafin", topics=None, capacity=16384, real=True, **kw):
+def make(name="vantafin", topics=None, capacity=1024, real=True, **kw):
     """(session, engine, universe, stats, events, sent) for feed ``name``."""
     if real:
         engine = Engine(capacity, (60, 300, 900), None, 1e12)

@@ -191,23 +191,44 @@ def encode_record(kind: int, recv_ns: int, payload: bytes | bytearray | memoryvi
     return b"".join((h, payload, _CRC.pack(zlib.crc32(payload, zlib.crc32(h)))))
 
 
-def encode_batch(items: list[tuple[int, int, bytes]] | tuple[tuple[int, int, bytes], ...]
-                 ) -> tuple[bytes, int, int, int]:
-    """The payload of a BATCH record holding ``items`` ``(kind, recv_ns, payload)``.
+class _Connected(bytes):
+    """A CONNECTED entry's payload in the writer's queue (the type carries the kind)."""
 
-    Returns ``(batch payload, first recv_ns, payload bytes, MESSAGE entries)``. The
-    per-entry work is done by C loops (zip, map, numpy), not Python bytecode: this runs
-    on the writer thread while holding the GIL, so it must stay short.
+
+class _Disconnected(bytes):
+    """A DISCONNECTED entry's payload in the writer's queue."""
+
+
+_QUEUE_KIND = {bytes: MESSAGE, _Connected: CONNECTED, _Disconnected: DISCONNECTED}
+
+
+def encode_batch(nss: list[int], datas: list[bytes], kinds: list[int] | None = None
+                 ) -> tuple[bytes, int, int]:
+    """The payload of a BATCH record: entries ``(kinds[i], nss[i], datas[i])``.
+
+    ``kinds=None``: taken from the payloads' types (``bytes`` is MESSAGE; the writer
+    queues connection boundaries as :class:`_Connected` / :class:`_Disconnected`).
+    Returns ``(batch payload, payload bytes, MESSAGE entries)``. Every per-entry step
+    is a C loop (map, numpy, join), not Python bytecode: this runs on the writer
+    thread holding the GIL, so it must stay short.
     """
-    kinds, nss, datas = zip(*items)
     n = len(datas)
     tab = np.empty(n, ENTRY_DTYPE)
     lens = np.fromiter(map(len, datas), np.int64, n)
     tab["len"] = lens
-    tab["kind"] = kinds
     tab["ns"] = nss
+    if kinds is None:
+        types = set(map(type, datas))
+        if types == {bytes}:
+            tab["kind"] = MESSAGE
+            nmsg = n
+        else:
+            kinds = [_QUEUE_KIND.get(t, MESSAGE) for t in map(type, datas)]
+    if kinds is not None:
+        tab["kind"] = kinds
+        nmsg = kinds.count(MESSAGE)
     payload = b"".join((_COUNT.pack(n), tab.tobytes(), *datas))
-    return payload, nss[0], int(lens.sum()), kinds.count(MESSAGE)
+    return payload, int(lens.sum()), nmsg
 
 
 def decode_header(buf: bytes | mmap.mmap | memoryview) -> Header:
@@ -327,13 +348,17 @@ class Writer:
             raise
         self.bytes_written = len(hdr)
 
-        self._q: collections.deque[tuple[int, int, bytes]] = collections.deque()
-        self._in_bytes = 0  # written only by the producer thread
-        self._out_bytes = 0  # written only by the writer thread
+        # the queue: receive times and payloads in two deques (the producer appends to
+        # _qn first, then _qd; the writer pops len(_qd) from both). No tuple per
+        # message on the event loop, no zip on the writer thread.
+        self._qn: collections.deque[int] = collections.deque()
+        self._qd: collections.deque[bytes] = collections.deque()
+        self._check_n = 256  # queue length at which the producer checks the backlog
+        self._busy = False  # the writer thread holds entries not yet written
         self._stopped = False  # producer-side: refuse new records
         self._closing = False
         self._wake = threading.Event()
-        self._block: list[tuple[int, int, bytes]] = []  # zstd: entries of the open block
+        self._block: list[tuple[list[int], list[bytes]]] = []  # zstd: the open block
         self._block_bytes = 0
         self._block_t = 0.0
         self._thread = threading.Thread(target=self._run, name="fastfeed-recorder", daemon=True)
@@ -348,20 +373,25 @@ class Writer:
         if self._stopped:
             self._dropped_in += 1
             return
-        data = bytes(payload)
-        self._q.append((MESSAGE, recv_ns, data))
-        b = self._in_bytes = self._in_bytes + len(data)
-        if b - self._out_bytes > self.wake_bytes:
+        self._qn.append(recv_ns)
+        self._qd.append(bytes(payload))
+        if len(self._qd) > self._check_n:
             self._backlog()
 
     def _backlog(self) -> None:
-        """More than ``wake_bytes`` queued: wake the writer, or stop if far too much."""
-        pending = self._in_bytes - self._out_bytes
+        """The queue grew past ``_check_n`` entries: measure it; wake the writer past
+        ``wake_bytes``, stop recording past ``max_pending``."""
+        qd = self._qd
+        pending = sum(map(len, list(qd)))
         if pending > self.max_pending:
             self._stop(f"recording to {self.path} stopped: the writer fell behind by "
-                       f"{pending / 2**20:.0f} MiB (disk too slow?)")
-        elif not self._wake.is_set():
+                       f"{pending / 2**20:.1f} MiB (disk too slow?)")
+            return
+        if pending > self.wake_bytes and not self._wake.is_set():
             self._wake.set()
+        # check again after about wake_bytes more (at least 64 entries more)
+        avg = pending // max(len(qd), 1) or 1
+        self._check_n = len(qd) + max(64, self.wake_bytes // avg)
 
     def connected(self, recv_ns: int | None = None, info: dict[str, Any] | None = None) -> None:
         """Queue a connection boundary: a (re)connection was established."""
@@ -376,8 +406,8 @@ class Writer:
         if self._stopped:
             self._dropped_in += 1
             return
-        self._q.append((kind, time.time_ns() if recv_ns is None else recv_ns, payload))
-        self._in_bytes += len(payload)
+        self._qn.append(time.time_ns() if recv_ns is None else recv_ns)
+        self._qd.append((_Connected if kind == CONNECTED else _Disconnected)(payload))
 
     def _stop(self, why: str) -> None:
         if self._stopped:
@@ -405,8 +435,8 @@ class Writer:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes queued and not yet written."""
-        return self._in_bytes - self._out_bytes
+        """Payload bytes queued and not yet taken by the writer thread."""
+        return sum(map(len, list(self._qd)))
 
     # ---------------------------------------------------------------- writer thread
     def _run(self) -> None:
@@ -439,48 +469,61 @@ class Writer:
                 pass
 
     def _discard(self) -> None:
-        q = self._q
-        while q:
-            _, _, data = q.popleft()
-            self._dropped_out += 1
-            self._out_bytes += len(data)
+        taken = self._take()
+        while taken is not None:
+            self._dropped_out += len(taken[1])
+            taken = self._take()
+        self._busy = False
 
-    def _take(self) -> list[tuple[int, int, bytes]]:
-        """Up to MAX_BATCH_ENTRIES queued entries (popleft is safe against the producer)."""
-        q = self._q
-        n = min(len(q), MAX_BATCH_ENTRIES)
-        return list(map(collections.deque.popleft, itertools.repeat(q, n)))
+    def _take(self) -> tuple[list[int], list[bytes]] | None:
+        """Up to MAX_BATCH_ENTRIES queued entries (popleft is safe against the producer,
+        which appends to _qn before _qd)."""
+        qd, qn = self._qd, self._qn
+        n = min(len(qd), MAX_BATCH_ENTRIES)
+        if not n:
+            return None
+        self._busy = True
+        pop = collections.deque.popleft
+        return list(map(pop, itertools.repeat(qn, n))), list(map(pop, itertools.repeat(qd, n)))
 
     def _drain(self, final: bool) -> None:
         zc = self._zc
-        while True:
-            items = self._take()
-            if not items:
-                break
-            payload, first_ns, nbytes, nmsg = encode_batch(items)
-            if zc is None:
-                self._write_record(BATCH, first_ns, payload)
-            else:
-                if not self._block:
-                    self._block_t = time.monotonic()
-                self._block.extend(items)
-                self._block_bytes += len(payload)
-                if self._block_bytes >= self.block_size:
-                    self._write_block()
-            self.messages += nmsg
-            self._out_bytes += nbytes
-            if len(items) < MAX_BATCH_ENTRIES:
-                break
-        if zc is not None and self._block and (
-                final or time.monotonic() - self._block_t >= self.flush_interval):
-            self._write_block()
+        try:
+            while True:
+                taken = self._take()
+                if taken is None:
+                    break
+                nss, datas = taken
+                if zc is None:
+                    payload, nbytes, nmsg = encode_batch(nss, datas)
+                    self._write_record(BATCH, nss[0], payload)
+                    self.messages += nmsg
+                else:
+                    if not self._block:
+                        self._block_t = time.monotonic()
+                    self._block.append(taken)
+                    self._block_bytes += sum(map(len, datas))
+                    if self._block_bytes >= self.block_size:
+                        self._write_block()
+                if len(datas) < MAX_BATCH_ENTRIES:
+                    self._check_n = max(256, min(MAX_BATCH_ENTRIES, self.wake_bytes //
+                                                 max(1, sum(map(len, datas)) // len(datas))))
+                    break
+            if zc is not None and self._block and (
+                    final or time.monotonic() - self._block_t >= self.flush_interval):
+                self._write_block()
+        finally:
+            self._busy = False
 
     def _write_block(self) -> None:
         assert self._zc is not None
-        items, self._block, self._block_bytes = self._block, [], 0
-        raw, first_ns, _, _ = encode_batch(items)
-        payload = _BLOCK_HDR.pack(len(items), len(raw)) + self._zc.compress(raw)
-        self._write_record(ZSTD_BLOCK, first_ns, payload)
+        parts, self._block, self._block_bytes = self._block, [], 0
+        nss = [x for p in parts for x in p[0]] if len(parts) > 1 else parts[0][0]
+        datas = [x for p in parts for x in p[1]] if len(parts) > 1 else parts[0][1]
+        raw, _, nmsg = encode_batch(nss, datas)
+        payload = _BLOCK_HDR.pack(len(datas), len(raw)) + self._zc.compress(raw)
+        self._write_record(ZSTD_BLOCK, nss[0], payload)
+        self.messages += nmsg
 
     def _write_record(self, kind: int, ns: int, payload: bytes) -> None:
         h = _REC_HDR.pack(len(payload), kind, ns)
@@ -514,7 +557,7 @@ class Writer:
         """Wait until everything queued so far has been handed to the OS (test helper;
         compressed records may still sit in the open block)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._in_bytes - self._out_bytes > 0 and self._thread.is_alive():
+        while (self._qd or self._busy) and self._thread.is_alive():
             self._wake.set()
             if deadline is not None and time.monotonic() > deadline:
                 break
@@ -593,15 +636,15 @@ def _recording_on_message(writer: Writer, inner: Callable[[Any, int], None]
                           ) -> Callable[[Any, int], None]:
     """``on_message`` that queues a copy of the payload, then calls ``inner``: the
     body of :meth:`Writer.message` inlined (one Python call less per message)."""
-    append = writer._q.append
 
-    def on_message(payload: Any, recv_ns: int, w: Writer = writer, append: Any = append,
-                   inner: Any = inner, bytes: Any = bytes, len: Any = len) -> None:
+    def on_message(payload: Any, recv_ns: int, w: Writer = writer,
+                   ns_append: Any = writer._qn.append, data_append: Any = writer._qd.append,
+                   qd: Any = writer._qd, inner: Any = inner, bytes: Any = bytes,
+                   len: Any = len) -> None:
         if not w._stopped:
-            data = bytes(payload)
-            append((1, recv_ns, data))  # MESSAGE
-            b = w._in_bytes = w._in_bytes + len(data)
-            if b - w._out_bytes > w.wake_bytes:
+            ns_append(recv_ns)
+            data_append(bytes(payload))
+            if len(qd) > w._check_n:
                 w._backlog()
         else:
             w._dropped_in += 1

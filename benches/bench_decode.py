@@ -136,29 +136,45 @@ def test_decode_fill(benchmark, feed, per_msg, access):
 SESSION_ROUNDS = 20
 
 
+#: messages per simulated read buffer in the ``buffer`` mode (~450 1-bar quotes fill 64 KiB)
+BUFFER_MESSAGES = 100
+
+
+@pytest.mark.parametrize("upsert", ["message", "buffer"])
 @pytest.mark.parametrize("per_msg", PER_MSG)
 @pytest.mark.parametrize("feed", FEEDS)
-def test_session(benchmark, feed, per_msg):
-    """The live shape: each round is the next market second (new bars, the clock advances)."""
+def test_session(benchmark, feed, per_msg, upsert):
+    """The live shape: each round is the next market second (new bars, the clock advances).
+
+    ``upsert="buffer"``: ``defer_until_buffer_end`` with ``on_buffer_end()`` every
+    ``BUFFER_MESSAGES`` messages, as a transport would call it after each read.
+    """
     seconds = [messages(feed, per_msg, T0 + k) for k in range(SESSION_ROUNDS + 1)]
     session, engine = build(feed, True)
     on_message = session.on_message
     stats = session.stats
     it = iter(seconds)
+    session.defer_until_buffer_end = upsert == "buffer"
+    end = session.on_buffer_end
 
     def setup():
         return (next(it), time.time_ns()), {}
 
     def run(msgs, now):
-        for m in msgs:
-            on_message(m, now)
+        if upsert == "buffer":
+            for i in range(0, len(msgs), BUFFER_MESSAGES):
+                for m in msgs[i:i + BUFFER_MESSAGES]:
+                    on_message(m, now)
+                end()
+        else:
+            for m in msgs:
+                on_message(m, now)
 
-    for m in seconds[0]:  # warm-up second: rows assigned, engine memory touched
-        on_message(m, time.time_ns())
+    run(seconds[0], time.time_ns())  # warm-up second: rows assigned, engine memory touched
     next(it)
     benchmark.pedantic(run, setup=setup, rounds=SESSION_ROUNDS, iterations=1)
     assert stats.decode_errors == 0 and stats.bars == N * (SESSION_ROUNDS + 1)
-    report(benchmark, N, feed=feed, bars_per_message=per_msg, engine=type(engine).__name__)
+    report(benchmark, N, feed=feed, bars_per_message=per_msg, upsert=upsert, engine=type(engine).__name__)
 
 
 def test_sfox_session(benchmark):

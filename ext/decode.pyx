@@ -192,8 +192,13 @@ cdef class BarFiller:
     cdef readonly list others
     # the per-message path (see on_message); set by bind()
     cdef object decode, stats, on_batch, last_rows, engine
-    cdef object after_fill, decode_failed, internal_error
+    cdef object after_fill, flush_stats, decode_failed, internal_error
     cdef public int64_t next_flush
+    # deferred mode: bars of several messages wait for one upsert (flush_pending)
+    cdef public bint deferred
+    cdef public Py_ssize_t max_pending
+    cdef readonly Py_ssize_t pending
+    cdef int64_t pending_recv_ns, pending_max_s
 
     def __init__(self, bar_type, fields, universe, overflow_exc, engine,
                  int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
@@ -229,11 +234,16 @@ cdef class BarFiller:
         self._grow(max(capacity, 1))
         self.others = None
         self.max_s = -1
+        self.deferred = False
+        self.max_pending = 16384
+        self.pending = 0
 
-    cdef int _grow(self, Py_ssize_t need) except -1:
+    cdef int _grow(self, Py_ssize_t need, Py_ssize_t keep=0) except -1:
+        """Reallocate the columns for at least ``need`` bars, keeping the first ``keep``."""
         cdef Py_ssize_t cap = max(need, 2 * self.capacity)
         cdef int64_t[::1] i64
         cdef double[::1] f64
+        old = (self.rows, self.seconds, self.open, self.high, self.low, self.close, self.volume, self.pv)
         self.rows = np.zeros(cap, dtype=np.int64)
         self.seconds = np.zeros(cap, dtype=np.int64)
         self.open = np.zeros(cap, dtype=np.float64)
@@ -242,6 +252,10 @@ cdef class BarFiller:
         self.close = np.zeros(cap, dtype=np.float64)
         self.volume = np.zeros(cap, dtype=np.float64)
         self.pv = np.zeros(cap, dtype=np.float64)
+        if keep > 0:
+            for dst, src in zip((self.rows, self.seconds, self.open, self.high, self.low, self.close,
+                                 self.volume, self.pv), old):
+                dst[:keep] = src[:keep]
         i64 = self.rows; self.p_rows = &i64[0]
         i64 = self.seconds; self.p_sec = &i64[0]
         f64 = self.open; self.p_o = &f64[0]
@@ -323,7 +337,11 @@ cdef class BarFiller:
 
     cpdef Py_ssize_t fill(self, msg) except -1:
         """Fill the batch from ``msg`` (one decoded Struct or a list of them); return n."""
-        cdef Py_ssize_t i, k, size, n = 0
+        return self._fill_at(msg, 0)
+
+    cdef Py_ssize_t _fill_at(self, msg, Py_ssize_t base) except -1:
+        """Fill from slot ``base`` on (the slots before it are kept); return the bars filled."""
+        cdef Py_ssize_t k, size, n = 0
         cdef PyObject* item
         cdef PyTypeObject* bar_tp = self.bar_tp
         self.values_errors = 0
@@ -332,19 +350,21 @@ cdef class BarFiller:
         self.others = None
         if type(msg) is list:
             size = PyList_GET_SIZE(msg)
-            if size > self.capacity:
-                self._grow(size)
+            if base + size > self.capacity:
+                self._grow(base + size, base)
             for k in range(size):
                 item = PyList_GET_ITEM(msg, k)
                 if Py_TYPE(<object>item) == bar_tp:
-                    if self._fill_one(item, n):
+                    if self._fill_one(item, base + n):
                         n += 1
                 else:
                     if self.others is None:
                         self.others = []
                     self.others.append(<object>item)
         elif Py_TYPE(msg) == bar_tp:
-            if self._fill_one(<PyObject*>msg, 0):
+            if base + 1 > self.capacity:
+                self._grow(base + 1, base)
+            if self._fill_one(<PyObject*>msg, base):
                 n = 1
         else:
             self.others = [msg]
@@ -367,14 +387,16 @@ cdef class BarFiller:
         self.feed_latency.record(recv_ns // 1000 - (self.max_s + 1) * 1000000)
         return self.accepted
 
-    def bind(self, decode, stats, engine, on_batch, after_fill, decode_failed, internal_error):
-        """Wire :meth:`on_message` to a session.
+    def bind(self, decode, stats, engine, on_batch, after_fill, flush_stats, decode_failed,
+             internal_error):
+        """Wire :meth:`on_message` / :meth:`apply` / :meth:`flush_pending` to a session.
 
         ``decode(payload)``: the feed's ``Decoder.decode``; ``after_fill(recv_ns)``: called
-        when the message needs more than bars (values errors, overflow, non-bar elements,
-        a stats flush at or after ``next_flush``, fewer bars accepted than filled);
-        ``decode_failed(payload, recv_ns, exc)``: the slow path when ``decode`` raised;
-        ``internal_error(exc)``: anything else that raised. None of them may raise.
+        when a message had more than bars (values errors, overflow, non-bar elements);
+        ``flush_stats(recv_ns)``: when the engine accepted fewer bars than given, or at or
+        after ``next_flush``; ``decode_failed(payload, recv_ns, exc)``: the slow path when
+        ``decode`` raised; ``internal_error(exc)``: anything else that raised.
+        None of them may raise.
         """
         self.decode = decode
         self.stats = stats
@@ -382,29 +404,82 @@ cdef class BarFiller:
         self.last_rows = getattr(engine, "last_rows", None)  # needed only with on_batch
         self.on_batch = on_batch
         self.after_fill = after_fill
+        self.flush_stats = flush_stats
         self.decode_failed = decode_failed
         self.internal_error = internal_error
         self.next_flush = 0
 
     def on_message(self, payload, int64_t recv_ns):
-        """The Session ``on_message`` of bar feeds: decode, fill, upsert, count; never raises."""
-        cdef Py_ssize_t accepted
+        """The Session ``on_message`` of bar feeds: decode, then :meth:`apply`; never raises."""
         try:
             msg = self.decode(payload)
         except Exception as e:
             self.decode_failed(payload, recv_ns, e)
             return
         try:
-            accepted = self.process(msg, recv_ns)
-            if self.n:
-                self.stats.bars += accepted
-            if self.values_errors or self.overflow or self.others is not None or \
-                    (self.n and (accepted < self.n or recv_ns >= self.next_flush)):
-                self.after_fill(recv_ns)
-            if accepted and self.on_batch is not None:
-                self.on_batch(self.last_rows(), self.engine.T)
+            self.apply(msg, recv_ns)
         except Exception as e:
             self.internal_error(e)
+
+    cpdef apply(self, msg, int64_t recv_ns):
+        """Fill from a decoded message; upsert it now, or add it to the pending batch.
+
+        With :attr:`deferred` the bars wait in the batch arrays until :meth:`flush_pending`
+        (the end of the transport's read buffer): one ``upsert`` for every message of the
+        buffer. ``stats.bars`` and ``on_batch`` follow each upsert.
+        """
+        cdef Py_ssize_t n, accepted
+        if self.deferred:
+            n = self._fill_at(msg, self.pending)
+            if n:
+                if self.pending == 0:
+                    self.pending_recv_ns = recv_ns
+                    self.pending_max_s = self.max_s
+                elif self.max_s > self.pending_max_s:
+                    self.pending_max_s = self.max_s
+                self.pending += n
+            if self.values_errors or self.overflow or self.others is not None:
+                self.after_fill(recv_ns)
+            if self.pending >= self.max_pending:
+                self._upsert_pending()
+            return
+        accepted = self.process(msg, recv_ns)
+        n = self.n
+        if self.values_errors or self.overflow or self.others is not None:
+            self.after_fill(recv_ns)
+        if n:
+            self._after_upsert(n, accepted, recv_ns)
+
+    cdef int _after_upsert(self, Py_ssize_t n, Py_ssize_t accepted, int64_t recv_ns) except -1:
+        self.stats.bars += accepted
+        if accepted < n or recv_ns >= self.next_flush:
+            self.flush_stats(recv_ns)
+        if accepted and self.on_batch is not None:
+            self.on_batch(self.last_rows(), self.engine.T)
+        return 0
+
+    cdef int _upsert_pending(self) except -1:
+        cdef Py_ssize_t n = self.pending
+        cdef int64_t recv_ns = self.pending_recv_ns
+        if n == 0:
+            return 0
+        self.pending = 0
+        self.n = n
+        self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
+                                    self.close, self.volume, self.pv, n, recv_ns / 1e9)
+        self.processing_latency.record(now_ns() - recv_ns)
+        self.feed_latency.record(recv_ns // 1000 - (self.pending_max_s + 1) * 1000000)
+        self._after_upsert(n, self.accepted, recv_ns)
+        return 0
+
+    def flush_pending(self) -> int:
+        """Upsert the bars :meth:`apply` deferred (one call); return how many. Never raises."""
+        cdef Py_ssize_t n = self.pending
+        try:
+            self._upsert_pending()
+        except Exception as e:
+            self.internal_error(e)
+        return n
 
     def fill_getattr(self, msg) -> int:
         """The same fill through plain attribute access (``getattr``), bars only.

@@ -165,15 +165,20 @@ def element(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(element(), max_size=60), st.booleans())
-def test_random_arrays_never_raise_and_count_exactly(elems, as_object):
-    s, engine, universe, stats, _, _ = make(real=False)
-    if as_object and len(elems) == 1:
-        body = json.dumps(elems[0][1])
-    else:
-        body = json.dumps([d for _, d in elems])
-    body = body.replace('"1e400"', "1e400").encode()
-    s.on_message(body, RECV)
+@given(st.lists(element(), max_size=60), st.booleans(), st.integers(1, 4), st.booleans())
+def test_random_arrays_never_raise_and_count_exactly(elems, as_object, parts, deferred):
+    """Any mix of elements, sent as 1..4 messages, upserted per message or per buffer."""
+    s, engine, universe, stats, _, _ = make(real=False, batch_capacity=4)
+    s.defer_until_buffer_end = deferred
+    step = max(1, -(-len(elems) // parts))
+    for i in range(0, max(len(elems), 1), step):
+        chunk = elems[i:i + step]
+        if as_object and len(chunk) == 1:
+            body = json.dumps(chunk[0][1])
+        else:
+            body = json.dumps([d for _, d in chunk])
+        s.on_message(body.replace('"1e400"', "1e400").encode(), RECV)
+    s.on_buffer_end()
     kinds = [k for k, _ in elems]
     assert stats.bars == kinds.count(GOOD)
     assert stats.decode_errors_by_kind["values"] == kinds.count(VALUES)

@@ -274,3 +274,43 @@ def test_key_never_in_logs_repr_or_state(name, caplog):
         s.on_message(b'{"type":"error","sequence":1,"payload":{"error":"' + key.encode() + b'"},"action":"subscribe"}', RECV)
     text = caplog.text + repr(s) + repr(s.state) + repr(events) + repr(s.fatal)
     assert key not in text
+
+
+def test_deferred_mode_one_upsert_per_read_buffer():
+    got = []
+    s, engine, universe, stats, _, _ = make(real=False, batch_capacity=2,
+                                            on_batch=lambda rows, T: got.append((sorted(rows), T)))
+    s.defer_until_buffer_end = True
+    s.on_message(enc(quote("A")), RECV)
+    s.on_message(enc([quote("B"), quote("C", ts=1700000002000), {"type": "status", "status": "success"}]), RECV)
+    s.on_message(enc([quote("D", v=-1), quote("E")]), RECV)  # bad element counted at once
+    s.on_message(b"[" + SEED + b',{"type":"trade"}]', RECV)  # slow path appends too
+    assert engine.calls == [] and stats.bars == 0
+    assert stats.decode_errors_by_kind["values"] == 1 and stats.unknown_messages == 1
+    assert s.state["last_status"]["status"] == "success"
+    s.on_buffer_end()
+    assert engine.calls == [5] and stats.bars == 5 and s.filler.pending == 0
+    assert got == [([0, 1, 2, 3, 4], 1700000002)]
+    assert set(bars_of(engine, universe)) == {("A", 1700000001), ("B", 1700000001), ("C", 1700000002),
+                                               ("E", 1700000001), ("AAPL", 1700000001)}
+    s.on_buffer_end()  # nothing waits: no call
+    assert engine.calls == [5]
+    s.on_message(enc(quote("F")), RECV)
+    s.on_disconnected("x")  # what waits is not lost
+    assert engine.calls == [5, 1] and stats.bars == 6
+    s.on_message(enc(quote("G")), RECV)
+    s.defer_until_buffer_end = False  # switching off flushes
+    assert engine.calls == [5, 1, 1]
+    s.on_message(enc(quote("H")), RECV)
+    assert engine.calls == [5, 1, 1, 1]
+
+
+def test_deferred_mode_bounds_the_pending_batch():
+    s, engine, universe, stats, _, _ = make(real=False)
+    s.defer_until_buffer_end = True
+    s.filler.max_pending = 10
+    for i in range(25):
+        s.on_message(enc(quote(f"T{i}")), RECV)
+    assert engine.calls == [10, 10] and s.filler.pending == 5
+    s.on_buffer_end()
+    assert stats.bars == 25

@@ -242,6 +242,7 @@ class BaseSession:
                 send(msg)
 
     def on_disconnected(self, reason: str) -> None:
+        self.filler.flush_pending()
         self._send = None
         self.state["connected"] = False
         self.state["authenticated"] = False
@@ -253,8 +254,29 @@ class BaseSession:
     def _bind_fast_path(self) -> None:
         """Make ``on_message`` the Cython path of :attr:`filler` (bar feeds)."""
         self.filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch,
-                         self._after_fill, self._decode_failed, self._internal_error)
+                         self._after_fill, self.flush_stats, self._decode_failed, self._internal_error)
         self.on_message = self.filler.on_message  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ read-buffer batching
+    @property
+    def defer_until_buffer_end(self) -> bool:
+        """When true, bars of consecutive messages wait for :meth:`on_buffer_end`: one
+        ``engine.upsert`` per transport read buffer instead of one per message.
+
+        Opt-in for a transport that calls :meth:`on_buffer_end` after the last message of
+        every read (and before waiting for more data); off by default.
+        """
+        return bool(self.filler.deferred)
+
+    @defer_until_buffer_end.setter
+    def defer_until_buffer_end(self, on: bool) -> None:
+        if not on:
+            self.filler.flush_pending()
+        self.filler.deferred = bool(on)
+
+    def on_buffer_end(self) -> None:
+        """The transport finished handing over one read buffer: upsert what waits. Never raises."""
+        self.filler.flush_pending()
 
     def on_message(self, payload: Any, recv_ns: int) -> None:
         """Decode one complete text message and apply it; never raises.
@@ -291,20 +313,12 @@ class BaseSession:
             self._internal_error(e)
 
     def _apply(self, msg: Any, recv_ns: int) -> None:
-        filler = self.filler
-        accepted = filler.process(msg, recv_ns)
-        if filler.n:
-            self.stats.bars += accepted
-        self._after_fill(recv_ns)
-        if accepted and self.on_batch is not None:
-            self.on_batch(self.engine.last_rows(), self.engine.T)
+        self.filler.apply(msg, recv_ns)
 
     def _after_fill(self, recv_ns: int) -> None:
-        """Everything a message needs beyond its bars: errors, control elements, flush."""
+        """What a message had beyond bars: values errors, overflow, control elements."""
         filler = self.filler
         stats = self.stats
-        if filler.n and (filler.accepted < filler.n or recv_ns >= filler.next_flush):
-            self.flush_stats(recv_ns)
         if filler.values_errors:
             stats.count_decode_error("values", filler.values_errors)
             self._logger("values", "%s: %d bar(s) with impossible numbers skipped (NaN/inf, "

@@ -339,24 +339,22 @@ class BaseSession:
     # ------------------------------------------------------------------ slow path
     def _decode_elements(self, payload: Any, err: Exception) -> list:
         """The message failed to decode as a whole: keep every element that decodes."""
-        if isinstance(err, msgspec.ValidationError) or isinstance(err, UnicodeDecodeError):
+        if isinstance(err, (msgspec.ValidationError, UnicodeDecodeError)):
             try:
                 raws = _raw_list.decode(payload)
-            except msgspec.ValidationError:  # valid JSON, not an array: one bad object
-                self._count_bad_element(payload, err)
-                return []
+            except msgspec.ValidationError:  # valid JSON but not an array: one bad object
+                raws = None
             except (msgspec.DecodeError, UnicodeDecodeError) as e:  # e.g. also truncated
-                self._count_bad_element(payload, e)
-                return []
-            good = []
-            for raw in raws:
-                try:
-                    good.append(self.element_decoder.decode(raw))
-                except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                    self._count_bad_element(raw, e)
-            return good
-        self.stats.count_decode_error("json")
-        self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, self._scrub(_snippet(payload)))
+                raws, err = None, e
+            if raws is not None:
+                good = []
+                for raw in raws:
+                    try:
+                        good.append(self.element_decoder.decode(raw))
+                    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                        self._count_bad_element(raw, e)
+                return good
+        self._count_bad_element(payload, err)
         return []
 
     def _count_bad_element(self, raw: Any, err: Exception) -> None:

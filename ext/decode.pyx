@@ -17,7 +17,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t
-from libc.math cimport isfinite, floor, NAN
+from libc.math cimport isfinite, NAN
 from libc.stdint cimport int64_t
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
@@ -40,10 +40,12 @@ PV_TYPICAL = 0   # volume * (high + low + close) / 3
 PV_CLOSE = 1     # volume * close
 PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
 
-cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this are absurd (year 285 million)
-DEF N_SUB = 128          # sub-buckets per power of two in the latency buckets (~0.8 %)
-DEF SUB_BITS = 7
-DEF N_BUCKETS = 64 * N_SUB
+cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this (~285,000 years) are absurd
+
+cdef enum:
+    SUB_BITS = 7
+    N_SUB = 128         # 1 << SUB_BITS sub-buckets per power of two in the latency buckets (~0.8 %)
+    N_BUCKETS = 64 * 128
 
 
 cdef inline int64_t now_ns() noexcept nogil:

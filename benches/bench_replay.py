@@ -10,12 +10,16 @@
   ``overhead_cpu`` (main + writer thread CPU vs plain: robust on a loaded machine) and
   ``overhead_wall``. In-process, so the denominator has no socket cost: an upper
   bound of the overhead on a real connection. Target: <= 10%.
+- ``test_loopback_recording_overhead``: the same comparison over the whole live path
+  (simulator process → loopback → transport → session → engine), 1 and 100 bars per
+  frame → ``overhead`` (bars/s) and ``overhead_cpu`` (bars per CPU second).
 
 Run: ``python -m pytest benches/bench_replay.py --benchmark-only``
 or ``python benches/bench_replay.py`` for a quick printout of the same figures.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -135,10 +139,13 @@ def test_replay(benchmark, files, compression):
         c = time.process_time()
         res = replay(path)
         cpu.append(time.process_time() - c)
-        return res
+        return res.stats.bars  # the result (an engine) is freed before the next round
 
-    res = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    assert res.stats.bars == bars
+    def setup():
+        gc.collect()
+
+    got = benchmark.pedantic(run, setup=setup, rounds=7, iterations=1, warmup_rounds=2)
+    assert got == bars
     import statistics
 
     # bars per CPU second: less sensitive than wall time to other processes on the machine
@@ -227,6 +234,79 @@ def test_live_path_overhead(benchmark, per_msg, tmp_path):
         writer_cpu_share=round(wcpu / len(rec) / pc, 4), target_overhead=0.10)
 
 
+# --------------------------------------------------------------------------- loopback
+
+
+LOOPBACK_SECONDS = {1: 20, 100: 100}  # simulated seconds (x 12,000 bars) per round
+
+
+async def _loopback_round(url: str, n_bars: int, record_to: str | None) -> dict:
+    """One Feed (session + engine) on a max-rate simulator, optionally recording:
+    bars/s over the last 3/4 of ``n_bars``, and the process's CPU seconds meanwhile."""
+    import asyncio
+
+    from fastfeed.feed import Feed
+    from fastfeed.record import attach_recorder
+
+    feed = Feed("vantafin", url=url, windows=(60,))
+    close = attach_recorder(feed, record_to) if record_to else None
+    st = feed.stats
+    await feed.start_async()
+    try:
+        while st.bars < n_bars // 4:
+            await asyncio.sleep(0.002)
+        b0, t0, c0 = st.bars, time.perf_counter(), time.process_time()
+        while st.bars - b0 < n_bars * 3 // 4:
+            await asyncio.sleep(0.002)
+        b1, t1, c1 = st.bars, time.perf_counter(), time.process_time()
+    finally:
+        await feed.close()
+        if close is not None:
+            close()
+    return {"bars": b1 - b0, "seconds": t1 - t0, "cpu": c1 - c0}
+
+
+@pytest.fixture(scope="module", params=[1, 100], ids=lambda n: f"{n}_bars_per_frame")
+def loopback_sim(request):
+    from fastfeed.simulator.testing import SimProcess
+
+    bpf = request.param
+    with SimProcess(["--max-rate", "--tickers", "12000", "--trade-fraction", "1",
+                     "--bars-per-frame", str(bpf)]) as sp:
+        sp.bars_per_frame = bpf  # type: ignore[attr-defined]
+        yield sp
+
+
+@pytest.mark.skipif(not HAVE_ENGINE, reason="fastfeed._ext.engine not built")
+def test_loopback_recording_overhead(benchmark, loopback_sim, tmp_path):
+    """The whole live path over loopback (simulator in its own process → transport →
+    session → engine), alternating rounds without and with recording. ``overhead``:
+    1 - recorded/plain bars/s (medians); ``overhead_cpu``: the same per CPU second of
+    this process (all threads, the writer's included)."""
+    import asyncio
+    import statistics
+
+    bpf = loopback_sim.bars_per_frame
+    n_bars = LOOPBACK_SECONDS[bpf] * N
+    res: dict[str, list[dict]] = {"plain": [], "recorded": []}
+    path = str(tmp_path / "loop.ffr")
+
+    def one_pair():
+        res["plain"].append(asyncio.run(_loopback_round(loopback_sim.url("vantafin"), n_bars, None)))
+        res["recorded"].append(asyncio.run(_loopback_round(loopback_sim.url("vantafin"), n_bars, path)))
+
+    benchmark.pedantic(one_pair, rounds=5, iterations=1, warmup_rounds=1)
+    rate = {k: statistics.median(r["bars"] / r["seconds"] for r in v) for k, v in res.items()}
+    cpu = {k: statistics.median(r["bars"] / r["cpu"] for r in v) for k, v in res.items()}
+    benchmark.extra_info.update(
+        bars_per_frame=bpf, plain_bars_per_s=round(rate["plain"]),
+        recorded_bars_per_s=round(rate["recorded"]),
+        overhead=round(1 - rate["recorded"] / rate["plain"], 4),
+        plain_bars_per_cpu_s=round(cpu["plain"]), recorded_bars_per_cpu_s=round(cpu["recorded"]),
+        overhead_cpu=round(1 - cpu["recorded"] / cpu["plain"], 4), target_overhead=0.10)
+    print(f"\n{bpf} bars/frame: {benchmark.extra_info}")
+
+
 # --------------------------------------------------------------------------- quick printout
 
 
@@ -243,12 +323,14 @@ def _main() -> None:  # pragma: no cover - manual
         print(f"write {comp or 'none':5}: {bars:,} bars, {os.path.getsize(p) / 1e6:.1f} MB "
               f"in {time.perf_counter() - t:.2f} s (incl. JSON generation)")
         times, cpus = [], []
-        for _ in range(5):
+        replay(p)  # warm-up: imports, decoder and engine code paths
+        for _ in range(7):
+            gc.collect()
             t, c = time.perf_counter(), time.process_time()
-            res = replay(p)
+            n = replay(p).stats.bars
             times.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
-        assert res.stats.bars == bars
+        assert n == bars
         print(f"replay {comp or 'none':5}: median {bars / statistics.median(times) / 1e6:.2f} M bars/s "
               f"(best {bars / min(times) / 1e6:.2f}; per CPU second {bars / statistics.median(cpus) / 1e6:.2f})")
         os.unlink(p)

@@ -522,3 +522,91 @@ def encode_vantafin_frames(list prefixes, const int64_t[::1] rows, const int64_t
         i = j
     PyByteArray_Resize(out, p - base)
     return out, frames
+
+
+cdef inline char* _put_fixed4(char* p, int64_t x) noexcept nogil:
+    if x < 0:
+        p[0] = 45
+        p += 1
+        x = -x
+    p = _put_uint(p, <uint64_t>(x // 10000))
+    p[0] = 46
+    x = x % 10000
+    p[1] = <char>(48 + x // 1000)
+    p[2] = <char>(48 + (x // 100) % 10)
+    p[3] = <char>(48 + (x // 10) % 10)
+    p[4] = <char>(48 + x % 10)
+    return p + 5
+
+
+def encode_massive_frames(list prefixes, const int64_t[::1] rows, const int64_t[::1] v,
+                          const int64_t[::1] av, const int64_t[::1] op, const int64_t[::1] vw4,
+                          const int64_t[::1] o, const int64_t[::1] c, const int64_t[::1] h,
+                          const int64_t[::1] l, const int64_t[::1] a4, const int64_t[::1] z,
+                          int64_t s_ms, Py_ssize_t per_frame):
+    """WebSocket text frames of Massive/Polygon ``A`` aggregates (JSON arrays, server side).
+
+    ``prefixes[row]`` is ``b'{"ev":"A","sym":"T","v":'``; prices in integer cents,
+    ``vw4``/``a4`` in 1e-4 units.  Returns ``(bytearray, n_frames)``.
+    """
+    cdef Py_ssize_t n = rows.shape[0]
+    cdef Py_ssize_t i, j, k, cap, maxpre = 0, start, plen, hs, frames = 0
+    cdef bytes pre
+    for i in range(n):
+        pre = <bytes>prefixes[rows[i]]
+        if PyBytes_GET_SIZE(pre) > maxpre:
+            maxpre = PyBytes_GET_SIZE(pre)
+    cap = n * (maxpre + 300) + (n // max(per_frame, 1) + 2) * 12 + 16
+    out = PyByteArray_FromStringAndSize(NULL, cap)
+    cdef char* base = PyByteArray_AS_STRING(out)
+    cdef char* p = base
+    cdef char* payload
+    i = 0
+    while i < n:
+        j = min(n, i + per_frame)
+        start = p - base
+        payload = p + 10
+        p = payload
+        p[0] = 91
+        p += 1
+        for k in range(i, j):
+            if k > i:
+                p[0] = 44
+                p += 1
+            pre = <bytes>prefixes[rows[k]]
+            p = _put_lit(p, PyBytes_AS_STRING(pre), PyBytes_GET_SIZE(pre))
+            p = _put_uint(p, <uint64_t>v[k])
+            p = _put_lit(p, b',"av":', 6)
+            p = _put_uint(p, <uint64_t>av[k])
+            p = _put_lit(p, b',"op":', 6)
+            p = _put_cents(p, op[k])
+            p = _put_lit(p, b',"vw":', 6)
+            p = _put_fixed4(p, vw4[k])
+            p = _put_lit(p, b',"o":', 5)
+            p = _put_cents(p, o[k])
+            p = _put_lit(p, b',"c":', 5)
+            p = _put_cents(p, c[k])
+            p = _put_lit(p, b',"h":', 5)
+            p = _put_cents(p, h[k])
+            p = _put_lit(p, b',"l":', 5)
+            p = _put_cents(p, l[k])
+            p = _put_lit(p, b',"a":', 5)
+            p = _put_fixed4(p, a4[k])
+            p = _put_lit(p, b',"z":', 5)
+            p = _put_uint(p, <uint64_t>z[k])
+            p = _put_lit(p, b',"s":', 5)
+            p = _put_uint(p, <uint64_t>s_ms)
+            p = _put_lit(p, b',"e":', 5)
+            p = _put_uint(p, <uint64_t>(s_ms + 1000))
+            p[0] = 125
+            p += 1
+        p[0] = 93
+        p += 1
+        plen = p - payload
+        hs = _frame_header(base + start, plen)
+        memmove(base + start + hs, payload, plen)
+        p = base + start + hs + plen
+        frames += 1
+        i = j
+    PyByteArray_Resize(out, p - base)
+    return out, frames

@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 from picows import WSListener, WSMsgType, ws_create_server  # type: ignore[attr-defined]
 
-from .._ext.listener import encode_vantafin_frames
+from .._ext.listener import encode_massive_frames, encode_vantafin_frames
 from ..transport import _MaskingAdapter
 from .faults import Faults
 from .market import CryptoUpdate, Market, StockSecond
@@ -540,7 +540,17 @@ class SimConnection(WSListener):
             self.frames_written += nf - 1
             return
         if self.feed == "massive":
-            objs = self._massive_objects(bars)
+            fa = self._massive_arrays(bars)
+            if not self.faulty:
+                out, nf = encode_massive_frames(
+                    self.sim._a_prefix, bars.rows, fa["v"], fa["av"], fa["op"], fa["vw4"], bars.open,
+                    bars.close, bars.high, bars.low, fa["a4"], fa["z"], bars.second * 1000, per)
+                self.data_frames += nf
+                self.array_frames += nf
+                self._queue(out)
+                self.frames_written += nf - 1
+                return
+            objs = self._massive_objects(bars, fa)
         else:
             objs = self.sim._vantafin_objects(bars)
         faults = cfg.faults
@@ -557,7 +567,8 @@ class SimConnection(WSListener):
                 chunk = chunk[: len(chunk) // 2] + [bad] + chunk[len(chunk) // 2:]
             self._data_frame(b"[" + b",".join(chunk) + b"]")
 
-    def _massive_objects(self, bars: StockSecond) -> list[bytes]:
+    def _massive_arrays(self, bars: StockSecond) -> dict[str, np.ndarray]:
+        """Per-bar fields of the ``A`` aggregates (day accumulators kept per connection)."""
         acc = self._massive_acc
         n_all = self.sim.market.n_tickers
         if acc is None:
@@ -576,25 +587,33 @@ class SimConnection(WSListener):
         op = acc["op"]
         first = op[r] == 0
         op[r[first]] = bars.open[first]
+        av = acc["av"][r]
+        return {
+            "v": v, "av": av, "op": op[r],
+            "vw4": np.rint(vw * 1e4).astype(np.int64),
+            "a4": np.rint(acc["pv"][r] / av * 1e4).astype(np.int64),
+            "z": av // np.maximum(1, acc["trades"][r]),
+        }
+
+    def _massive_objects(self, bars: StockSecond, f: dict[str, np.ndarray]) -> list[bytes]:
+        pre = self.sim._a_prefix
         ms0 = bars.second * 1000
-        tick = self.sim.market.tickers
-        out = []
-        av, pvs, trades = acc["av"], acc["pv"], acc["trades"]
-        for j, row, o, h, lo, c, vol, w in zip(
-            range(len(r)), r.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
-            bars.close.tolist(), v.tolist(), vw.tolist()
-        ):
-            a = pvs[row] / av[row]
-            z = av[row] // max(1, trades[row])
-            out.append(
-                b'{"ev":"A","sym":"%s","v":%d,"av":%d,"op":%s,"vw":%.4f,"o":%s,"c":%s,"h":%s,"l":%s,'
-                b'"a":%.4f,"z":%d,"s":%d,"e":%d}'
-                % (tick[row].encode(), vol, av[row], _fmt_cents(int(op[row])).encode(), w,
-                   _fmt_cents(o).encode(), _fmt_cents(c).encode(), _fmt_cents(h).encode(),
-                   _fmt_cents(lo).encode(), a, z, ms0, ms0 + 1000)
-            )
-            del j
-        return out
+
+        def c2(x: int) -> str:
+            return f"{x // 100}.{x % 100:02d}"
+
+        def f4(x: int) -> str:
+            return f"{x // 10000}.{x % 10000:04d}"
+
+        return [
+            b'%s%d,"av":%d,"op":%s,"vw":%s,"o":%s,"c":%s,"h":%s,"l":%s,"a":%s,"z":%d,"s":%d,"e":%d}'
+            % (pre[row], vol, av, c2(op).encode(), f4(vw).encode(), c2(o).encode(), c2(c).encode(),
+               c2(h).encode(), c2(lo).encode(), f4(a).encode(), z, ms0, ms0 + 1000)
+            for row, vol, av, op, vw, o, c, h, lo, a, z in zip(
+                bars.rows.tolist(), f["v"].tolist(), f["av"].tolist(), f["op"].tolist(), f["vw4"].tolist(),
+                bars.open.tolist(), bars.close.tolist(), bars.high.tolist(), bars.low.tolist(),
+                f["a4"].tolist(), f["z"].tolist())
+        ]
 
     def _emit_sfox(self, s: int) -> None:
         if not self.sub:
@@ -678,6 +697,7 @@ class Simulator:
         self._ls_prefix = [
             b'{"type":"live_quote_second","ticker":"%s","open":' % t.encode() for t in tick
         ]
+        self._a_prefix = [b'{"ev":"A","sym":"%s","v":' % t.encode() for t in tick]
 
     # -- clock ------------------------------------------------------------------------------
 

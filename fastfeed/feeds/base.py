@@ -22,14 +22,12 @@ from typing import Any
 import msgspec
 
 from .._ext.decode import BarFiller
+from ..snapshot import sync_engine_counters
 
 log = logging.getLogger("fastfeed.feeds")
 
 EventCallback = Callable[[str, dict], None]
 BatchCallback = Callable[[Any, int], None]
-
-#: engine counters mirrored into ``Stats`` attributes of the same name
-_ENGINE_COUNTERS = ("stale_dropped", "future_rejected", "invalid_rejected", "replaced")
 
 #: how often (ns of receive time) buffered latencies and engine counters reach ``Stats``
 FLUSH_EVERY_NS = 250_000_000
@@ -148,7 +146,6 @@ class BaseSession:
         self._topics: dict[str, None] = {}  # ordered set
         self._overflow_exc = _overflow_exc()
         self._logger = RateLimitedLog()
-        self._engine_seen = dict.fromkeys(_ENGINE_COUNTERS, 0)
         self._add_topics(_as_topic_list(topics))
 
     # ------------------------------------------------------------------ identity
@@ -380,21 +377,17 @@ class BaseSession:
 
     # ------------------------------------------------------------------ stats
     def flush_stats(self, now_ns: int | None = None) -> None:
-        """Move buffered latencies and the engine's counter deltas into ``stats``."""
+        """Move buffered latencies into ``stats`` and copy the engine's drop counters.
+
+        Runs by itself at most every ``FLUSH_EVERY_NS`` of receive time while messages
+        arrive, whenever the engine refuses bars, and on disconnect; call it before
+        reading ``stats`` for up-to-date latency histograms.
+        """
         if now_ns is None:
             now_ns = time.time_ns()
         self.filler.next_flush = now_ns + FLUSH_EVERY_NS
         stats = self.stats
         self.filler.processing_latency.flush_into(stats.processing_latency)
         self.filler.feed_latency.flush_into(stats.feed_latency)
-        try:
-            counters = self.engine.counters
-        except AttributeError:
-            return
-        seen = self._engine_seen
-        for k in _ENGINE_COUNTERS:
-            v = counters.get(k, 0)
-            d = v - seen[k]
-            if d:
-                setattr(stats, k, getattr(stats, k) + d)
-                seen[k] = v
+        if hasattr(self.engine, "counters"):
+            sync_engine_counters(stats, self.engine)

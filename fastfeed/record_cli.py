@@ -168,6 +168,7 @@ REPLAY_EPILOG = textwrap.dedent(
       fastfeed replay day.ffr
       fastfeed replay day.ffr --windows 60,300 --format table
       fastfeed replay day.ffr --speed 10 --progress       # ten times the recorded pace
+      fastfeed replay day.ffr --check                     # intact? what is in it?
     """
 )
 
@@ -187,6 +188,7 @@ def add_replay_parser(sub: Any) -> argparse.ArgumentParser:
     prog = p.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar on stderr")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.add_argument("--check", action="store_true", help="only read the file: print its header, counts and any damage as JSON; exit 1 if damaged")
     p.set_defaults(func=lambda a: _run(cmd_replay, a))
     return p
 
@@ -201,6 +203,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
+    if args.check:
+        return _check(args.file)
     windows = parse_windows(args.windows) if args.windows else None
     _quiet_reader_log()
     speed = parse_speed(args.speed)
@@ -222,6 +226,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         Console().print(render_table(doc))
     return EXIT_OK
+
+
+def _check(path: str) -> int:
+    import json
+
+    from .record import KIND_NAMES, Reader
+
+    _quiet_reader_log()
+    counts: dict[str, int] = {}
+    with Reader(path) as r:
+        for rec in r:
+            name = KIND_NAMES.get(rec.kind, f"kind{rec.kind}")
+            counts[name] = counts.get(name, 0) + 1
+        rep = r.report()
+        rep["header"] = r.header.meta
+        rep["version"] = r.header.version
+        rep["compressed"] = r.header.compressed
+        rep["first_ns"], rep["last_ns"] = r.first_ns, r.last_ns
+        rep["kinds"] = counts
+        rep["size"] = r.size
+    print(json.dumps(rep, indent=2))
+    _report_damage(rep, path)
+    return EXIT_FAIL if rep["skipped_bytes"] else EXIT_OK
 
 
 # --------------------------------------------------------------------------- export

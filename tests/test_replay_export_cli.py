@@ -290,3 +290,20 @@ def test_replay_progress_flag_is_accepted(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["feed"] == "vantafin"
     pytest.importorskip("pyarrow")
     assert main(["export", str(p), "--out", str(tmp_path / "b.parquet"), "--no-progress"]) == 0
+
+
+def test_replay_check_reports_contents_and_damage(tmp_path, capsys):
+    from fastfeed.cli import main
+
+    msgs, _ = _session(n_seconds=10)
+    p = tmp_path / "s.ffr"
+    _write(p, msgs)
+    assert main(["replay", str(p), "--check"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["complete"] and rep["skipped_bytes"] == 0 and rep["feed"] == "vantafin"
+    assert rep["kinds"]["message"] == len(msgs) and rep["kinds"]["connected"] == 1
+    assert rep["header"]["topics"] == ["LS.*"] and rep["url"].endswith("apiKey=***")
+    p.write_bytes(p.read_bytes()[:-5])
+    assert main(["replay", str(p), "--check"]) == 1
+    cap = capsys.readouterr()
+    assert not json.loads(cap.out)["complete"] and "skipped" in cap.err

@@ -66,6 +66,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
     p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    p.add_argument("--frame-cache", metavar="DIALECT[,DIALECT]", default=None,
+                   help="serve these dialects' max-rate cases from recorded simulator frames "
+                        "(for a simulator slower than the clients; see docs/BENCHMARKS.md)")
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -97,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     kw["peers"] = tuple(kept)
     if args.no_peer_cadence:
         kw["peer_cadence"] = False
+    if getattr(args, "frame_cache", None):
+        kw["cached_dialects"] = tuple(x.strip() for x in args.frame_cache.split(",") if x.strip())
     cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
     return cfg, notes
 

@@ -61,8 +61,9 @@ class BenchConfig:
     seed: int = 0
     case_timeout: float = 120.0
     #: max-rate cases of these dialects are served from recorded simulator frames (see
-    #: "frame cache" below): the simulator's Massive encoder is slower than the clients
-    cached_dialects: tuple[str, ...] = ("massive",)
+    #: "frame cache" below), for a simulator whose encoder is slower than the clients
+    #: (its Massive encoder was, before it got a C encoder); empty: the simulator serves all
+    cached_dialects: tuple[str, ...] = ()
     cache_seconds: int = 20
     #: a max-rate case whose client did not get its core (contended) is measured again
     retries: int = 2
@@ -161,9 +162,18 @@ def sim_args(cfg: BenchConfig, case: Case) -> list[str]:
     return args
 
 
-def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable,
-             on_line: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
-    """Start a simulator, run the worker for ``case``, return the worker's result."""
+def run_case(cfg: BenchConfig, case: Case, *, python: str = sys.executable) -> dict[str, Any]:
+    """Start a simulator, run the worker for ``case``, return the worker's result.
+
+    Never raises for a failed case: the result then has an ``error`` (one line).
+    """
+    try:
+        return _run_case(cfg, case, python)
+    except Exception as e:  # noqa: BLE001 - e.g. the simulator did not start
+        return {"case": asdict(case), "error": f"{type(e).__name__}: {e}"}
+
+
+def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
     from fastfeed.simulator.testing import SimProcess
 
     client_cpus, sim_cpus = cores()
@@ -323,8 +333,8 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
 # frame cache: the simulator's Massive frames, recorded once and replayed from memory
 # ------------------------------------------------------------------------------------------
 #
-# The simulator encodes the Massive dialect in Python (about 0.35 M bars/s on this class of
-# machine), below what fastfeed and even the official client can consume, so a max-rate
+# When the simulator encodes a dialect slower than the clients consume it (its Massive
+# encoder was pure Python, about 0.35 M bars/s, until it got a C encoder), a max-rate
 # comparison on that dialect would measure the simulator.  ``--cache-server`` records
 # ``seconds`` seconds of the simulator's own frames (same seed, same bytes) and serves them
 # at max rate, second after second, shifting the per-second timestamps ("s"/"e", same digit

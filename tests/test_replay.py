@@ -255,7 +255,7 @@ def _run_live(tmp_path, feed_name, faults, windows=(60, 300), compression=None):
     return asyncio.run(main()) + (path,)
 
 
-@pytest.mark.parametrize("feed_name", ["vantafin", "sfox"])
+@pytest.mark.parametrize("feed_name", ["vantafin", "sfox", "massive"])
 def test_recorded_live_session_with_faults_replays_to_the_same_snapshot(tmp_path, feed_name):
     from fastfeed.simulator.faults import Faults
 

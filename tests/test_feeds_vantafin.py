@@ -316,23 +316,17 @@ def test_deferred_mode_bounds_the_pending_batch():
     assert stats.bars == 25
 
 
-def test_rate_limited_log_says_how_many_it_held(caplog):
-    from fastfeed.feeds.base import RateLimitedLog
-
-    t = [100.0]
-    rl = RateLimitedLog(interval=1.0)
+def test_rate_limited_log_says_how_many_it_held(caplog, monkeypatch):
     import fastfeed.feeds.base as base
 
-    real = base.time.monotonic
-    base.time.monotonic = lambda: t[0]
-    try:
-        with caplog.at_level(logging.WARNING, logger="fastfeed.feeds"):
-            assert rl("k", "bad %s", "x")
-            assert not rl("k", "bad %s", "y") and not rl("k", "bad %s", "z")
-            assert rl("other", "other kind")
-            t[0] += 1.5
-            assert rl("k", "bad %s", "w")
-    finally:
-        base.time.monotonic = real
+    t = [100.0]
+    monkeypatch.setattr(base.time, "monotonic", lambda: t[0])
+    rl = base.RateLimitedLog(interval=1.0)
+    with caplog.at_level(logging.WARNING, logger="fastfeed.feeds"):
+        assert rl("k", "bad %s", "x")
+        assert not rl("k", "bad %s", "y") and not rl("k", "bad %s", "z")
+        assert rl("other", "other kind")
+        t[0] += 1.5
+        assert rl("k", "bad %s", "w")
     msgs = [r.getMessage() for r in caplog.records]
     assert msgs == ["bad x", "other kind", "bad w (2 more like this since the last line)"]

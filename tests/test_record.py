@@ -21,7 +21,6 @@ from fastfeed.record import (
     MESSAGE,
     FormatError,
     Reader,
-    RecordingSession,
     Writer,
     encode_header,
     encode_record,

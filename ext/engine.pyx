@@ -26,6 +26,7 @@ from libc.string cimport memset
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
 
 import math
+import operator
 
 import numpy as np
 cimport cython
@@ -863,7 +864,7 @@ cdef class Engine:
 
     def advance_to(self, second):
         """Move the clock ``T`` forward to ``second`` without a bar (no-op if not later)."""
-        cdef int64_t s = second
+        cdef int64_t s = operator.index(second)
         with nogil:
             self._advance(s)
 

@@ -110,6 +110,10 @@ def test_clock_is_largest_second_and_advance_never_goes_back():
     assert e.T == T0 + 3
     e.advance_to(T0 + 4)
     assert e.T == T0 + 4
+    e.advance_to(np.int64(T0 + 5))
+    assert e.T == T0 + 5
+    with pytest.raises(TypeError):
+        e.advance_to(T0 + 6.5)
 
 
 def test_advance_evicts_rows_that_sent_nothing_and_big_jumps_reset():

@@ -7,6 +7,7 @@ volume 0) and the history of a row must agree.
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -155,4 +156,12 @@ def late_and_corrected(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(late_and_corrected())
 def test_engine_matches_reference_with_late_bars_and_corrections(sc):
+    run(*sc)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(scenario(), trending(), late_and_corrected()))
+def test_engine_matches_reference_long_fuzz(sc):
+    """Opt-in (-m slow): the three generators above, many more examples."""
     run(*sc)

@@ -309,6 +309,12 @@ class Feed:
         return fut.result(timeout)
 
     # ------------------------------------------------------------------ reads
+    def _flush_stats(self) -> None:
+        """Move the session's buffered latencies into ``stats`` (feed thread only)."""
+        flush = getattr(self.session, "flush_stats", None)
+        if flush is not None:
+            flush()
+
     def window(self, seconds: int, copy: bool = False) -> WindowFrame:
         """One window's columns for the known instruments.
 
@@ -332,9 +338,11 @@ class Feed:
 
     def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
         """The ``fastfeed snapshot`` document (a consistent copy, safe from any thread)."""
-        return self._on_feed_thread(
-            lambda: snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
-        )
+        def read() -> dict[str, Any]:
+            self._flush_stats()
+            return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
+
+        return self._on_feed_thread(read)
 
     def history(self, symbol: str, seconds: int | None = None) -> dict[str, np.ndarray]:
         """Bars held for ``symbol`` (ascending second; the last ``seconds`` seconds if given)."""
@@ -347,6 +355,7 @@ class Feed:
         """``stats`` as in the snapshot document (consistent, safe from any thread)."""
 
         def read() -> dict[str, Any]:
+            self._flush_stats()
             sync_engine_counters(self.stats, self.engine)
             return self.stats.as_dict()
 

@@ -59,8 +59,9 @@ class Universe:
 
     @property
     def symbols(self) -> list[str]:
-        """Assigned symbols in row order (a copy)."""
-        return list(self._symbols)
+        """Assigned symbols in row order: the list itself (read-only by contract, like
+        :attr:`index`; it grows as rows are assigned — copy it to keep a snapshot)."""
+        return self._symbols
 
     @property
     def index(self) -> dict[str, int]:

@@ -18,11 +18,12 @@ def test_rows_are_dense_stable_and_bounded():
     assert u.row("AAPL") == 0          # known symbols still resolve when full
 
 
-def test_symbols_is_a_copy_and_errors_are_clear():
+def test_symbols_is_the_live_row_order_and_errors_are_clear():
     u = Universe(2)
     u.row("X")
-    u.symbols.append("Y")
-    assert len(u) == 1
+    syms = u.symbols
+    u.row("Y")
+    assert syms == ["X", "Y"] and len(u) == 2
     with pytest.raises(IndexError):
         u.symbol(1)
     with pytest.raises(TypeError):

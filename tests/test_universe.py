@@ -25,7 +25,7 @@ def test_symbols_is_the_live_row_order_and_errors_are_clear():
     u.row("Y")
     assert syms == ["X", "Y"] and len(u) == 2
     with pytest.raises(IndexError):
-        u.symbol(1)
+        u.symbol(2)
     with pytest.raises(TypeError):
         u.row(b"X")
     with pytest.raises(ValueError):

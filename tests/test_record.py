@@ -464,3 +464,18 @@ def test_batch_with_inconsistent_table_is_reported_not_raised(tmp_path):
         got = list(r)
         assert [x.payload for x in got] == [b"ok"]
         assert "batch" in r.problems[0].reason
+
+
+def test_fsync_mode_writes_a_valid_file(tmp_path):
+    p = tmp_path / "f.ffr"
+    _write(p, n=5, fsync=True)
+    with Reader(p) as r:
+        assert sum(1 for x in r if x.kind == MESSAGE) == 5 and r.complete
+
+
+def test_zstd_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    with pytest.raises(rec.RecordingError, match="pip install zstandard"):
+        Writer(tmp_path / "z.ffr", feed="vantafin", compression="zstd")
+    with pytest.raises(ValueError, match="unknown compression"):
+        Writer(tmp_path / "z.ffr", feed="vantafin", compression="lz4")

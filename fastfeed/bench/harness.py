@@ -67,12 +67,14 @@ class BenchConfig:
     cache_seconds: int = 20
     #: a max-rate case whose client did not get its core (contended) is measured again
     retries: int = 2
+    #: no retry starts after this many seconds of the run (None: no limit)
+    retry_budget_s: Optional[float] = None
 
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
         base = dict(quick=True, warmup=0.5, duration=2.0, bursts=30, skip_bursts=2,
                     cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=60.0, retries=1,
-                    cache_seconds=10)
+                    retry_budget_s=60.0, cache_seconds=10)
         base.update(kw)
         return cls(**base)
 
@@ -307,7 +309,8 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
             progress(i, len(cases), case, None)
         r = run_case(cfg, case)
         tries = 1
-        while tries <= cfg.retries and case.mode == "throughput" and contended(r):
+        while (tries <= cfg.retries and case.mode == "throughput" and contended(r)
+               and (cfg.retry_budget_s is None or time.perf_counter() - t0 < cfg.retry_budget_s)):
             # another process took the client's core: measure again, keep the cleaner run
             r2 = run_case(cfg, case)
             tries += 1

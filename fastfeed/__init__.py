@@ -7,6 +7,8 @@ from ._ext.engine import Engine
 from .feed import ConfigurationError, Feed
 from .feeds import AuthError
 from .frame import WindowFrame
+from .record import Reader, attach_recorder
+from .replay import export_parquet, replay
 from .stats import Stats
 from .universe import Universe, UniverseFull
 
@@ -17,9 +19,13 @@ __all__ = [
     "ConfigurationError",
     "Engine",
     "Feed",
+    "Reader",
     "Stats",
     "Universe",
     "UniverseFull",
     "WindowFrame",
     "__version__",
+    "attach_recorder",
+    "export_parquet",
+    "replay",
 ]

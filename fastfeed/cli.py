@@ -89,6 +89,7 @@ def _make_feed(args: argparse.Namespace, windows: Sequence[int], **kw: Any):
             api_key=args.api_key,
             subscribe=args.subscribe,
             windows=windows,
+            record=getattr(args, "record", None),
             **kw,
         )
     except (ConfigurationError, ValueError) as e:
@@ -104,15 +105,12 @@ def _parse_windows(text: str) -> tuple[int, ...]:
         raise CliError(f"--windows: {e}") from None
 
 
-def _attach_recorder(feed: Any, args: argparse.Namespace) -> Callable[[], None] | None:
-    """Wrap the feed's session with a recorder when ``--record`` is given; returns a closer."""
-    path = getattr(args, "record", None)
-    if not path:
-        return None
-    from .record import wrap_session_for_recording
-
-    feed.session, closer = wrap_session_for_recording(feed.session, path, feed.feed_name, feed.url)
-    return closer
+def _report_recording(feed: Any) -> None:
+    """One stderr line if a recording lost data or failed (the feed itself went on)."""
+    rec = feed.recording
+    if rec and (rec.get("error") or rec.get("dropped")):
+        print(f"fastfeed: recording {rec.get('path')}: {rec.get('error') or ''} "
+              f"({rec.get('dropped', 0)} messages not recorded)", file=sys.stderr)
 
 
 async def _listen(feed: Any, duration: float) -> str | None:
@@ -140,12 +138,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.duration <= 0:
         raise CliError("--duration must be a positive number of seconds")
     feed = _make_feed(args, windows)
-    closer = _attach_recorder(feed, args)
-    try:
-        problem = asyncio.run(_listen(feed, args.duration))
-    finally:
-        if closer:
-            closer()
+    problem = asyncio.run(_listen(feed, args.duration))
+    _report_recording(feed)
     if problem is not None:
         raise CliError(f"could not connect to {feed.url} within {args.duration:g} s: {problem}")
     doc = feed.snapshot(windows)
@@ -205,7 +199,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise CliError(f"--window {args.window} is not among --windows {windows}")
     if args.top <= 0:
         raise CliError("--top must be positive")
-    return run_watch(args, windows, make_feed=_make_feed, attach_recorder=_attach_recorder)
+    return run_watch(args, windows, make_feed=_make_feed, after=_report_recording)
 
 
 # --------------------------------------------------------------------------- simulate

@@ -62,6 +62,9 @@ class Feed:
     :param on_update: ``on_update(rows, T)`` once per processed message that changed rows:
         ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
+    :param record: path of a recording file: every raw message received is written to it
+        (``fastfeed replay`` reads it back); finished when the feed closes, and its
+        summary is in ``feed.recording``.  A write failure stops the recording, not the feed.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Feed:
         idle_timeout: float = 15.0,
         ssl_context: Any = None,
         session_options: dict[str, Any] | None = None,
+        record: str | os.PathLike[str] | None = None,
     ) -> None:
         if feed not in _feeds.FEEDS:
             raise ConfigurationError(f"unknown feed {feed!r}: choose one of {', '.join(_feeds.FEEDS)}")
@@ -116,6 +120,12 @@ class Feed:
             on_event=self._emit,
             **(session_options or {}),
         )
+        self._close_recording: Callable[[], dict[str, Any]] | None = None
+        self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
+        if record is not None:
+            from .record import attach_recorder
+
+            self._close_recording = attach_recorder(self, record)
         self._conn_kwargs = dict(ping_interval=ping_interval, idle_timeout=idle_timeout, ssl_context=ssl_context)
         self._conn: Connection | None = None
         self._task: asyncio.Task | None = None
@@ -216,6 +226,9 @@ class Feed:
             await self._conn.stop()
         if self._task is not None:
             await asyncio.wait([self._task])  # its error, if any, stays in ``self.error``
+        if self._close_recording is not None:
+            close, self._close_recording = self._close_recording, None
+            self.recording = close()
 
     @property
     def last_error(self) -> str | None:

@@ -123,7 +123,7 @@ def _has_key(feed: str, api_key: str | None) -> bool:
 
 
 def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Callable[..., Any],
-              attach_recorder: Callable[..., Any]) -> int:
+              after: Callable[[Any], None]) -> int:
     """Run the live view until Ctrl-C or ``--duration``; returns the exit code."""
     console = Console(stderr=False)
     sim = None
@@ -139,14 +139,11 @@ def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Ca
             args.subscribe = [f"ticker.sfox.{p}" for p in DEFAULT_PAIRS]
     try:
         feed = make_feed(args, windows)
-        closer = attach_recorder(feed, args)
         try:
             asyncio.run(_watch_loop(feed, args, console))
         except KeyboardInterrupt:
             pass
-        finally:
-            if closer:
-                closer()
+        after(feed)
     finally:
         if sim is not None:
             sim.stop()

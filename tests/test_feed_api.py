@@ -182,3 +182,25 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
     w = WindowFrame(60, None, ["A"], e, e, e, e, e, e, e.astype(np.int64))
     with pytest.raises(ImportError, match=r"pip install 'fastfeed\[polars\]'"):
         w.to_polars()
+
+
+def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim, tmp_path):
+    from fastfeed.replay import replay
+
+    path = tmp_path / "live.ffrec"
+
+    async def main():
+        async with Feed("vantafin", url=sim.url("vantafin"), windows=(60, 300), record=path) as feed:
+            await feed.wait_connected(10)
+            while feed.stats.bars < 1200:
+                await asyncio.sleep(0.05)
+        return feed
+
+    feed = run(main())
+    assert feed.recording["messages"] == feed.stats.messages and not feed.recording["error"]
+    assert "sim-key" not in path.read_bytes().decode("latin-1")
+    live = feed.snapshot()
+    again = replay(path).snapshot()
+    assert again["as_of"] == live["as_of"]
+    assert again["windows"] == live["windows"]
+    assert again["stats"]["bars"] == live["stats"]["bars"]

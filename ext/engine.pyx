@@ -44,8 +44,9 @@ cdef extern from *:
 # store cells) and the deque backs of the bar PF_NEAR ahead (their address needs the
 # row record fetched earlier): a burst's rows come in random order, so without this
 # every bar waits on ~20 cache misses in turn.
-DEF PF_FAR = 16
-DEF PF_NEAR = 6
+cdef enum:
+    PF_FAR = 16
+    PF_NEAR = 6
 
 # Per (row, window) rolling state: one 64-byte record (one cache line, the array is
 # 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.

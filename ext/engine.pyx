@@ -593,6 +593,40 @@ cdef class Engine:
                 if fk == p:
                     ws[k].lslot = slot
 
+    cdef inline void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+                              bint ismax) noexcept nogil:
+        """In-order case of ``_dq_insert`` (s >= every second held for the row)."""
+        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef const double *col = self.sh if ismax else self.sl
+        cdef int which = 0 if ismax else 1
+        cdef RState *row = &self.rs[r]
+        cdef WState *ws = self.st + r * self.K
+        cdef Py_ssize_t N = self.N, mask = self.mask, k
+        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+        cdef int64_t p = row.tail[which], T = self._T
+        cdef float fval = f32(val)
+        if p > head and dominates(val, row.back[which], ismax):
+            p -= 1
+            while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
+                p -= 1
+        q[p & mask].v = fval
+        q[p & mask].slot = slot
+        row.back[which] = val
+        row.tail[which] = p + 1
+        for k in range(self.K):
+            if ismax:
+                if s <= T - self.win[k]:
+                    ws[k].fmax = p + 1          # window k holds no bar (all are older)
+                elif ws[k].fmax >= p:
+                    ws[k].fmax = p
+                    ws[k].hslot = slot
+            else:
+                if s <= T - self.win[k]:
+                    ws[k].fmin = p + 1
+                elif ws[k].fmin >= p:
+                    ws[k].fmin = p
+                    ws[k].lslot = slot
+
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef WState *ws = self.st + r * self.K
@@ -682,15 +716,19 @@ cdef class Engine:
             if self._dq_contains(r, s, True):
                 self._dq_rebuild(r, True)
                 rebuilt = True
+        elif inorder:
+            self._dq_push(r, s, <uint16_t>slot, h, True)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, h, True, inorder)
+            self._dq_insert(r, s, <uint16_t>slot, h, True, False)
         # min deque
         if replaced and l > oldl:
             if self._dq_contains(r, s, False):
                 self._dq_rebuild(r, False)
                 rebuilt = True
+        elif inorder:
+            self._dq_push(r, s, <uint16_t>slot, l, False)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, l, False, inorder)
+            self._dq_insert(r, s, <uint16_t>slot, l, False, False)
         for k in range(K):
             if s <= T - self.win[k]:
                 continue

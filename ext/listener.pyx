@@ -130,8 +130,9 @@ def _utf8_check_ns(data, Py_ssize_t repeat=100000):
 cdef class FeedListener(WSListener):
     """One connection's picows listener.
 
-    :param sink: callable ``sink(payload, recv_ns)``; ``payload`` is a ``memoryview``
-        valid **only during the call** (copy it to keep it); ``recv_ns`` is
+    :param sink: callable ``sink(payload, recv_ns)``; ``payload`` is a zero-copy ``memoryview``
+        valid **only during the call** (copy it to keep it: it is released when the call
+        returns, so later use raises ``ValueError``, never reads reused memory); ``recv_ns`` is
         ``time.time_ns()`` taken when the socket read that completed the message
         returned.  Exceptions escaping the sink are caught and counted.
     :param owner: object with ``_ws_connected(transport)``, ``_ws_disconnected(transport)``,
@@ -288,11 +289,18 @@ cdef class FeedListener(WSListener):
             return
         self.messages += 1
         self.bytes += size
+        mv = PyMemoryView_FromMemory(ptr, size, PyBUF_READ)
         try:
-            self._sink(PyMemoryView_FromMemory(ptr, size, PyBUF_READ), self._recv_ns)
+            self._sink(mv, self._recv_ns)
         except Exception as exc:
             self.sink_errors += 1
             self._report_sink_error(exc)
+        try:
+            # a view kept past the call would point into memory that is reused or freed:
+            # release it, so such use raises ValueError instead of reading garbage
+            mv.release()
+        except Exception:
+            self.sink_errors += 1   # the session kept an export of the view (contract breach)
 
     cdef bint _append(self, WSTransport transport, char* ptr, Py_ssize_t size):
         cdef Py_ssize_t need = self._frag_size + size

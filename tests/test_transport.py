@@ -662,3 +662,24 @@ def test_soak_many_reconnects_with_every_fault_exact_accounting(seconds):
             assert conn.last_listener is not None
 
     run(main())
+
+
+def test_a_payload_kept_past_the_call_is_released_not_dangling():
+    class Keeper(Rec):
+        def __init__(self):
+            super().__init__()
+            self.kept = []
+
+        def on_message(self, payload, recv_ns):
+            self.kept.append(payload)
+            super().on_message(payload, recv_ns)
+
+    async def main():
+        async with Simulator(cfg(max_seconds=3)) as sim:
+            s = Keeper()
+            await run_until(sim, s, lambda c: len(s.raw) >= 5)
+            with pytest.raises(ValueError):
+                bytes(s.kept[0])
+            assert s.raw[0].startswith(b'{"type":"status"')
+
+    run(main())

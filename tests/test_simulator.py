@@ -388,3 +388,40 @@ def test_truth_helpers_sfox_bars_upsert_and_pv():
     u = upserted(raw)
     assert list(u["symbol"]) == ["A", "B"] and u["volume"][0] == 12
     assert with_pv(u)["pv"][0] == pytest.approx(12 * (3 + 1 + 3) / 3)
+
+
+def test_max_rate_honours_flow_control_when_the_client_stops_reading():
+    async def main():
+        async with Simulator(small(n_tickers=2000, trade_fraction=1.0, bars_per_frame=100, max_seconds=None,
+                                   record=False)) as sim:
+            c = Client({"action": "subscribe", "params": "LS.*"})
+            conn = Connection(sim.url(), c, idle_timeout=30, ping_interval=30)
+            c.on_message = lambda p, ns: None  # type: ignore[method-assign]
+            task = asyncio.ensure_future(conn.run())
+            await until(lambda: bool(sim.connections) and sim.connections[0].bytes_written > 5_000_000)
+            conn._transport.underlying_transport.pause_reading()
+            await asyncio.sleep(0.5)
+            srv = sim.connections[0]
+            w0 = srv.bytes_written
+            await asyncio.sleep(0.3)
+            assert not srv._can_write.is_set()  # paused by pause_writing
+            assert srv.bytes_written - w0 <= 2 * sim.config.write_chunk  # nothing piles up
+            assert srv.transport.underlying_transport.get_write_buffer_size() < 8 * sim.config.write_chunk
+            conn._transport.underlying_transport.resume_reading()
+            await until(lambda: srv.bytes_written > w0 + 5_000_000)
+            await conn.stop()
+            await task
+
+    asyncio.run(main())
+
+
+def test_slow_writer_still_delivers_everything():
+    async def main():
+        async with Simulator(small(max_seconds=6, faults=Faults(write_delay=0.05))) as sim:
+            c = Client({"action": "subscribe", "params": "LS.*"})
+            await session(sim, c, "vantafin", lambda: done(sim) and len(
+                [m for m in c.flat() if m.get("type") == "live_quote_second"]) == len(sim.sent_bars()))
+            assert len(sim.sent_bars()) > 50
+            assert len(c.raw) > 6  # one write per simulated second, each after a pause
+
+    asyncio.run(main())

@@ -419,7 +419,9 @@ class SimConnection(WSListener):
                     continue
                 self._emit_second(s)
                 s += 1
-                if self._out_size >= cfg.write_chunk or s >= ready or self._pending_drop or self._pending_stall:
+                slow = self.faulty and faults.write_delay > 0  # slow writer: one write per second
+                if (self._out_size >= cfg.write_chunk or s >= ready or self._pending_drop
+                        or self._pending_stall or slow):
                     self.flush()
                     if self._pending_drop:
                         self._pending_drop = False

@@ -183,6 +183,13 @@ class SimConnection(WSListener):
         self._can_write.set()
         if self._producer is not None and not self._producer.done():
             self._producer.cancel()
+        if not self.sim.config.record:
+            # nothing to export: forget the connection (a long run sees many reconnects)
+            self._massive_acc = None
+            try:
+                self.sim.connections.remove(self)
+            except ValueError:
+                pass
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -792,11 +799,21 @@ class Simulator:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    async def stop(self) -> None:
-        for c in list(self.connections):
-            if not c.closed:
+    async def stop(self, timeout: float = 1.0) -> None:
+        """CLOSE 1001 every connection, wait up to ``timeout`` for the answers, then hang up."""
+        open_ = [c for c in self.connections if not c.closed]
+        for c in open_:
+            try:
+                c.hang_up(1001, "simulator stopping")
+            except Exception:
+                pass
+        end = time.monotonic() + timeout
+        while any(not c.closed for c in open_) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        for c in open_:
+            if not c.closed and c.transport is not None:
                 try:
-                    c.hang_up(1001, "simulator stopping")
+                    c.transport.disconnect(False)
                 except Exception:
                     pass
         if self._server is not None:

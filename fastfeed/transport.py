@@ -151,7 +151,8 @@ class Connection:
 
     :param url: ``ws://`` or ``wss://`` URL (may carry ``?apiKey=``; it is never shown).
     :param session: see :class:`Session`.
-    :param stats: shared counters (frames, messages, bytes, protocol_errors, reconnects).
+    :param stats: shared counters: frames, messages, bytes, protocol_errors (added by the
+        listener once per socket read) and reconnects (successful re-connections).
     :param ping_interval: send a PING after this many seconds without any frame.
     :param idle_timeout: no frame (data or PONG) for this long: the connection is dead,
         it is aborted and reconnected.
@@ -502,6 +503,14 @@ class Connection:
     # -- listener callbacks (rare events only) -----------------------------------------
 
     def _ws_connected(self, transport: Any) -> None:
+        if self._stopping:
+            # a handshake that completed after stop() (its connect was cancelled): drop it
+            try:
+                transport.send_close(WSCloseCode.OK, b"client stopping")
+                transport.disconnect(True)
+            except Exception:
+                pass
+            return
         self._transport = transport
         self.connects += 1
         if self.connects > 1:

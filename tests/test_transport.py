@@ -309,7 +309,7 @@ def test_pings_keep_a_quiet_connection_alive():
         async with Simulator(cfg()) as sim:
             s = Rec(on_connect=())  # no subscription: the server is silent
             conn, events, _ = await run_until(sim, s, lambda c: _pongs(c) >= 6,
-                                              ping_interval=0.05, idle_timeout=0.4)
+                                              ping_interval=0.05, idle_timeout=1.0)
             assert conn.connects == 1 and "reconnecting" not in names(events)
             assert sim.connections[0].data_frames == 0
 

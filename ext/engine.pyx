@@ -689,7 +689,7 @@ cdef class Engine:
         cdef Py_ssize_t slot = self._slot(s), off = slot * N + r
         cdef bint replaced = self.present[off], rebuilt = False, inorder
         cdef double oldv = 0.0, oldpv = 0.0, oldh = 0.0, oldl = 0.0
-        cdef int64_t T = self._T
+        cdef int64_t T = self._T, cnt
         cdef WState *ws
         if replaced:
             oldv = self.sv[off]
@@ -711,6 +711,34 @@ cdef class Engine:
             self.rs[r].last = s
         if s <= T - self.Wmax:
             return replaced      # held (history) but in no window
+        if inorder and not replaced:
+            # the common case (a new latest bar): no removal, no rebuild, s is the close
+            self._dq_push(r, s, <uint16_t>slot, h, True)
+            self._dq_push(r, s, <uint16_t>slot, l, False)
+            for k in range(K):
+                if s <= T - self.win[k]:
+                    continue
+                kr = r * K + k
+                ws = &self.st[kr]
+                cnt = self.ocnt[kr] + 1
+                self.ocnt[kr] = cnt
+                nadd(&ws.vs, &ws.vc, v)
+                nadd(&ws.ps, &ws.pc, pv)
+                ws.va += fabs(v)
+                ws.pa += fabs(pv)
+                if pv < 0.0 and cancelled(ws):      # volume >= 0: only pv can cancel on add
+                    self._recompute(k, r, T - self.win[k], T)
+                if cnt == 1:
+                    ws.fslot = <uint16_t>slot
+                    self.oo[kr] = o
+                self.ov[kr] = ws.vs + ws.vc
+                self.ow[kr] = vwap_of(ws)
+                self.oc[kr] = c
+                if ws.hslot == slot:
+                    self.oh[kr] = h
+                if ws.lslot == slot:
+                    self.ol[kr] = l
+            return False
         # max deque
         if replaced and h < oldh:
             if self._dq_contains(r, s, True):

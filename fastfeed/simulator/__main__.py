@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional
 
 from .faults import Faults
-from .server import FEEDS, SimConfig, Simulator
+from .server import SimConfig, Simulator
 
 __all__ = ["add_arguments", "build_parser", "config_from_args", "run", "main"]
 
@@ -130,4 +130,3 @@ def main(argv: Optional[list[str]] = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ += ["FEEDS"]

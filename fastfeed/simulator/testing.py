@@ -28,7 +28,7 @@ import threading
 import urllib.parse
 from typing import Any, AsyncIterator, Callable, Optional
 
-from .server import FEEDS, SimConfig, Simulator
+from .server import SimConfig, Simulator
 
 __all__ = ["serve", "SimThread", "SimProcess"]
 
@@ -174,4 +174,3 @@ class SimProcess:
         self.stop()
 
 
-__all__ += ["FEEDS"]

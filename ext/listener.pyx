@@ -354,7 +354,8 @@ cdef class FeedListener(WSListener):
         self.close_reason = reason
         try:
             # answer the CLOSE with the same code (1000 when the peer gave none), then hang up
-            transport.send_close(<WSCloseCode>(code if code >= 1000 else 1000), None)
+            # (codes that must never be sent - none, 1005, 1006, 1015 - are answered with 1000)
+            transport.send_close(<WSCloseCode>(1000 if code < 1000 or code in (1005, 1006, 1015) else code), None)
             transport.disconnect()
         except Exception:
             pass

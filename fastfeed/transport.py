@@ -167,8 +167,10 @@ class Connection:
     :param read_buffer_limit: picows' read buffer only grows; when it exceeds this many
         bytes (checked by the watchdog) the connection is recycled to free it.  Default
         ``4 * max_message_size``.
-    :param recv_buffer_size: ``SO_RCVBUF`` for the socket (bounds bytes per read); ``None``
-        keeps the OS autotuning.
+    :param recv_buffer_size: ``SO_RCVBUF`` of the socket (Linux doubles it).  It bounds the
+        bytes one read can return, hence how far picows' read buffer grows (about
+        2 x (rcvbuf + largest frame)); a full-market burst (~1.7 MB) fits easily.  ``None``
+        keeps the OS autotuning (up to ``net.ipv4.tcp_rmem`` max, often 6-32 MiB).
     :param extra_headers: extra HTTP headers for the upgrade request.
     :param seed: seed of the jitter (tests).
     """
@@ -189,7 +191,7 @@ class Connection:
         handshake_timeout: float = 10.0,
         stable_after: float = 10.0,
         read_buffer_limit: Optional[int] = None,
-        recv_buffer_size: Optional[int] = None,
+        recv_buffer_size: Optional[int] = 4 * MiB,
         extra_headers: Any = None,
         seed: Optional[int] = None,
     ) -> None:

@@ -352,12 +352,23 @@ class Connection:
         if self.recv_buffer_size:
             size = int(self.recv_buffer_size)
 
-            def socket_factory(parsed: Any) -> socket.socket:
-                infos = socket.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
-                family = infos[0][0]
-                s = socket.socket(family, socket.SOCK_STREAM)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-                return s
+            async def socket_factory(parsed: Any) -> socket.socket:
+                # SO_RCVBUF must be set before connect (window scaling); resolve without
+                # blocking the loop and try each address in turn
+                loop = asyncio.get_running_loop()
+                infos = await loop.getaddrinfo(parsed.host, parsed.port, type=socket.SOCK_STREAM)
+                last: Optional[BaseException] = None
+                for family, type_, proto, _, addr in infos:
+                    s = socket.socket(family, type_, proto)
+                    try:
+                        s.setblocking(False)
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                        await loop.sock_connect(s, addr)
+                        return s
+                    except OSError as exc:
+                        s.close()
+                        last = exc
+                raise last if last is not None else OSError(f"cannot resolve {parsed.host}")
 
             kwargs["socket_factory"] = socket_factory
         coro = ws_connect(

@@ -391,6 +391,10 @@ cdef class FeedListener(WSListener):
         except Exception:
             pass
 
+    def abandon(self):
+        """Ignore every later frame of this connection (its owner is closing it)."""
+        self.closing = True
+
     def flush_stats(self):
         """Add the counters not yet added to ``stats`` (done once per socket read anyway)."""
         self._flush()

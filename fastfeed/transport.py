@@ -518,6 +518,8 @@ class Connection:
     def _ws_connected(self, transport: Any) -> None:
         if self._stopping:
             # a handshake that completed after stop() (its connect was cancelled): drop it
+            if self.listener is not None:
+                self.listener.abandon()
             try:
                 transport.send_close(WSCloseCode.OK, b"client stopping")
                 transport.disconnect(True)

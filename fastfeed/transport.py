@@ -303,8 +303,6 @@ class Connection:
                 transport, listener = await self._connect()
             except ConnectionRejected:
                 raise
-            except asyncio.CancelledError:
-                raise
             except _Stopped:
                 break
             except Exception as exc:  # network errors, handshake errors, timeouts

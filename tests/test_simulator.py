@@ -128,7 +128,7 @@ def test_vantafin_flow_auth_message_subscribe_unsubscribe():
             c = Client({"action": "subscribe", "params": "LS.AAPL"},  # before auth: refused
                        {"action": "auth", "params": "sim-key"},
                        {"action": "subscribe", "params": "LS.AAPL,LS.MSFT"})
-            conn = await session(sim, c, "vantafin", lambda: sum(
+            await session(sim, c, "vantafin", lambda: sum(
                 1 for m in c.flat() if m.get("type") == "live_quote_second") >= 6, api_key=None)
             types = [(m.get("type"), m.get("status")) for m in c.flat()]
             assert types[:4] == [("status", "connected"), ("status", "error"), ("status", "auth_success"),
@@ -140,7 +140,6 @@ def test_vantafin_flow_auth_message_subscribe_unsubscribe():
             assert list(m0) == ["type", "ticker", "open", "high", "low", "close", "volume", "timestamp"]
             assert isinstance(m0["volume"], int) and m0["timestamp"] % 1000 == 0
             assert m0["timestamp"] <= time.time() * 1000  # never in the future
-            del conn
 
     asyncio.run(main())
 

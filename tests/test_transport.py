@@ -557,8 +557,6 @@ def test_stats_survive_reconnects_and_logs_are_rate_limited(caplog):
 
 
 def _raw_case(frames: list[bytes], pred: Callable[[Rec, list], bool]):
-    from fastfeed.simulator.server import ws_frame  # noqa: F401
-
     async def main():
         async with Simulator(cfg()) as sim:
             s, events = Rec(on_connect=()), []

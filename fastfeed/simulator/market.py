@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Market", "StockSecond", "CryptoUpdate", "DEFAULT_PAIRS", "make_tickers", "cents_to_str"]
+__all__ = ["Market", "StockSecond", "CryptoUpdate", "DEFAULT_PAIRS", "make_tickers"]
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -75,11 +75,6 @@ def make_tickers(n: int, seed: int = 0) -> list[str]:
             seen.add(t)
             out.append(t)
     return out
-
-
-def cents_to_str(c: int) -> str:
-    q, r = divmod(int(c), 100)
-    return f"{q}.{r:02d}"
 
 
 @dataclass
@@ -158,7 +153,8 @@ class Market:
     # -- noise ---------------------------------------------------------------------------
 
     def _walk(self, key: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Log-price offset at integer time(s) ``t`` for keys ``key`` (broadcast)."""
+        """Log-price offset at integer time(s) ``t`` for keys ``key`` (broadcast over time: the
+        crypto day paths).  Stocks use the same noise through cached knots (:meth:`_octave`)."""
         acc = np.zeros(np.broadcast(key, t).shape, dtype=np.float64)
         t = np.asarray(t, dtype=np.int64)
         for k, period in enumerate(self.OCTAVES):
@@ -274,7 +270,6 @@ class Market:
             if interval > 1 and (s + j) % interval != 0:
                 continue
             price, vol, cumv, cumpv, hi, lo = d[pair]
-            dec = self.pairs[pair][1]
             ns_off = int(_h(self.seed, 2_000_000 + j, s) % np.uint64(999_000_000))
             ups.append(
                 CryptoUpdate(
@@ -290,5 +285,4 @@ class Market:
                     trade_ms=s * 1000 + ns_off // 1_000_000,
                 )
             )
-            del dec
         return ups

@@ -110,11 +110,6 @@ def _iso_ms(ms: int) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def _fmt_cents(c: int) -> str:
-    q, r = divmod(c, 100)
-    return f"{q}.{r:02d}"
-
-
 _enc = msgspec.json.Encoder()
 
 

@@ -244,7 +244,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
     if s["cadence"]:
         t = Table(title="Real cadence: one full-universe burst per simulated second (burst -> cross-section ready)")
         for col in ("client", "bars/frame", "speed", "bursts", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                    "msg CPU us p50/p99", "msg arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB",
+                    "on_message us p50/p99", "arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB",
                     "preempt/s"):
             t.add_column(col, justify="left" if col == "client" else "right")
         for r in s["cadence"]:

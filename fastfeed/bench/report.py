@@ -115,6 +115,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "message_cpu_us": r.get("message_cpu_us"), "frame_latency_us": r.get("frame_latency_us"),
             "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"), "peak_rss_mb": r.get("peak_rss_mb"),
             "preemptions_per_s": r.get("preemptions_per_s"), "error": r.get("error"),
+            "minor_faults_per_burst": r.get("minor_faults_per_burst"),
         })
 
     targets: list[dict[str, Any]] = []

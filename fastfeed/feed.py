@@ -120,6 +120,7 @@ class Feed:
             on_event=self._emit,
             **(session_options or {}),
         )
+        self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
         if record is not None:
@@ -272,6 +273,7 @@ class Feed:
         return self
 
     async def _thread_main(self, started: concurrent.futures.Future, wait: float | None) -> None:
+        self._stop_requested = asyncio.Event()
         await self.start_async()
         try:
             if wait is not None:
@@ -281,20 +283,21 @@ class Feed:
             started.set_exception(e)
             return
         started.set_result(None)
-        try:
-            await self.wait_closed()
-        except BaseException:
-            pass  # kept in self.error
+        waiter = asyncio.ensure_future(self._stop_requested.wait())
+        assert self._task is not None
+        await asyncio.wait({self._task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        await self.close()  # the feed's error, if any, stays in ``self.error``
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop a feed started with ``start()`` and join its thread."""
         if self._thread is None or self._loop is None:
             return
-        if self._loop.is_running():
-            fut = asyncio.run_coroutine_threadsafe(self.close(), self._loop)
+        stop = self._stop_requested
+        if stop is not None:
             try:
-                fut.result(timeout)
-            except Exception:
+                self._loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # the loop already ended (the feed failed)
                 pass
         self._thread.join(timeout)
         self._thread = None

@@ -169,11 +169,10 @@ class Feed:
                 logging.getLogger("fastfeed").exception("on_event callback failed")
 
     def _on_batch(self, rows: np.ndarray, T: int) -> None:
-        if self._gap_from is not None:
+        if self._gap_from is not None:  # first bars after a reconnect: report the gap
             before, self._gap_from = self._gap_from, None
-            if T > before + 1:
-                self.stats.record_gap(before, int(T))
-                self._emit("gap", {"last_before": before, "first_after": int(T)})
+            self.stats.record_gap(before, int(T))
+            self._emit("gap", {"last_before": before, "first_after": int(T)})
         if self._user_on_update is not None:
             self._user_on_update(rows, T)
 

@@ -204,3 +204,30 @@ def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim,
     assert again["as_of"] == live["as_of"]
     assert again["windows"] == live["windows"]
     assert again["stats"]["bars"] == live["stats"]["bars"]
+
+
+@pytest.mark.parametrize("mode", ["close", "abrupt"])
+def test_reconnect_is_reported_as_a_gap_and_the_feed_resumes(mode):
+    from fastfeed.simulator.faults import Faults
+    from fastfeed.simulator.testing import SimThread
+
+    events = []
+    faults = Faults(drop_after=5, drop_mode=mode, connections=1)
+    with SimThread(n_tickers=100, trade_fraction=1.0, speed=20.0, bars_per_frame=50, faults=faults) as s:
+        async def main():
+            async with Feed("vantafin", url=s.url("vantafin"), windows=(60,),
+                            on_event=lambda k, i: events.append((k, i))) as feed:
+                await feed.wait_connected(10)
+                while feed.stats.gaps == 0 or feed.stats.bars < 2000:
+                    await asyncio.sleep(0.05)
+            return feed
+
+        feed = run(main())
+    assert feed.stats.reconnects == 1
+    (before, after), = feed.stats.gap_list
+    assert after >= before >= 0
+    gap_events = [i for k, i in events if k == "gap"]
+    assert gap_events == [{"last_before": before, "first_after": after}]
+    kinds = [k for k, _ in events]
+    assert kinds.index("disconnected") < kinds.index("gap")
+    assert feed.stats_dict()["gaps"] == 1

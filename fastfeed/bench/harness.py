@@ -575,6 +575,10 @@ class BurstTracker:
         self.skip = skip
         self.keep = keep
         self.hist = HdrHistogram(1_000, 600_000_000_000, 3)  # 1 µs .. 600 s, in ns
+        # decomposition: first -> last message arrival of the burst, and last arrival -> ready
+        self.span_hist = HdrHistogram(1_000, 600_000_000_000, 3)
+        self.tail_hist = HdrHistogram(1_000, 600_000_000_000, 3)
+        self.last = 0
         self.samples: list[int] = []
         self.cur: Optional[int] = None
         self.first = 0
@@ -592,12 +596,17 @@ class BurstTracker:
             self.count = 0
             self.done = False
         self.count += n
+        self.last = recv_ns
         if not self.done and self.count >= self.expected:
-            lat = time.time_ns() - self.first
+            now = time.time_ns()
+            lat = now - self.first
             self.done = True
             self.ready += 1
             if self.ready > self.skip:
-                self.hist.record_value(min(max(1_000, lat), 600_000_000_000))
+                cap = 600_000_000_000
+                self.hist.record_value(min(max(1_000, lat), cap))
+                self.span_hist.record_value(min(max(1_000, self.last - self.first), cap))
+                self.tail_hist.record_value(min(max(1_000, now - self.last), cap))
                 if len(self.samples) < self.keep:
                     self.samples.append(lat)
 
@@ -771,6 +780,10 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
                 burst_bars=tracker.expected,
                 incomplete_bursts=tracker.incomplete,
                 burst_latency_ms=_hist_doc(tracker.hist, 1e6),
+                # first -> last message receive time of the burst (how the burst arrived)
+                burst_arrival_span_ms=_hist_doc(tracker.span_hist, 1e6),
+                # last message received -> cross-section ready
+                burst_after_last_arrival_ms=_hist_doc(tracker.tail_hist, 1e6),
                 burst_samples_ms=[round(x / 1e6, 4) for x in tracker.samples],
                 seconds=t1 - t0,
                 bars=b1 - b0,

@@ -112,6 +112,8 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "speed": c["speed"], "bursts": r.get("bursts"), "burst_bars": r.get("burst_bars"),
             "incomplete_bursts": r.get("incomplete_bursts"),
             "burst_latency_ms": r.get("burst_latency_ms"),
+            "burst_arrival_span_ms": r.get("burst_arrival_span_ms"),
+            "burst_after_last_arrival_ms": r.get("burst_after_last_arrival_ms"),
             "message_cpu_us": r.get("message_cpu_us"), "frame_latency_us": r.get("frame_latency_us"),
             "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"), "peak_rss_mb": r.get("peak_rss_mb"),
             "preemptions_per_s": r.get("preemptions_per_s"), "error": r.get("error"),

@@ -141,10 +141,16 @@ cdef class FeedListener(WSListener):
     :param stats: optional ``fastfeed.stats.Stats``: frames, messages, bytes and
         protocol_errors are added to it once per socket read.
     :param max_message_size: largest reassembled message; larger closes with 1009.
+    :param buffer_end: optional callable ``buffer_end()`` (e.g. ``session.on_buffer_end``),
+        called after the last frame of every socket read (picows ``frame.last_in_buffer``)
+        and once more when the connection is lost, so that a session batching the messages
+        of one read (one engine update per read) applies them before waiting for more data.
+        Exceptions are caught and counted like the sink's.
     """
 
     cdef:
         object _sink
+        object _buffer_end
         object _owner
         object _stats
         readonly Py_ssize_t max_message_size
@@ -177,8 +183,10 @@ cdef class FeedListener(WSListener):
         self._frag_size = 0
         self._frag_cap = 0
 
-    def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024):
+    def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024,
+                 buffer_end=None):
         self._sink = sink
+        self._buffer_end = buffer_end
         self._owner = owner
         self._stats = stats
         self.max_message_size = max_message_size
@@ -203,7 +211,9 @@ cdef class FeedListener(WSListener):
             self._owner._ws_connected(transport)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
-        self._flush()
+        # a read cut short (or a CLOSE mid-buffer): what the session holds for this read is
+        # applied before it hears of the disconnect
+        self._end_of_buffer()
         self._frag_state = 0
         self._frag_size = 0
         if self._owner is not None:
@@ -215,6 +225,8 @@ cdef class FeedListener(WSListener):
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         cdef WSMsgType t
         if self.closing:
+            if frame.last_in_buffer:
+                self._end_of_buffer()
             return
         self.frames += 1
         if self._new_buffer:
@@ -278,7 +290,7 @@ cdef class FeedListener(WSListener):
             self.sink_errors += 1
             self._report_sink_error(exc)
         if frame.last_in_buffer:
-            self._flush()
+            self._end_of_buffer()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -371,6 +383,16 @@ cdef class FeedListener(WSListener):
                 self._owner._ws_sink_error(exc)
             except Exception:
                 pass
+
+    cdef void _end_of_buffer(self):
+        """The socket read is done: tell the session (``buffer_end``), then flush counters."""
+        if self._buffer_end is not None:
+            try:
+                self._buffer_end()
+            except Exception as exc:
+                self.sink_errors += 1
+                self._report_sink_error(exc)
+        self._flush()
 
     cdef void _flush(self):
         cdef object s = self._stats

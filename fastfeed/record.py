@@ -615,6 +615,20 @@ class RecordingSession:
         self.session.on_disconnected(reason)
 
     @property
+    def on_buffer_end(self) -> Callable[[], Any]:
+        """The wrapped session's ``on_buffer_end`` (``AttributeError`` if it has none)."""
+        return self.session.on_buffer_end
+
+    @property
+    def defer_until_buffer_end(self) -> bool:
+        """The wrapped session's read-buffer batching switch (``AttributeError`` if none)."""
+        return self.session.defer_until_buffer_end
+
+    @defer_until_buffer_end.setter
+    def defer_until_buffer_end(self, on: bool) -> None:
+        self.session.defer_until_buffer_end = on
+
+    @property
     def fatal(self) -> BaseException | None:
         return getattr(self.session, "fatal", None)
 

@@ -15,6 +15,9 @@ The transport knows nothing about any feed.  Contract (docs/ARCHITECTURE.md)::
         def on_message(self, payload, recv_ns: int) -> None   # payload valid during the call only
         def on_disconnected(self, reason: str) -> None
         fatal: BaseException | None                           # set -> no reconnect, run() raises it
+        # optional: one engine update per socket read instead of one per message
+        def on_buffer_end(self) -> None                       # after the last message of each read
+        defer_until_buffer_end: bool                          # turned on by Connection(batch_per_read=True)
 
 The API key is never shown: every URL, event, log line, ``repr`` and exception text that
 leaves this module has ``apiKey=`` values (and the key itself) replaced by ``***``.
@@ -173,6 +176,13 @@ class Connection:
         keeps the OS autotuning (up to ``net.ipv4.tcp_rmem`` max, often 6-32 MiB).
     :param extra_headers: extra HTTP headers for the upgrade request.
     :param seed: seed of the jitter (tests).
+    :param batch_per_read: when the session has ``on_buffer_end`` and
+        ``defer_until_buffer_end`` (the feed sessions do), turn the latter on: the bars of
+        all messages of one socket read are applied in one engine update, at the end of the
+        read.  ``False`` leaves the session as it is.  Either way the listener calls
+        ``session.on_buffer_end()`` (when the session has it) after the last message of
+        every read and when the connection is lost, before ``on_disconnected``, so nothing
+        waits past a read, a drop or :meth:`stop`.
     """
 
     def __init__(
@@ -194,6 +204,7 @@ class Connection:
         recv_buffer_size: Optional[int] = 4 * MiB,
         extra_headers: Any = None,
         seed: Optional[int] = None,
+        batch_per_read: bool = True,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"not a ws:// or wss:// URL: {mask_url(url)!r}")
@@ -221,6 +232,10 @@ class Connection:
         self._rng = random.Random(seed)
         self._picows_logger = _MaskingAdapter(logging.getLogger("fastfeed.transport.ws"), self._secrets)
         self._ratelog = _RateLimitedLog()
+        self.batch_per_read = bool(batch_per_read)
+        if self.batch_per_read and callable(getattr(session, "on_buffer_end", None)) \
+                and hasattr(session, "defer_until_buffer_end"):
+            session.defer_until_buffer_end = True  # type: ignore[attr-defined]
 
         self._transport: Any = None
         #: listener of the current connection (None between connections) / of the last one
@@ -339,10 +354,13 @@ class Connection:
     async def _connect(self) -> tuple[Any, FeedListener]:
         stats = self.stats
         sink = self.session.on_message
+        buffer_end = getattr(self.session, "on_buffer_end", None)
+        if not callable(buffer_end):
+            buffer_end = None
         mms = self.max_message_size
 
         def factory() -> FeedListener:
-            ln = FeedListener(sink, self, stats, mms)
+            ln = FeedListener(sink, self, stats, mms, buffer_end)
             self.listener = self.last_listener = ln
             return ln
 

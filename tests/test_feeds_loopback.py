@@ -54,25 +54,28 @@ def producers_done(sim: Simulator, connections: int = 1) -> bool:
 class Run:
     """One feed session over a Connection to ``sim``."""
 
-    def __init__(self, sim: Simulator, feed: str, *, topics=None, api_key=None, key_in_url=True, **opts):
+    def __init__(self, sim: Simulator, feed: str, *, topics=None, api_key=None, key_in_url=True,
+                 conn_kw: dict | None = None, **opts):
         self.sim = sim
         self.stats = Stats()
         self.universe = Universe(1024)
         self.engine = Engine(1024, WINDOWS, 64, 5.0)
         self.events: list[tuple[str, dict]] = []
         self.batches = 0
+        self.batch_rows: set[int] = set()
         default = {"vantafin": "LS.*", "massive": "A.*", "sfox": ["ticker.sfox.btcusd", "ticker.sfox.ethusd"]}
         self.session = feeds.make_session(
             feed, self.engine, self.universe, self.stats, topics=topics or default[feed],
             api_key=api_key, on_batch=self._on_batch, on_event=lambda k, i: self.events.append((k, i)), **opts)
         url = sim.url(feed, None if not key_in_url else "")
         self.conn = Connection(url, self.session, stats=self.stats, backoff_initial=0.01, backoff_max=0.05,
-                               seed=1, on_event=lambda k, i: self.events.append((k, i)))
+                               seed=1, on_event=lambda k, i: self.events.append((k, i)), **(conn_kw or {}))
         self.task: asyncio.Future | None = None
 
     def _on_batch(self, rows, T) -> None:
         assert len(rows) > 0 and T == self.engine.T
         self.batches += 1
+        self.batch_rows.update(int(r) for r in rows)
 
     async def __aenter__(self) -> "Run":
         self.task = asyncio.ensure_future(self.conn.run())
@@ -133,6 +136,68 @@ def test_vantafin_clean_stream_matches_ground_truth(bars_per_frame):
             assert r.stats.bars == len(sim.sent_bars()) and r.batches > 0
             assert_engine_holds(r, truth_bars(sim), typical)
             assert r.stats.processing_latency.get_total_count() > 0
+
+    run(main())
+
+
+@pytest.mark.parametrize("drop_mode", ["close", "abrupt"])
+def test_read_buffer_batching_one_bar_per_frame_exact_accounting(drop_mode):
+    """1 bar per frame, deferral on (the Connection's default): one engine update per
+    socket read, yet every bar sent (corrections included) is in the engine, across a
+    dropped connection, and on_batch reported every row that changed."""
+    faults = dict(correction_every=3, correction_count=2, drop_after=6, drop_mode=drop_mode, connections=1)
+
+    async def main():
+        async with Simulator(cfg(bars_per_frame=1, faults=faults)) as sim:
+            async with Run(sim, "vantafin", topics=["LS.*"]) as r:
+                assert r.session.defer_until_buffer_end is True
+                n = lambda: len(sim.sent_bars())  # noqa: E731
+                await until(lambda: producers_done(sim, 2) and r.stats.bars == n())
+            sent = sim.sent_bars()
+            assert r.stats.reconnects == 1 and r.stats.bars == len(sent)
+            assert r.stats.messages >= len(sent)  # one message per bar (+ status messages)
+            assert 0 < r.batches < len(sent)      # reads held several messages: fewer updates than bars
+            assert r.session.filler.pending == 0
+            assert_engine_holds(r, truth_bars(sim), typical)
+            assert r.batch_rows == {r.universe.get(str(s)) for s in sent["symbol"]}
+
+    run(main())
+
+
+def test_batch_per_read_false_keeps_one_update_per_message():
+    async def main():
+        async with Simulator(cfg(bars_per_frame=1, max_seconds=5)) as sim:
+            async with Run(sim, "vantafin", conn_kw={"batch_per_read": False}) as r:
+                assert r.session.defer_until_buffer_end is False
+                n = lambda: len(sim.sent_bars())  # noqa: E731
+                await until(lambda: producers_done(sim) and r.stats.bars == n() > 0)
+            assert r.batches == len(sim.sent_bars())
+            assert_engine_holds(r, truth_bars(sim), typical)
+
+    run(main())
+
+
+def test_bars_before_a_close_in_the_same_read_are_applied():
+    """Bar messages followed by a CLOSE (and more frames after it) in one write: the bars
+    before the CLOSE reach the engine, nothing after it does."""
+    from fastfeed.simulator.server import ws_frame
+
+    def bar(sym: str, s: int) -> bytes:
+        return (b'{"type":"live_quote_second","ticker":"%s","open":1.0,"high":2.0,"low":0.5,'
+                b'"close":1.5,"volume":10,"timestamp":%d}' % (sym.encode(), s * 1000))
+
+    async def main():
+        async with Simulator(cfg(market_open=False)) as sim:
+            async with Run(sim, "vantafin") as r:
+                await until(lambda: r.session.state["market"] == "closed")
+                frames = [ws_frame(bar(f"Z{i}", START + i)) for i in range(5)]
+                frames.append(ws_frame(b"\x03\xe8", opcode=8))  # CLOSE 1000
+                frames.append(ws_frame(bar("AFTER", START + 9)))
+                sim.connections[0].send_raw(b"".join(frames))
+                await until(lambda: r.stats.bars == 5 and r.conn.connects >= 2)
+            assert r.session.filler.pending == 0
+            got = bars_of(r.engine, r.universe)
+            assert sorted(got) == [(f"Z{i}", START + i) for i in range(5)]
 
     run(main())
 

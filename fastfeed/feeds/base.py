@@ -253,6 +253,7 @@ class BaseSession:
         self.filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch,
                          self._after_fill, self.flush_stats, self._decode_failed, self._internal_error)
         self.on_message = self.filler.on_message  # type: ignore[method-assign]
+        self.on_buffer_end = self.filler.flush_pending  # type: ignore[method-assign]  # same, one call less
 
     # ------------------------------------------------------------------ read-buffer batching
     @property

@@ -239,6 +239,41 @@ def test_speed_compression_starts_in_the_past_and_never_runs_ahead():
     asyncio.run(main())
 
 
+def test_speed_one_clock_is_wall_time():
+    """At speed 1 (default start) the simulated clock is the wall clock, not the wall clock
+    minus the fraction of the second the simulator started in; second s is sent once wall
+    time passed s + 1 (never before; how soon after is not asserted)."""
+    async def main():
+        async with Simulator(small(max_rate=False, speed=1, max_seconds=None, start_second=None)) as sim:
+            for _ in range(3):
+                now = time.time()
+                assert abs(sim.sim_clock(now) - now) < 0.05
+                assert sim.wall_time_of(sim.start_second + 1) == pytest.approx(sim.start_second + 1, abs=0.05)
+                await asyncio.sleep(0.02)
+
+            class Timed(Client):
+                def on_message(self, payload: Any, recv_ns: int) -> None:
+                    super().on_message(payload, recv_ns)
+                    self.t.append(recv_ns)
+
+            c = Timed({"action": "subscribe", "params": "LS.*"})
+            c.t = []
+
+            def bars() -> list[tuple[int, int]]:
+                out = []
+                for msg, t in zip(c.msgs, c.t):
+                    for m in msg if isinstance(msg, list) else [msg]:
+                        if m.get("type") == "live_quote_second":
+                            out.append((m["timestamp"] // 1000, t))
+                return out
+
+            await session(sim, c, "vantafin", lambda: len(bars()) > 0)
+            for second, recv_ns in bars():
+                assert recv_ns / 1e9 >= second + 1
+
+    asyncio.run(main())
+
+
 # --- sFOX -----------------------------------------------------------------------------------
 
 

@@ -719,6 +719,11 @@ class Simulator:
             self.start_second = int(now) - int(math.ceil(horizon * (1 - 1 / cfg.speed))) - 2
         else:
             self.start_second = int(now)
+            if cfg.speed == 1:
+                # speed 1 from now: the simulated clock *is* wall time (anchored at the start of
+                # the current second, not at ``now``, which would make it lag by up to 1 s), so
+                # the burst of second s goes out right after wall time s + 1
+                self.t0_wall = float(self.start_second)
         self.high_water = self.start_second - 1
 
     def sim_clock(self, now: Optional[float] = None) -> float:

@@ -151,6 +151,39 @@ def test_late_burst(benchmark):
     _per_bar(benchmark, 12_000)
 
 
+def test_worse_correction_burst(benchmark):
+    """Every row corrects its bar of 30 s ago to a lower high and higher low.
+
+    The slow path: when the corrected bar is a deque member, its row's deque is
+    rebuilt from the store (O(max window) reads, counted in internals)."""
+    f = feed(12_000, "3w")
+    n = 12_000
+    secs = np.empty(n, dtype=np.int64)
+    o, h, l, c, v, pv = (np.empty(n) for _ in range(6))
+
+    def setup():
+        f.next_burst()
+        f.upsert()
+        secs.fill(f.t - 30)
+        hist = [f.engine.history(int(r), seconds=31) for r in f.rows[:1]]   # noqa: F841
+        mid = f.price
+        o[:] = mid
+        c[:] = mid
+        h[:] = mid            # highs and lows collapse onto one price: worse for both deques
+        l[:] = mid
+        v[:] = 1.0
+        pv[:] = mid
+
+    def correct():
+        return f.engine.upsert(f.rows, secs, o, h, l, c, v, pv)
+
+    before = f.engine.internals["deque_rebuilds"]
+    benchmark.pedantic(correct, setup=setup, rounds=30, iterations=1, warmup_rounds=1)
+    rebuilds = f.engine.internals["deque_rebuilds"] - before
+    benchmark.extra_info["rebuilds_per_burst"] = round(rebuilds / 31, 1)
+    _per_bar(benchmark, n)
+
+
 @pytest.mark.parametrize("nsym", [12_000])
 def test_symbol_lookup(benchmark, nsym):
     """Known-symbol lookup on the hot path: ``universe.index.get(sym, -1)``."""

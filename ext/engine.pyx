@@ -247,6 +247,7 @@ cdef class Engine:
     cdef double *ow
     cdef int64_t *ocnt
     cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
+    cdef DQE *tmpq              # deque-correction scratch: C entries
     # last_rows bookkeeping
     cdef int64_t *lrows
     cdef uint32_t epoch
@@ -328,6 +329,7 @@ cdef class Engine:
         self.st = <WState *>_own(self._keep, raw)
         self.st = <WState *>((<size_t>self.st + 63) & ~(<size_t>63))
         self.pend = <int64_t *>_own(self._keep, np.zeros(2 * N, dtype=np.int64))
+        self.tmpq = <DQE *>_own(self._keep, np.zeros(self.C * sizeof(DQE), dtype=np.uint8))
         lrows = np.zeros(N, dtype=np.int64)
         self.lrows = <int64_t *>_own(self._keep, lrows)
         self._lrows_arr = lrows
@@ -642,6 +644,91 @@ cdef class Engine:
             i -= 1
         return False
 
+    cdef void _dq_worse(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
+        """A deque member s was corrected to a less extreme value: rescan the seconds
+        it may have dominated, i.e. those after its deque predecessor (O(that gap)).
+
+        Bars before the predecessor keep their membership (the predecessor is more
+        extreme than s ever was), bars after s too (membership depends on later bars
+        only).  The bars in (predecessor, s] that beat everything after them form the
+        new run that replaces s's single entry.
+        """
+        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
+        cdef DQE *tmp = self.tmpq
+        cdef const double *col = self.sh if ismax else self.sl
+        cdef int which = 0 if ismax else 1
+        cdef RState *row = &self.rs[r]
+        cdef WState *ws = self.st + r * self.K
+        cdef Py_ssize_t N = self.N, mask = self.mask, k, sl, m = 0, a
+        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+        cdef int64_t t = row.tail[which], js = t - 1, lo, x, delta, j, fk, T = self._T
+        cdef double best, v
+        cdef bint have_best
+        self.n_rebuilds += 1
+        while self._sec(q[js & mask].slot) != s:       # s is a member: found before head
+            js -= 1
+        if js > head:
+            lo = self._sec(q[(js - 1) & mask].slot)
+        else:
+            lo = T - self.Wmax
+            if lo < -1:
+                lo = -1
+        have_best = js + 1 < t
+        best = col[q[(js + 1) & mask].slot * N + r] if have_best else 0.0
+        # backward scan over (lo, s]: keep the bars strictly more extreme than all later
+        x = s
+        sl = self._slot(s)
+        while x > lo:
+            if self.present[sl * N + r]:
+                v = col[sl * N + r]
+                if not have_best or not dominates(best, v, ismax):
+                    tmp[m].slot = <uint16_t>sl
+                    tmp[m].v = f32(v)
+                    m += 1
+                    best = v
+                    have_best = True
+            x -= 1
+            sl -= 1
+            if sl < 0:
+                sl += self.D
+        # splice: the run (reversed in tmp) replaces the entry at js
+        delta = m - 1
+        if delta > 0:
+            j = t - 1
+            while j > js:
+                q[(j + delta) & mask] = q[j & mask]
+                j -= 1
+        elif delta < 0:
+            j = js + 1
+            while j < t:
+                q[(j + delta) & mask] = q[j & mask]
+                j += 1
+        for a in range(m):
+            q[(js + a) & mask] = tmp[m - 1 - a]
+        t += delta
+        row.tail[which] = t
+        for k in range(self.K):
+            fk = ws[k].fmax if ismax else ws[k].fmin
+            if fk == js:
+                # window k started at s: it now starts at the first run entry inside it
+                a = 0
+                while a < m and self._sec(q[(js + a) & mask].slot) <= T - self.win[k]:
+                    a += 1
+                fk = js + a
+            elif fk > js:
+                fk += delta
+            if ismax:
+                ws[k].fmax = fk
+                if fk < t:
+                    ws[k].hslot = q[fk & mask].slot
+            else:
+                ws[k].fmin = fk
+                if fk < t:
+                    ws[k].lslot = q[fk & mask].slot
+        head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+        if t > head:
+            row.back[which] = col[q[(t - 1) & mask].slot * N + r]
+
     cdef void _dq_rebuild(self, Py_ssize_t r, bint ismax) noexcept nogil:
         """Rebuild row r's max/min deque from the store (O(max window))."""
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
@@ -742,7 +829,7 @@ cdef class Engine:
         # max deque
         if replaced and h < oldh:
             if self._dq_contains(r, s, True):
-                self._dq_rebuild(r, True)
+                self._dq_worse(r, s, True)
                 rebuilt = True
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, h, True)
@@ -751,7 +838,7 @@ cdef class Engine:
         # min deque
         if replaced and l > oldl:
             if self._dq_contains(r, s, False):
-                self._dq_rebuild(r, False)
+                self._dq_worse(r, s, False)
                 rebuilt = True
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, l, False)

@@ -165,3 +165,38 @@ def test_engine_matches_reference_with_late_bars_and_corrections(sc):
 def test_engine_matches_reference_long_fuzz(sc):
     """Opt-in (-m slow): the three generators above, many more examples."""
     run(*sc)
+
+
+@st.composite
+def worse_corrections(draw):
+    """A random walk filling the windows, then corrections that make held bars less
+    extreme (a deque member gets a lower high / higher low: the segment rescan path),
+    mixed with new bars and clock steps."""
+    windows = draw(st.sampled_from([(4, 9), (3, 6, 12), (10,)]))
+    depth = max(windows) + draw(st.sampled_from([0, 3]))
+    n = max(windows) + draw(st.integers(0, 6))
+    walk = draw(st.lists(st.sampled_from([-2.0, -1.0, 0.0, 1.0, 2.0]), min_size=n, max_size=n))
+    steps = []
+    price = 100.0
+    for i, d in enumerate(walk):
+        price += d
+        steps.append(("upsert", [(r, 1 if i else 0, price, price + r, price - r, price, 1.0, price)
+                                 for r in range(N)], math.nan))
+    for _ in range(draw(st.integers(1, 30))):
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
+            steps.append(("advance", draw(st.integers(0, 3))))
+            continue
+        r = draw(st.integers(0, N - 1))
+        off = draw(st.integers(-max(windows), 0))
+        mid = draw(st.sampled_from([90.0, 95.0, 100.0, 105.0, 110.0]))
+        spread = draw(st.sampled_from([0.0, 0.5, 3.0]))
+        steps.append(("upsert", [(r, off, mid, mid + spread, mid - spread, mid, 2.0, 2 * mid)],
+                      math.nan))
+    return windows, depth, steps
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worse_corrections())
+def test_engine_matches_reference_with_worse_corrections(sc):
+    run(*sc)

@@ -561,9 +561,10 @@ def _peak_rss_mb() -> float:
 class BurstTracker:
     """Burst → cross-section-ready latency (ns) of full-universe bursts.
 
-    ``add(T, n, recv_ns)`` is called after a message's bars were applied: ``T`` the
-    clock after the message (the burst's second), ``n`` bars applied, ``recv_ns`` the
-    message's receive time (``time.time_ns()``).  A burst is ready when ``expected``
+    ``add(T, n, recv_ns, last_recv_ns)`` is called after bars were applied: ``T`` the
+    clock after them (the burst's second), ``n`` bars applied, ``recv_ns`` the receive
+    time (``time.time_ns()``) of the first message they came from, ``last_recv_ns`` of the
+    last (default: the same).  A burst is ready when ``expected``
     bars of its second have been applied; its latency is ``time.time_ns()`` then minus
     the ``recv_ns`` of its first message.
     """
@@ -587,7 +588,7 @@ class BurstTracker:
         self.ready = 0  # bursts completed (including skipped)
         self.incomplete = 0  # bursts superseded by a later second before completing
 
-    def add(self, T: int, n: int, recv_ns: int) -> None:
+    def add(self, T: int, n: int, recv_ns: int, last_recv_ns: int = 0) -> None:
         if T != self.cur:
             if self.cur is not None and not self.done:
                 self.incomplete += 1
@@ -596,7 +597,7 @@ class BurstTracker:
             self.count = 0
             self.done = False
         self.count += n
-        self.last = recv_ns
+        self.last = last_recv_ns or recv_ns
         if not self.done and self.count >= self.expected:
             now = time.time_ns()
             lat = now - self.first
@@ -627,7 +628,13 @@ def _hist_doc(h: Any, scale: float) -> dict[str, Any]:
 
 
 class _Probe:
-    """Wraps a fastfeed session: per-message CPU time and burst accounting (cadence mode)."""
+    """Wraps a fastfeed session: time per call and burst accounting (cadence mode).
+
+    Works whether the session applies bars per message or, when the transport batches
+    per read (``defer_until_buffer_end``), in ``on_buffer_end()``: bars are counted
+    after each call that may apply them, with the receive time of the first message
+    since the previous application (the burst's first message when a burst starts).
+    """
 
     def __init__(self, inner: Any, engine: Any, stats: Any, tracker: BurstTracker) -> None:
         from hdrh.histogram import HdrHistogram
@@ -636,11 +643,30 @@ class _Probe:
         self.engine = engine
         self.stats = stats
         self.tracker = tracker
-        self.cpu_hist = HdrHistogram(10, 10_000_000_000, 3)  # wall ns inside on_message, per message with bars
+        self.cpu_hist = HdrHistogram(10, 10_000_000_000, 3)  # wall ns inside on_message
+        self.flush_hist = HdrHistogram(10, 10_000_000_000, 3)  # wall ns inside on_buffer_end
+        self._first = 0  # recv_ns of the first message not yet applied
+        self._last = 0
 
     @property
     def fatal(self) -> Optional[BaseException]:
         return self.inner.fatal
+
+    @property
+    def defer_until_buffer_end(self) -> bool:
+        return bool(getattr(self.inner, "defer_until_buffer_end", False))
+
+    @defer_until_buffer_end.setter
+    def defer_until_buffer_end(self, on: bool) -> None:
+        if hasattr(self.inner, "defer_until_buffer_end"):
+            self.inner.defer_until_buffer_end = on
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "on_buffer_end" and not callable(getattr(self.inner, "on_buffer_end", None)):
+            raise AttributeError(name)
+        if name == "on_buffer_end":
+            return self._on_buffer_end
+        return getattr(self.inner, name)
 
     def on_connected(self, send: Callable[[bytes], None]) -> None:
         self.inner.on_connected(send)
@@ -648,16 +674,34 @@ class _Probe:
     def on_disconnected(self, reason: str) -> None:
         self.inner.on_disconnected(reason)
 
+    def _applied(self, n: int) -> None:
+        self.tracker.add(self.engine.T, n, self._first, self._last)
+        self._first = 0
+
     def on_message(self, payload: Any, recv_ns: int) -> None:
         stats = self.stats
+        if not self._first:
+            self._first = recv_ns
+        self._last = recv_ns
         b0 = stats.bars
         t0 = time.perf_counter_ns()
         self.inner.on_message(payload, recv_ns)
         t1 = time.perf_counter_ns()
+        self.cpu_hist.record_value(max(10, t1 - t0))
         n = stats.bars - b0
         if n:
-            self.cpu_hist.record_value(max(10, t1 - t0))
-            self.tracker.add(self.engine.T, n, recv_ns)
+            self._applied(n)
+
+    def _on_buffer_end(self) -> None:
+        stats = self.stats
+        b0 = stats.bars
+        t0 = time.perf_counter_ns()
+        self.inner.on_buffer_end()
+        t1 = time.perf_counter_ns()
+        n = stats.bars - b0
+        if n:
+            self.flush_hist.record_value(max(10, t1 - t0))
+            self._applied(n)
 
 
 def _fastfeed_parts(spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -768,6 +812,10 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
             )
         else:
             assert tracker is not None
+            await wait_for(lambda: tracker.ready >= tracker.skip)
+            if probe is not None:  # per-call histograms cover the measured bursts only
+                probe.cpu_hist.reset()
+                probe.flush_hist.reset()
             c0, t0 = time.process_time(), time.perf_counter()
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             nivcsw0 = ru0.ru_nivcsw
@@ -797,6 +845,8 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
             )
             if probe is not None:
                 out["message_cpu_us"] = _hist_doc(probe.cpu_hist, 1e3)
+                out["buffer_end_us"] = _hist_doc(probe.flush_hist, 1e3)
+                out["batch_per_read"] = probe.defer_until_buffer_end
     finally:
         stop.set()
         if conn is not None:

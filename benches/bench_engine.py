@@ -154,8 +154,9 @@ def test_late_burst(benchmark):
 def test_worse_correction_burst(benchmark):
     """Every row corrects its bar of 30 s ago to a lower high and higher low.
 
-    The slow path: when the corrected bar is a deque member, its row's deque is
-    rebuilt from the store (O(max window) reads, counted in internals)."""
+    The slow path: when the corrected bar is a deque member, the seconds between its
+    deque predecessor and it are rescanned from the store (counted in
+    ``internals["deque_rebuilds"]``)."""
     f = feed(12_000, "3w")
     n = 12_000
     secs = np.empty(n, dtype=np.int64)
@@ -165,7 +166,6 @@ def test_worse_correction_burst(benchmark):
         f.next_burst()
         f.upsert()
         secs.fill(f.t - 30)
-        hist = [f.engine.history(int(r), seconds=31) for r in f.rows[:1]]   # noqa: F841
         mid = f.price
         o[:] = mid
         c[:] = mid

@@ -533,7 +533,7 @@ cdef class Engine:
 
         Handles in-order pushes (``inorder``: s >= every second held for the row),
         out-of-order inserts and replacements whose value did not get worse (a worse
-        replacement of a deque member needs ``_dq_rebuild``).  Deque invariant: seconds
+        replacement of a deque member needs ``_dq_worse``).  Deque invariant: seconds
         ascending, values strictly decreasing (max) / increasing (min).
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
@@ -728,46 +728,6 @@ cdef class Engine:
         head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
         if t > head:
             row.back[which] = col[q[(t - 1) & mask].slot * N + r]
-
-    cdef void _dq_rebuild(self, Py_ssize_t r, bint ismax) noexcept nogil:
-        """Rebuild row r's max/min deque from the store (O(max window))."""
-        cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef const double *col = self.sh if ismax else self.sl
-        cdef int64_t *tailp = &self.rs[r].tail[0 if ismax else 1]
-        cdef WState *ws = self.st + r * self.K
-        cdef Py_ssize_t N = self.N, mask = self.mask, k, sl
-        cdef int64_t t0 = tailp[0], t = t0, x = self._T - self.Wmax + 1, fk, T = self._T
-        cdef double v
-        self.n_rebuilds += 1
-        if x < 0:
-            x = 0
-        sl = self._slot(x)
-        while x <= T:
-            if self.present[sl * N + r]:
-                v = col[sl * N + r]
-                while t > t0 and dominates(v, col[q[(t - 1) & mask].slot * N + r], ismax):
-                    t -= 1
-                q[t & mask].slot = <uint16_t>sl
-                q[t & mask].v = f32(v)
-                t += 1
-                self.rs[r].back[0 if ismax else 1] = v
-            x += 1
-            sl += 1
-            if sl == self.D:
-                sl = 0
-        tailp[0] = t
-        for k in range(self.K):
-            fk = t0
-            while fk < t and self._sec(q[fk & mask].slot) <= T - self.win[k]:
-                fk += 1
-            if ismax:
-                ws[k].fmax = fk
-                if fk < t:
-                    ws[k].hslot = q[fk & mask].slot
-            else:
-                ws[k].fmin = fk
-                if fk < t:
-                    ws[k].lslot = q[fk & mask].slot
 
     # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,

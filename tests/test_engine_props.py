@@ -159,12 +159,6 @@ def test_engine_matches_reference_with_late_bars_and_corrections(sc):
     run(*sc)
 
 
-@pytest.mark.slow
-@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(scenario(), trending(), late_and_corrected()))
-def test_engine_matches_reference_long_fuzz(sc):
-    """Opt-in (-m slow): the three generators above, many more examples."""
-    run(*sc)
 
 
 @st.composite
@@ -199,4 +193,12 @@ def worse_corrections(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worse_corrections())
 def test_engine_matches_reference_with_worse_corrections(sc):
+    run(*sc)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(scenario(), trending(), late_and_corrected(), worse_corrections()))
+def test_engine_matches_reference_long_fuzz(sc):
+    """Opt-in (-m slow): all the generators above, many more examples."""
     run(*sc)

@@ -73,7 +73,7 @@ class BenchConfig:
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
         base = dict(quick=True, warmup=0.5, duration=2.0, bursts=30, skip_bursts=2,
-                    cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=60.0, retries=1,
+                    cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=30.0, retries=1,
                     retry_budget_s=60.0, cache_seconds=10)
         base.update(kw)
         return cls(**base)

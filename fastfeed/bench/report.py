@@ -356,7 +356,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
         elif q is None:
             rs = "-"
         elif q["peer"] == "floor":
-            rs = f"{q['ratio']:.2f} (share of the floor)"
+            if q["basis"] == "cpu" and q.get("ratio_cpu_basis"):
+                rs = f"{q['ratio_cpu_basis']:.2f} of the floor (CPU basis)"
+            else:
+                rs = f"{q['ratio']:.2f} of the floor"
+        elif q["basis"] == "cpu" and q.get("cpu_ratio"):
+            rs = f"{q['cpu_ratio']:.1f}x (CPU basis)"
         else:
             rs = f"{q['ratio']:.1f}x"
         flag = " (client idle: lower bound)" if r.get("contended") else " (sim-bound)" if r.get("server_bound") else ""

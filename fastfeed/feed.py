@@ -62,6 +62,8 @@ class Feed:
     :param on_update: ``on_update(rows, T)`` once per processed message that changed rows:
         ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
+    :param connection_options: more keyword arguments for the transport's ``Connection``
+        (e.g. ``backoff_initial``, ``backoff_max``, ``max_message_size``).
     :param record: path of a recording file: every raw message received is written to it
         (``fastfeed replay`` reads it back); finished when the feed closes, and its
         summary is in ``feed.recording``.  A write failure stops the recording, not the feed.
@@ -84,6 +86,7 @@ class Feed:
         idle_timeout: float = 15.0,
         ssl_context: Any = None,
         session_options: dict[str, Any] | None = None,
+        connection_options: dict[str, Any] | None = None,
         record: str | os.PathLike[str] | None = None,
     ) -> None:
         if feed not in _feeds.FEEDS:
@@ -128,6 +131,7 @@ class Feed:
 
             self._close_recording = attach_recorder(self, record)
         self._conn_kwargs = dict(ping_interval=ping_interval, idle_timeout=idle_timeout, ssl_context=ssl_context)
+        self._conn_kwargs.update(connection_options or {})
         self._conn: Connection | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,10 +173,11 @@ class Feed:
                 logging.getLogger("fastfeed").exception("on_event callback failed")
 
     def _on_batch(self, rows: np.ndarray, T: int) -> None:
-        if self._gap_from is not None:  # first bars after a reconnect: report the gap
+        if self._gap_from is not None:  # first bars after a reconnect
             before, self._gap_from = self._gap_from, None
-            self.stats.record_gap(before, int(T))
-            self._emit("gap", {"last_before": before, "first_after": int(T)})
+            if T > before + 1:  # whole seconds were missed: report the gap
+                self.stats.record_gap(before, int(T))
+                self._emit("gap", {"last_before": before, "first_after": int(T)})
         if self._user_on_update is not None:
             self._user_on_update(rows, T)
 

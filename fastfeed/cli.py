@@ -12,30 +12,8 @@ import sys
 import textwrap
 from typing import Any, Callable, Sequence
 
-EXIT_OK, EXIT_FAIL, EXIT_AUTH = 0, 1, 2
-FEED_CHOICES = ("vantafin", "sfox", "massive")
-
-
-class CliError(Exception):
-    """An expected failure: printed as one line, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-def _add_connection_args(p: argparse.ArgumentParser, *, subscribe_help: str) -> None:
-    p.add_argument("--feed", choices=FEED_CHOICES, default="vantafin", help="which feed's protocol (default: vantafin)")
-    p.add_argument("--url", help="WebSocket URL (default: the vendor's real URL)")
-    p.add_argument(
-        "--api-key",
-        help="API key (default: $VANTAFIN_API_KEY / $SFOX_API_KEY / $MASSIVE_API_KEY); never printed",
-    )
-    p.add_argument("--subscribe", nargs="+", metavar="TOPIC", help=subscribe_help)
+from .cli_common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, CliError, add_connection_args
+from .cli_common import formatter as _formatter
 
 
 def _is_auth_error(e: BaseException) -> bool:
@@ -71,7 +49,7 @@ def _add_snapshot(sub: Any) -> None:
         epilog=SNAPSHOT_EPILOG,
         formatter_class=_formatter,
     )
-    _add_connection_args(p, subscribe_help="topics (default LS.* for vantafin, A.* for massive; required for sfox)")
+    add_connection_args(p)
     p.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to listen")
     p.add_argument("--windows", default="60,300,900", help="comma-separated window lengths in seconds (default 60,300,900)")
     p.add_argument("--format", choices=("json", "csv", "table"), default="json", help="output format (default json)")
@@ -177,7 +155,7 @@ def _add_watch(sub: Any) -> None:
         epilog=WATCH_EPILOG,
         formatter_class=_formatter,
     )
-    _add_connection_args(p, subscribe_help="topics (default LS.* for vantafin, A.* for massive; required for sfox)")
+    add_connection_args(p)
     p.add_argument("--window", type=int, default=60, help="window shown, seconds (default 60)")
     p.add_argument("--windows", default=None, help="windows kept (default: 60,300,900 plus --window)")
     p.add_argument("--top", type=int, default=10, help="rows per table (default 10)")

@@ -15,18 +15,9 @@ import textwrap
 import time
 from typing import Any
 
-EXIT_OK, EXIT_FAIL, EXIT_AUTH = 0, 1, 2
-FEED_CHOICES = ("vantafin", "sfox", "massive")
-
-
-class _Fail(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+from .cli_common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, add_connection_args
+from .cli_common import CliError as _Fail
+from .cli_common import formatter as _formatter
 
 
 def _run(fn: Any, args: argparse.Namespace) -> int:
@@ -90,10 +81,7 @@ def add_record_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=RECORD_EPILOG,
         formatter_class=_formatter,
     )
-    p.add_argument("--feed", choices=FEED_CHOICES, default="vantafin", help="which feed's protocol (default: vantafin)")
-    p.add_argument("--url", help="WebSocket URL (default: the vendor's real URL)")
-    p.add_argument("--api-key", help="API key (default: $VANTAFIN_API_KEY / $SFOX_API_KEY / $MASSIVE_API_KEY); never printed or stored")
-    p.add_argument("--subscribe", nargs="+", metavar="TOPIC", help="topics (default LS.* for vantafin, A.* for massive; required for sfox)")
+    add_connection_args(p)
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="recording to write (replaced if it exists)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--windows", default="60,300,900", help="engine windows stored in the header as replay's default (default 60,300,900)")

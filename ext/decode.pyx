@@ -19,6 +19,7 @@ from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t
 from libc.math cimport isfinite, NAN
 from libc.stdint cimport int64_t
+from libc.string cimport memmove
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 import numpy as np
@@ -434,12 +435,16 @@ cdef class BarFiller:
         if self.deferred:
             n = self._fill_at(msg, self.pending)
             if n:
-                if self.pending == 0:
+                if self.pending and self.max_s > self.pending_max_s:
+                    # a later second: what waits is applied first, so that each upsert moves
+                    # the clock to at most one new second (on_batch's T, gap reports)
+                    self._upsert_split(n, recv_ns)
+                elif self.pending == 0:
                     self.pending_recv_ns = recv_ns
                     self.pending_max_s = self.max_s
-                elif self.max_s > self.pending_max_s:
-                    self.pending_max_s = self.max_s
-                self.pending += n
+                    self.pending = n
+                else:
+                    self.pending += n
             if self.values_errors or self.overflow or self.others is not None:
                 self.after_fill(recv_ns)
             if self.pending >= self.max_pending:
@@ -458,6 +463,25 @@ cdef class BarFiller:
             self.flush_stats(recv_ns)
         if accepted and self.on_batch is not None:
             self.on_batch(self.last_rows(), self.engine.T)
+        return 0
+
+    cdef int _upsert_split(self, Py_ssize_t n, int64_t recv_ns) except -1:
+        """Upsert the ``pending`` bars waiting, then move the ``n`` bars filled after them
+        (one message, of a later second, received at ``recv_ns``) to the front."""
+        cdef Py_ssize_t k = self.pending
+        cdef int64_t max_s = self.max_s
+        self._upsert_pending()
+        memmove(self.p_rows, self.p_rows + k, n * sizeof(int64_t))
+        memmove(self.p_sec, self.p_sec + k, n * sizeof(int64_t))
+        memmove(self.p_o, self.p_o + k, n * sizeof(double))
+        memmove(self.p_h, self.p_h + k, n * sizeof(double))
+        memmove(self.p_l, self.p_l + k, n * sizeof(double))
+        memmove(self.p_c, self.p_c + k, n * sizeof(double))
+        memmove(self.p_v, self.p_v + k, n * sizeof(double))
+        memmove(self.p_pv, self.p_pv + k, n * sizeof(double))
+        self.pending = n
+        self.pending_recv_ns = recv_ns
+        self.pending_max_s = max_s
         return 0
 
     cdef int _upsert_pending(self) except -1:

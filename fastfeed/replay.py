@@ -123,7 +123,7 @@ def _no_send(data: bytes) -> None:
 def replay_session(reader: Reader, session: Any, *, stats: Any = None,
                    on_event: Callable[[str, dict], None] | None = None,
                    speed: float | None = None, progress: bool = False,
-                   url: str = "") -> dict[str, int | None]:
+                   url: str = "", batch_per_read: bool = True) -> dict[str, int | None]:
     """Drive any ``Session`` with the records of ``reader`` (the transport's part).
 
     ``CONNECTED`` → ``on_event("connected")`` then ``session.on_connected(no-op send)``
@@ -132,9 +132,21 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
     then ``session.on_message(payload, recorded recv_ns)``;
     ``DISCONNECTED`` → ``on_event("disconnected")`` then ``session.on_disconnected``.
     ``speed``: ``None`` as fast as possible, else a factor of the recorded pace.
+    ``batch_per_read``: as the live ``Connection`` does, turn the session's
+    ``defer_until_buffer_end`` on (when it has one) and call ``session.on_buffer_end()``
+    at the end of each socket read — the messages of one read share their ``recv_ns``
+    (the listener reads the clock once per read), so a change of ``recv_ns`` (or a
+    connection record, or the end) is a read boundary: the engine sees the same updates
+    as it did live.
     Returns counts: messages, connects, first_ns, last_ns.
     """
     on_message = session.on_message
+    buffer_end = getattr(session, "on_buffer_end", None)
+    if not callable(buffer_end):
+        buffer_end = None
+    elif batch_per_read and hasattr(session, "defer_until_buffer_end"):
+        session.defer_until_buffer_end = True
+    read_ns: int | None = None  # recv_ns of the read whose messages the session may hold
     connects = 0
     messages = 0
     first_ns: int | None = None
@@ -150,12 +162,16 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
                 delay = (ns - first_ns) / 1e9 / speed - (time.perf_counter() - t0)
                 if delay > 0:
                     time.sleep(delay)
+            if buffer_end is not None and read_ns is not None and (kind != MESSAGE or ns != read_ns):
+                read_ns = None
+                buffer_end()
             if kind == MESSAGE:
                 messages += 1
                 if stats is not None:  # the transport's listener counts these live
                     stats.messages += 1
                     stats.bytes += len(payload)
                 on_message(payload, ns)
+                read_ns = ns
                 if progress and messages % every == 0:
                     prog.update(reader.bytes_read)
             elif kind == CONNECTED:
@@ -173,6 +189,8 @@ def replay_session(reader: Reader, session: Any, *, stats: Any = None,
             if first_ns is None:
                 first_ns = ns
             last_ns = ns
+        if buffer_end is not None and read_ns is not None:
+            buffer_end()
     finally:
         prog.close()
     flush = getattr(session, "flush_stats", None)

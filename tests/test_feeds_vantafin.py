@@ -285,24 +285,38 @@ def test_deferred_mode_one_upsert_per_read_buffer():
     s.on_message(enc([quote("B"), quote("C", ts=1700000002000), {"type": "status", "status": "success"}]), RECV)
     s.on_message(enc([quote("D", v=-1), quote("E")]), RECV)  # bad element counted at once
     s.on_message(b"[" + SEED + b',{"type":"trade"}]', RECV)  # slow path appends too
-    assert engine.calls == [] and stats.bars == 0
+    # the message with a later second (C) applied what waited (A) first: one second per upsert
+    assert engine.calls == [1] and stats.bars == 1
     assert stats.decode_errors_by_kind["values"] == 1 and stats.unknown_messages == 1
     assert s.state["last_status"]["status"] == "success"
     s.on_buffer_end()
-    assert engine.calls == [5] and stats.bars == 5 and s.filler.pending == 0
-    assert got == [([0, 1, 2, 3, 4], 1700000002)]
+    assert engine.calls == [1, 4] and stats.bars == 5 and s.filler.pending == 0
+    assert got == [([0], 1700000001), ([1, 2, 3, 4], 1700000002)]
     assert set(bars_of(engine, universe)) == {("A", 1700000001), ("B", 1700000001), ("C", 1700000002),
                                                ("E", 1700000001), ("AAPL", 1700000001)}
     s.on_buffer_end()  # nothing waits: no call
-    assert engine.calls == [5]
+    assert engine.calls == [1, 4]
     s.on_message(enc(quote("F")), RECV)
     s.on_disconnected("x")  # what waits is not lost
-    assert engine.calls == [5, 1] and stats.bars == 6
+    assert engine.calls == [1, 4, 1] and stats.bars == 6
     s.on_message(enc(quote("G")), RECV)
     s.defer_until_buffer_end = False  # switching off flushes
-    assert engine.calls == [5, 1, 1]
+    assert engine.calls == [1, 4, 1, 1]
     s.on_message(enc(quote("H")), RECV)
-    assert engine.calls == [5, 1, 1, 1]
+    assert engine.calls == [1, 4, 1, 1, 1]
+
+
+def test_deferred_mode_corrections_join_the_batch_a_new_second_splits_it():
+    s, engine, universe, stats, _, _ = make(real=False)
+    s.defer_until_buffer_end = True
+    for sym, ts in (("A", 1700000001000), ("B", 1700000001000), ("A", 1700000000000),  # correction
+                    ("C", 1700000002000), ("D", 1700000002000), ("E", 1700000003000)):
+        s.on_message(enc(quote(sym, ts=ts)), RECV)
+    assert engine.calls == [3, 2]
+    s.on_buffer_end()
+    assert engine.calls == [3, 2, 1] and stats.bars == 6
+    assert set(bars_of(engine, universe)) == {("A", 1700000001), ("B", 1700000001), ("A", 1700000000),
+                                               ("C", 1700000002), ("D", 1700000002), ("E", 1700000003)}
 
 
 def test_deferred_mode_bounds_the_pending_batch():

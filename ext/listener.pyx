@@ -146,11 +146,15 @@ cdef class FeedListener(WSListener):
         and once more when the connection is lost, so that a session batching the messages
         of one read (one engine update per read) applies them before waiting for more data.
         Exceptions are caught and counted like the sink's.
+    :param tap: optional :class:`RecordTap`: every complete text message is copied into it
+        (``memcpy``, with ``recv_ns``) before the sink is called: recording without a Python
+        call per message.  The sink is then the *unrecorded* session's ``on_message``.
     """
 
     cdef:
         object _sink
         object _buffer_end
+        RecordTap _tap
         object _owner
         object _stats
         readonly Py_ssize_t max_message_size
@@ -184,9 +188,10 @@ cdef class FeedListener(WSListener):
         self._frag_cap = 0
 
     def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024,
-                 buffer_end=None):
+                 buffer_end=None, RecordTap tap=None):
         self._sink = sink
         self._buffer_end = buffer_end
+        self._tap = tap
         self._owner = owner
         self._stats = stats
         self.max_message_size = max_message_size
@@ -301,6 +306,11 @@ cdef class FeedListener(WSListener):
             return
         self.messages += 1
         self.bytes += size
+        if self._tap is not None:
+            try:
+                self._tap.add(TAP_MESSAGE, ptr, size, self._recv_ns)
+            except Exception:      # MemoryError: the tap is the recorder's; the feed goes on
+                self._tap.stopped = True
         mv = PyMemoryView_FromMemory(ptr, size, PyBUF_READ)
         try:
             self._sink(mv, self._recv_ns)
@@ -664,3 +674,276 @@ def encode_massive_frames(list prefixes, const int64_t[::1] rows, const int64_t[
     x.z = &z[0]
     x.t_ms = s_ms
     return _encode_frames(prefixes, rows, &x, _put_agg, 300, per_frame, True)
+
+
+# -- recording tap: the raw messages copied into preallocated blocks, in C ----------------------
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.bytearray cimport PyByteArray_AS_STRING as _BA_STR
+
+cdef enum:
+    TAP_ENTRY = 13            # u32 length, u8 kind, i64 recv_ns (a BATCH table entry, packed)
+    TAP_MAX_ENTRIES = 4096    # entries per block (the writer's batch size)
+    TAP_MESSAGE = 1
+
+cdef Py_ssize_t TAP_TABLE_END = 4 + TAP_ENTRY * TAP_MAX_ENTRIES
+
+
+@cython.final
+cdef class TapBlock:
+    """A block of recorded entries laid out for one ``BATCH`` record (docs/RECORDING.md):
+    ``buf[0:4+13n]`` is the entry count and the table, ``buf[TABLE_END:TABLE_END+plen]``
+    the payloads back to back. Filled by :class:`RecordTap` on the producer thread;
+    read by the writer thread once sealed."""
+    cdef readonly object buf
+    cdef char* p
+    cdef readonly Py_ssize_t n, nmsg, plen, cap
+    cdef readonly int64_t first_ns
+
+    def __cinit__(self, Py_ssize_t cap):
+        self.buf = bytearray(TAP_TABLE_END + cap)
+        self.p = _BA_STR(self.buf)
+        self.cap = cap
+        self.n = 0
+        self.nmsg = 0
+        self.plen = 0
+        self.first_ns = 0
+
+    def table(self):
+        """Count and table: the first part of the batch payload (a memoryview)."""
+        return memoryview(self.buf)[:4 + TAP_ENTRY * self.n]
+
+    def payloads(self):
+        """The payloads: the rest of the batch payload (a memoryview)."""
+        return memoryview(self.buf)[TAP_TABLE_END:TAP_TABLE_END + self.plen]
+
+
+cdef inline void _put_le(char* p, uint64_t x, int n) noexcept nogil:
+    cdef int k
+    for k in range(n):
+        p[k] = <char>((x >> (8 * k)) & 0xFF)
+
+
+@cython.final
+cdef class RecordTap:
+    """The recorder's producer side: each entry (a received message, or a connection
+    boundary) is copied with ``memcpy`` into the current :class:`TapBlock`, with its
+    kind, length and receive time; no Python object per message. A full block (4096
+    entries, or ``block_payload`` bytes) is sealed and queued for the writer thread,
+    which also seals the current block itself (:meth:`seal`) every time it wakes.
+
+    Thread safety: the producer's :meth:`add` and the writer's :meth:`seal`/:meth:`pop`
+    touch the shared state only in C code that runs no Python code in between (so,
+    under the GIL, each is atomic with respect to the other thread); blocks are queued
+    in a C ring in the order they were sealed.
+
+    Never raises on the producer side, never blocks: when more than ``max_pending``
+    payload bytes wait for the writer, recording stops (``on_overflow(pending)`` is
+    called once, later entries are counted in :attr:`dropped`); :meth:`stop` does the
+    same without the callback (I/O errors, close). ``wake()`` is called when a block
+    is sealed with more than ``wake_bytes`` waiting.
+    """
+    cdef TapBlock cur
+    cdef PyObject** ring
+    cdef Py_ssize_t ring_cap, head, tail
+    cdef list free
+    cdef readonly Py_ssize_t block_payload, max_free
+    cdef public long long max_pending, wake_bytes
+    cdef readonly long long queued_bytes, released_bytes
+    cdef readonly unsigned long long dropped, entries
+    cdef readonly bint stopped
+    cdef object wake, on_overflow
+
+    def __cinit__(self):
+        self.ring = NULL
+
+    def __init__(self, *, Py_ssize_t block_payload=256 * 1024, long long max_pending=256 << 20,
+                 long long wake_bytes=4 << 20, wake=None, on_overflow=None,
+                 Py_ssize_t ring_cap=65536, Py_ssize_t max_free=32):
+        if block_payload < 1 or ring_cap < 2:
+            raise ValueError("block_payload and ring_cap must be positive")
+        self.block_payload = block_payload
+        self.max_pending = max_pending
+        self.wake_bytes = wake_bytes
+        self.wake = wake
+        self.on_overflow = on_overflow
+        self.max_free = max_free
+        self.free = []
+        self.ring = <PyObject**>PyMem_Malloc(ring_cap * sizeof(PyObject*))
+        if self.ring == NULL:
+            raise MemoryError()
+        self.ring_cap = ring_cap
+        self.head = 0
+        self.tail = 0
+        self.cur = None
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.ring != NULL:
+            for i in range(self.head, self.tail):
+                Py_DECREF(<object>self.ring[i % self.ring_cap])
+            PyMem_Free(self.ring)
+            self.ring = NULL
+
+    # -- producer side --------------------------------------------------------------------
+
+    cdef int add(self, int kind, const char* ptr, Py_ssize_t size, int64_t ns) except -1:
+        """Copy one entry in; never blocks. (-1 only for MemoryError.)"""
+        cdef TapBlock b
+        cdef char* e
+        if self.stopped:
+            self.dropped += 1
+            return 0
+        b = self.cur
+        if b is None or b.n == TAP_MAX_ENTRIES or b.plen + size > b.cap:
+            if b is not None and b.n:
+                self._seal()
+                if self.stopped:
+                    self.dropped += 1
+                    return 0
+            b = self._new_block(size)
+        e = b.p + 4 + TAP_ENTRY * b.n
+        _put_le(e, <uint64_t>size, 4)
+        e[4] = <char>kind
+        _put_le(e + 5, <uint64_t>ns, 8)
+        if size:
+            memcpy(b.p + TAP_TABLE_END + b.plen, ptr, size)
+        if b.n == 0:
+            b.first_ns = ns
+        b.n += 1
+        b.plen += size
+        if kind == TAP_MESSAGE:
+            b.nmsg += 1
+        self.entries += 1
+        self.queued_bytes += size
+        if self.queued_bytes - self.released_bytes > self.max_pending:
+            self._overflow()
+        return 0
+
+    cdef TapBlock _new_block(self, Py_ssize_t size):
+        cdef TapBlock b = None
+        if size <= self.block_payload:
+            if self.free:
+                b = <TapBlock>self.free.pop()
+            else:
+                b = TapBlock(self.block_payload)
+        else:
+            b = TapBlock(size)   # a message larger than a block: a block of its own
+        b.n = 0
+        b.nmsg = 0
+        b.plen = 0
+        self.cur = b             # after every Python call above: the writer sees it only now
+        return b
+
+    cdef int _seal(self) except -1:
+        """Queue the current block (pure C up to the wake call)."""
+        cdef TapBlock b = self.cur
+        if b is None or b.n == 0:
+            return 0
+        if self.tail - self.head >= self.ring_cap:
+            self._overflow()
+            return 0
+        _put_le(b.p, <uint64_t>b.n, 4)
+        Py_INCREF(b)
+        self.ring[self.tail % self.ring_cap] = <PyObject*>b
+        self.tail += 1
+        self.cur = None
+        if self.wake is not None and self.queued_bytes - self.released_bytes > self.wake_bytes:
+            try:
+                self.wake()
+            except Exception:
+                pass
+        return 0
+
+    cdef void _overflow(self):
+        cdef long long pending = self.queued_bytes - self.released_bytes
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.on_overflow is not None:
+            try:
+                self.on_overflow(pending)
+            except Exception:
+                pass
+
+    def message(self, payload, int64_t recv_ns):
+        """Record one message (any bytes-like object; copied)."""
+        self.entry(TAP_MESSAGE, payload, recv_ns)
+
+    def entry(self, int kind, payload, int64_t recv_ns):
+        """Record one entry of ``kind`` (1 message, 2 connected, 3 disconnected)."""
+        cdef Py_buffer view
+        if self.stopped:
+            self.dropped += 1
+            return
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            self.add(kind, <const char*>view.buf, view.len, recv_ns)
+        finally:
+            PyBuffer_Release(&view)
+
+    def sink(self, inner):
+        """A callable ``(payload, recv_ns)`` that records the message, then calls ``inner``."""
+        return TapSink(self, inner)
+
+    def stop(self):
+        """Refuse later entries (counted in :attr:`dropped`); what is queued stays queued."""
+        self.stopped = True
+
+    # -- writer side ----------------------------------------------------------------------
+
+    def seal(self):
+        """Queue the current block, if it holds anything (the writer thread, on waking)."""
+        self._seal()
+
+    def pop(self):
+        """The oldest sealed block, or None. Give it back with :meth:`release` once written."""
+        cdef TapBlock b
+        cdef Py_ssize_t i
+        if self.head == self.tail:
+            return None
+        i = self.head % self.ring_cap
+        b = <TapBlock>self.ring[i]     # a new reference
+        Py_DECREF(b)                   # the ring's (b still holds one)
+        self.ring[i] = NULL
+        self.head += 1
+        return b
+
+    def release(self, TapBlock b):
+        """A popped block was written (or discarded): its bytes no longer count as pending."""
+        self.released_bytes += b.plen
+        if b.cap == self.block_payload and len(self.free) < self.max_free:
+            self.free.append(b)
+
+    @property
+    def pending_bytes(self):
+        """Payload bytes recorded and not yet written (released)."""
+        return self.queued_bytes - self.released_bytes
+
+    @property
+    def pending_entries(self):
+        """Entries in the current block and in sealed blocks not yet popped."""
+        cdef Py_ssize_t i, n = 0
+        if self.cur is not None:
+            n = self.cur.n
+        for i in range(self.head, self.tail):
+            n += (<TapBlock>self.ring[i % self.ring_cap]).n
+        return n
+
+
+@cython.final
+cdef class TapSink:
+    """``sink(payload, recv_ns)``: record the message on a :class:`RecordTap`, then call
+    ``inner`` (a recording session's ``on_message``, in C: no Python frame of its own)."""
+    cdef RecordTap tap
+    cdef readonly object inner
+
+    def __init__(self, RecordTap tap, inner):
+        self.tap = tap
+        self.inner = inner
+
+    def __call__(self, payload, int64_t recv_ns):
+        self.tap.entry(TAP_MESSAGE, payload, recv_ns)
+        return self.inner(payload, recv_ns)

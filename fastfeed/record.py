@@ -4,9 +4,11 @@ A recording holds every complete (reassembled) text message a feed session recei
 byte for byte, with its receive time in nanoseconds, plus the connection boundaries
 (connected / disconnected). ``docs/RECORDING.md`` documents the format byte by byte.
 
-Writing (:class:`Writer`, :class:`RecordingSession`) costs the event loop one copy of
-the payload and an append to a deque; a writer thread frames the records, checksums
-them, optionally compresses them in zstd blocks and writes them. If the writer falls
+Writing (:class:`Writer`, :class:`RecordingSession`) costs the event loop one ``memcpy``
+of the payload into a preallocated block (``fastfeed._ext.listener.RecordTap``; on a
+``Connection`` the Cython listener does it, no Python call per message); a writer
+thread writes each block as one ``BATCH`` record (one ``writev``), or compresses
+blocks into zstd blocks. If the writer falls
 too far behind, or the disk fails, recording stops with a clear error
 (:attr:`Writer.error`, logged once) while the feed keeps running.
 
@@ -28,8 +30,6 @@ Example::
 from __future__ import annotations
 
 import atexit
-import collections
-import itertools
 import json
 import logging
 import mmap
@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
+
+from ._ext.listener import RecordTap
 
 __all__ = [
     "MAGIC",
@@ -107,7 +109,7 @@ _BLOCK_HDR = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 #: one entry of a batch's table: payload length, kind, recv_ns (13 bytes, packed)
 ENTRY_DTYPE = np.dtype([("len", "<u4"), ("kind", "u1"), ("ns", "<i8")])
-MAX_BATCH_ENTRIES = 4096  # bounds how long the writer thread holds the GIL per batch
+MAX_BATCH_ENTRIES = 4096  # entries per batch the writer writes (the tap's block size in entries)
 REC_OVERHEAD = _REC_HDR.size + _CRC.size  # 17 bytes per record
 MAX_PAYLOAD = 1 << 30  # a larger length field is corruption
 MAX_META = 1 << 20
@@ -280,11 +282,14 @@ class Writer:
     """Append records to a recording file from one thread (the event loop), written by a
     background thread.
 
-    The hot-path methods (:meth:`message`, :meth:`connected`, :meth:`disconnected`) copy
-    the payload, append it to a deque and return; they never block on I/O and never
-    raise. A writer thread takes everything queued every ``flush_interval`` seconds (or
-    sooner when more than ``wake_bytes`` are queued), frames and checksums it, and writes
-    it (``compression="zstd"``: in compressed blocks of about ``block_size`` raw bytes).
+    The hot-path methods (:meth:`message`, :meth:`connected`, :meth:`disconnected`; and
+    the listener, through :attr:`tap`) copy the entry into the current block of the tap
+    (4096 entries or 256 KiB of payload, preallocated and recycled) and return; they
+    never block on I/O and never raise. A writer thread takes every block queued every
+    ``flush_interval`` seconds (or sooner when more than ``wake_bytes`` are queued),
+    sealing the one being filled, and writes each as one ``BATCH`` record (one CRC, one
+    ``writev``; ``compression="zstd"``: compressed blocks of about ``block_size`` raw
+    bytes). Entries keep their order (blocks are queued in the order they are sealed).
 
     If more than ``max_pending`` bytes are waiting (the disk cannot keep up) or a write
     fails (disk full, I/O error), recording stops: :attr:`error` says why, the error is
@@ -348,17 +353,16 @@ class Writer:
             raise
         self.bytes_written = len(hdr)
 
-        # the queue: receive times and payloads in two deques (the producer appends to
-        # _qn first, then _qd; the writer pops len(_qd) from both). No tuple per
-        # message on the event loop, no zip on the writer thread.
-        self._qn: collections.deque[int] = collections.deque()
-        self._qd: collections.deque[bytes] = collections.deque()
-        self._check_n = 256  # queue length at which the producer checks the backlog
-        self._busy = False  # the writer thread holds entries not yet written
-        self._stopped = False  # producer-side: refuse new records
-        self._closing = False
+        # the queue: a recording tap (Cython): every entry is copied with memcpy into
+        # preallocated blocks laid out as BATCH payloads; no Python object per message.
+        # The listener writes into it directly (Connection + RecordingSession); Python
+        # callers go through message() / connected() / disconnected().
         self._wake = threading.Event()
-        self._block: list[tuple[list[int], list[bytes]]] = []  # zstd: the open block
+        self._tap = RecordTap(max_pending=max_pending, wake_bytes=wake_bytes,
+                              wake=self._wake.set, on_overflow=self._overflow)
+        self._busy = False  # the writer thread holds entries not yet written
+        self._closing = False
+        self._block: list[tuple[bytes, bytes, int, int, int]] = []  # zstd: the open block
         self._block_bytes = 0
         self._block_t = 0.0
         self._thread = threading.Thread(target=self._run, name="fastfeed-recorder", daemon=True)
@@ -367,31 +371,19 @@ class Writer:
 
     # ---------------------------------------------------------------- hot path
     def message(self, payload: bytes | bytearray | memoryview, recv_ns: int) -> None:
-        """Queue one received message (copied: the caller's buffer may be reused).
+        """Queue one received message (copied: the caller's buffer may be reused)."""
+        self._tap.message(payload, recv_ns)
 
-        (:class:`RecordingSession` inlines this in its ``on_message``.)"""
-        if self._stopped:
-            self._dropped_in += 1
-            return
-        self._qn.append(recv_ns)
-        self._qd.append(bytes(payload))
-        if len(self._qd) > self._check_n:
-            self._backlog()
+    @property
+    def tap(self) -> RecordTap:
+        """The producer side (``fastfeed._ext.listener.RecordTap``): the transport's
+        listener copies each message into it in C (see :class:`RecordingSession`)."""
+        return self._tap
 
-    def _backlog(self) -> None:
-        """The queue grew past ``_check_n`` entries: measure it; wake the writer past
-        ``wake_bytes``, stop recording past ``max_pending``."""
-        qd = self._qd
-        pending = sum(map(len, list(qd)))
-        if pending > self.max_pending:
-            self._stop(f"recording to {self.path} stopped: the writer fell behind by "
-                       f"{pending / 2**20:.1f} MiB (disk too slow?)")
-            return
-        if pending > self.wake_bytes and not self._wake.is_set():
-            self._wake.set()
-        # check again after about wake_bytes more (at least 64 entries more)
-        avg = pending // max(len(qd), 1) or 1
-        self._check_n = len(qd) + max(64, self.wake_bytes // avg)
+    def _overflow(self, pending: int) -> None:
+        """The tap refused an entry: more than ``max_pending`` bytes wait for the writer."""
+        self._stop(f"recording to {self.path} stopped: the writer fell behind by "
+                   f"{pending / 2**20:.1f} MiB (disk too slow?)")
 
     def connected(self, recv_ns: int | None = None, info: dict[str, Any] | None = None) -> None:
         """Queue a connection boundary: a (re)connection was established."""
@@ -403,16 +395,10 @@ class Writer:
         self._control(DISCONNECTED, recv_ns, reason.encode("utf-8", "replace"))
 
     def _control(self, kind: int, recv_ns: int | None, payload: bytes) -> None:
-        if self._stopped:
-            self._dropped_in += 1
-            return
-        self._qn.append(time.time_ns() if recv_ns is None else recv_ns)
-        self._qd.append((_Connected if kind == CONNECTED else _Disconnected)(payload))
+        self._tap.entry(kind, payload, time.time_ns() if recv_ns is None else recv_ns)
 
     def _stop(self, why: str) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+        self._tap.stop()
         if self.error is None:
             self.error = why
             log.error("%s", why)
@@ -426,17 +412,17 @@ class Writer:
     @property
     def recording(self) -> bool:
         """True while records are accepted (not stopped by an error, not closed)."""
-        return not self._stopped
+        return not self._tap.stopped
 
     @property
     def dropped(self) -> int:
         """Records lost because recording stopped (refused, or queued and discarded)."""
-        return self._dropped_in + self._dropped_out
+        return self._tap.dropped + self._dropped_out
 
     @property
     def pending_bytes(self) -> int:
         """Payload bytes queued and not yet taken by the writer thread."""
-        return sum(map(len, list(self._qd)))
+        return self._tap.pending_bytes
 
     # ---------------------------------------------------------------- writer thread
     def _run(self) -> None:
@@ -469,46 +455,47 @@ class Writer:
                 pass
 
     def _discard(self) -> None:
-        taken = self._take()
-        while taken is not None:
-            self._dropped_out += len(taken[1])
-            taken = self._take()
+        tap = self._tap
+        tap.seal()
+        b = tap.pop()
+        while b is not None:
+            self._dropped_out += b.n
+            tap.release(b)
+            b = tap.pop()
+        for _, _, n, _, _ in self._block:
+            self._dropped_out += n
+        self._block, self._block_bytes = [], 0
         self._busy = False
 
-    def _take(self) -> tuple[list[int], list[bytes]] | None:
-        """Up to MAX_BATCH_ENTRIES queued entries (popleft is safe against the producer,
-        which appends to _qn before _qd)."""
-        qd, qn = self._qd, self._qn
-        n = min(len(qd), MAX_BATCH_ENTRIES)
-        if not n:
-            return None
-        self._busy = True
-        pop = collections.deque.popleft
-        return list(map(pop, itertools.repeat(qn, n))), list(map(pop, itertools.repeat(qd, n)))
-
     def _drain(self, final: bool) -> None:
+        """Write every block the tap holds (the current one sealed first): one BATCH
+        record each (one writev, no per-entry Python work), or zstd blocks."""
         zc = self._zc
+        tap = self._tap
+        self._busy = True
         try:
+            tap.seal()
             while True:
-                taken = self._take()
-                if taken is None:
+                b = tap.pop()
+                if b is None:
                     break
-                nss, datas = taken
-                if zc is None:
-                    payload, nbytes, nmsg = encode_batch(nss, datas)
-                    self._write_record(BATCH, nss[0], payload)
-                    self.messages += nmsg
-                else:
-                    if not self._block:
-                        self._block_t = time.monotonic()
-                    self._block.append(taken)
-                    self._block_bytes += sum(map(len, datas))
-                    if self._block_bytes >= self.block_size:
-                        self._write_block()
-                if len(datas) < MAX_BATCH_ENTRIES:
-                    self._check_n = max(256, min(MAX_BATCH_ENTRIES, self.wake_bytes //
-                                                 max(1, sum(map(len, datas)) // len(datas))))
-                    break
+                try:
+                    if zc is None:
+                        table, payloads = b.table(), b.payloads()
+                        self._write_record(BATCH, b.first_ns, table, payloads)
+                        table.release()
+                        payloads.release()
+                        self.messages += b.nmsg
+                    else:
+                        if not self._block:
+                            self._block_t = time.monotonic()
+                        self._block.append((bytes(b.table())[_COUNT.size:], bytes(b.payloads()),
+                                            b.n, b.nmsg, b.first_ns))
+                        self._block_bytes += b.plen
+                finally:
+                    tap.release(b)
+                if zc is not None and self._block_bytes >= self.block_size:
+                    self._write_block()
             if zc is not None and self._block and (
                     final or time.monotonic() - self._block_t >= self.flush_interval):
                 self._write_block()
@@ -518,20 +505,23 @@ class Writer:
     def _write_block(self) -> None:
         assert self._zc is not None
         parts, self._block, self._block_bytes = self._block, [], 0
-        nss = [x for p in parts for x in p[0]] if len(parts) > 1 else parts[0][0]
-        datas = [x for p in parts for x in p[1]] if len(parts) > 1 else parts[0][1]
-        raw, _, nmsg = encode_batch(nss, datas)
-        payload = _BLOCK_HDR.pack(len(datas), len(raw)) + self._zc.compress(raw)
-        self._write_record(ZSTD_BLOCK, nss[0], payload)
-        self.messages += nmsg
+        n = sum(p[2] for p in parts)
+        raw = b"".join([_COUNT.pack(n), *(p[0] for p in parts), *(p[1] for p in parts)])
+        payload = _BLOCK_HDR.pack(n, len(raw)) + self._zc.compress(raw)
+        self._write_record(ZSTD_BLOCK, parts[0][4], payload)
+        self.messages += sum(p[3] for p in parts)
 
-    def _write_record(self, kind: int, ns: int, payload: bytes) -> None:
-        h = _REC_HDR.pack(len(payload), kind, ns)
-        crc = _CRC.pack(zlib.crc32(payload, zlib.crc32(h)))  # releases the GIL when large
-        self._writev([h, payload, crc])
+    def _write_record(self, kind: int, ns: int, payload: Any, *more: Any) -> None:
+        """One record whose payload is ``payload`` followed by ``more`` (bytes-likes)."""
+        size = len(payload) + sum(map(len, more))
+        h = _REC_HDR.pack(size, kind, ns)
+        crc = zlib.crc32(payload, zlib.crc32(h))  # releases the GIL when large
+        for m in more:
+            crc = zlib.crc32(m, crc)
+        self._writev([h, payload, *more, _CRC.pack(crc)])
         if self.fsync:
             os.fsync(self._f.fileno())
-        self.bytes_written += len(h) + len(payload) + len(crc)
+        self.bytes_written += len(h) + size + _CRC.size
 
     def _writev(self, parts: list[bytes]) -> None:
         """One ``writev`` system call for a record (no copy, GIL released), retried on a
@@ -557,7 +547,7 @@ class Writer:
         """Wait until everything queued so far has been handed to the OS (test helper;
         compressed records may still sit in the open block)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (self._qd or self._busy) and self._thread.is_alive():
+        while (self._tap.pending_entries or self._busy) and self._thread.is_alive():
             self._wake.set()
             if deadline is not None and time.monotonic() > deadline:
                 break
@@ -569,7 +559,7 @@ class Writer:
         if self.closed:
             return
         self.closed = True
-        self._stopped = True
+        self._tap.stop()
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
@@ -596,15 +586,25 @@ class RecordingSession:
     Wraps any object implementing the transport's ``Session`` contract: each callback
     queues a record on ``writer`` first (the payload is copied: it is valid only during
     the call) and then calls the wrapped session. Other attributes (``subscribe``,
-    ``state``, ``fatal``, ...) are the wrapped session's.
+    ``state``, ``fatal``, ``on_buffer_end``, ``defer_until_buffer_end``, ...) are the
+    wrapped session's.
+
+    On a :class:`fastfeed.transport.Connection`, messages are not recorded through
+    :attr:`on_message`: the connection hands :attr:`record_tap` to its Cython listener,
+    which copies each message into the writer's blocks in C and then calls
+    :attr:`tapped_sink` (the wrapped session's ``on_message``) — no Python call of the
+    recorder per message. :attr:`on_message` (a Cython callable doing the same) is for
+    everyone else.
     """
 
-    __slots__ = ("session", "writer", "on_message")
+    __slots__ = ("session", "writer", "on_message", "record_tap", "tapped_sink")
 
     def __init__(self, session: Any, writer: Writer) -> None:
         object.__setattr__(self, "session", session)
         object.__setattr__(self, "writer", writer)
-        object.__setattr__(self, "on_message", _recording_on_message(writer, session.on_message))
+        object.__setattr__(self, "record_tap", writer.tap)
+        object.__setattr__(self, "tapped_sink", session.on_message)
+        object.__setattr__(self, "on_message", writer.tap.sink(session.on_message))
 
     def on_connected(self, send: Callable[[bytes], None]) -> None:
         self.writer.connected(time.time_ns())
@@ -644,27 +644,6 @@ class RecordingSession:
             self.session.fatal = value
         else:
             setattr(self.session, name, value)
-
-
-def _recording_on_message(writer: Writer, inner: Callable[[Any, int], None]
-                          ) -> Callable[[Any, int], None]:
-    """``on_message`` that queues a copy of the payload, then calls ``inner``: the
-    body of :meth:`Writer.message` inlined (one Python call less per message)."""
-
-    def on_message(payload: Any, recv_ns: int, w: Writer = writer,
-                   ns_append: Any = writer._qn.append, data_append: Any = writer._qd.append,
-                   qd: Any = writer._qd, inner: Any = inner, bytes: Any = bytes,
-                   len: Any = len) -> None:
-        if not w._stopped:
-            ns_append(recv_ns)
-            data_append(bytes(payload))
-            if len(qd) > w._check_n:
-                w._backlog()
-        else:
-            w._dropped_in += 1
-        inner(payload, recv_ns)
-
-    return on_message
 
 
 def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed: str,

@@ -18,6 +18,9 @@ The transport knows nothing about any feed.  Contract (docs/ARCHITECTURE.md)::
         # optional: one engine update per socket read instead of one per message
         def on_buffer_end(self) -> None                       # after the last message of each read
         defer_until_buffer_end: bool                          # turned on by Connection(batch_per_read=True)
+        # optional (fastfeed.record.RecordingSession): the listener records each message into
+        # record_tap (a fastfeed._ext.listener.RecordTap, in C) and calls tapped_sink
+        record_tap: RecordTap; tapped_sink: Callable[[Any, int], None]
 
 The API key is never shown: every URL, event, log line, ``repr`` and exception text that
 leaves this module has ``apiKey=`` values (and the key itself) replaced by ``***``.
@@ -36,7 +39,7 @@ from typing import Any, Callable, Optional, Protocol
 from picows import WSCloseCode, WSError, ws_connect  # type: ignore[attr-defined]
 from picows.common import WSHandshakeError
 
-from fastfeed._ext.listener import FeedListener
+from fastfeed._ext.listener import FeedListener, RecordTap
 from fastfeed.stats import Stats
 
 __all__ = [
@@ -354,13 +357,20 @@ class Connection:
     async def _connect(self) -> tuple[Any, FeedListener]:
         stats = self.stats
         sink = self.session.on_message
+        # a recording session (fastfeed.record.RecordingSession) hands over its tap: the
+        # listener copies each message into it in C, then calls the unrecorded sink
+        tap = getattr(self.session, "record_tap", None)
+        if isinstance(tap, RecordTap):
+            sink = self.session.tapped_sink  # type: ignore[attr-defined]
+        else:
+            tap = None
         buffer_end = getattr(self.session, "on_buffer_end", None)
         if not callable(buffer_end):
             buffer_end = None
         mms = self.max_message_size
 
         def factory() -> FeedListener:
-            ln = FeedListener(sink, self, stats, mms, buffer_end)
+            ln = FeedListener(sink, self, stats, mms, buffer_end, tap)
             self.listener = self.last_listener = ln
             return ln
 

@@ -479,3 +479,135 @@ def test_zstd_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
         Writer(tmp_path / "z.ffr", feed="vantafin", compression="zstd")
     with pytest.raises(ValueError, match="unknown compression"):
         Writer(tmp_path / "z.ffr", feed="vantafin", compression="lz4")
+
+
+# --- the recording tap (Cython producer side of the writer) ---------------------------------
+
+
+def _entries(block):
+    """(kind, ns, payload) of a TapBlock, decoded like a reader decodes a batch."""
+    import numpy as np
+
+    from fastfeed.record import ENTRY_DTYPE
+
+    table = bytes(block.table())
+    n = int.from_bytes(table[:4], "little")
+    tab = np.frombuffer(table, ENTRY_DTYPE, n, 4)
+    pay = bytes(block.payloads())
+    out, off = [], 0
+    for length, kind, ns in tab.tolist():
+        out.append((kind, ns, pay[off:off + length]))
+        off += length
+    assert off == len(pay) and n == block.n
+    return out
+
+
+def test_tap_blocks_hold_entries_in_order_and_split_when_full():
+    from fastfeed._ext.listener import RecordTap
+
+    tap = RecordTap(block_payload=1000)
+    msgs = [b"m%d:" % i + b"x" * (i % 37) for i in range(5000)]
+    for i, m in enumerate(msgs):
+        tap.message(m, i)
+    tap.entry(DISCONNECTED, b"bye", 5000)
+    tap.message(b"L" * 3000, 5001)  # larger than a block: a block of its own
+    tap.seal()
+    got, blocks = [], 0
+    while (b := tap.pop()) is not None:
+        blocks += 1
+        assert b.n <= 4096 and (b.plen <= 1000 or b.n == 1)
+        assert b.first_ns == _entries(b)[0][1]
+        got += _entries(b)
+        tap.release(b)
+    assert blocks > 5
+    assert got == [(MESSAGE, i, m) for i, m in enumerate(msgs)] + [(DISCONNECTED, 5000, b"bye"),
+                                                                   (MESSAGE, 5001, b"L" * 3000)]
+    assert tap.pending_bytes == 0 and tap.pending_entries == 0 and tap.dropped == 0
+
+
+def test_tap_overflow_stops_recording_and_counts_the_rest():
+    from fastfeed._ext.listener import RecordTap
+
+    calls = []
+    tap = RecordTap(block_payload=100, max_pending=1000, on_overflow=calls.append)
+    for i in range(50):
+        tap.message(b"y" * 50, i)
+    assert tap.stopped and len(calls) == 1 and calls[0] > 1000
+    assert tap.dropped == 50 - 21  # the entry that crossed the limit is kept
+    assert tap.pending_bytes == 21 * 50
+
+
+def test_tap_order_is_kept_when_the_writer_thread_seals_concurrently():
+    """The producer adds while another thread seals and pops as fast as it can: every
+    entry comes out exactly once, in order."""
+    from fastfeed._ext.listener import RecordTap
+
+    tap = RecordTap(block_payload=4096)
+    n = 200_000
+    out: list[int] = []
+    done = threading.Event()
+
+    def writer():
+        while True:
+            finished = done.is_set()
+            tap.seal()
+            while (b := tap.pop()) is not None:
+                out.extend(ns for _, ns, _ in _entries(b))
+                tap.release(b)
+            if finished:
+                return
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for i in range(n):
+        tap.message(b"%d" % i, i)
+    done.set()
+    t.join()
+    assert out == list(range(n))
+
+
+def test_connection_records_through_the_listener_tap(tmp_path):
+    """On a Connection, a RecordingSession's messages are recorded by the listener (C
+    copy into the tap) and handed to the unrecorded session: same bytes, same recv_ns."""
+    import asyncio
+
+    from fastfeed.simulator import Faults, SimConfig, Simulator
+    from fastfeed.transport import Connection
+
+    class Inner:
+        fatal = None
+
+        def __init__(self):
+            self.got = []
+
+        def on_connected(self, send):
+            send(b'{"action":"subscribe","params":"LS.*"}')
+
+        def on_message(self, payload, recv_ns):
+            self.got.append((bytes(payload), recv_ns))
+
+        def on_disconnected(self, reason):
+            pass
+
+    async def main():
+        cfg = SimConfig(n_tickers=30, trade_fraction=0.7, bars_per_frame=1, max_rate=True, max_seconds=10,
+                        start_second=1_700_000_000, faults=Faults(fragment_every=3, fragment_size=40))
+        async with Simulator(cfg) as sim:
+            inner = Inner()
+            rs, close = rec.wrap_session_for_recording(inner, tmp_path / "c.ffr", "vantafin", sim.url("vantafin"))
+            assert rs.tapped_sink == inner.on_message
+            conn = Connection(sim.url("vantafin"), rs)
+            task = asyncio.ensure_future(conn.run())
+            while not (sim.connections and sim.connections[0]._producer is not None
+                       and sim.connections[0]._producer.done() and len(inner.got) >= len(sim.sent_bars())):
+                await asyncio.sleep(0.01)
+            await conn.stop()
+            await task
+            return inner, close()
+
+    inner, summary = asyncio.run(main())
+    assert summary["error"] is None and summary["messages"] == len(inner.got) > 0
+    with Reader(tmp_path / "c.ffr") as r:
+        recs = list(r)
+    assert [k for k, _, _ in recs] == [CONNECTED] + [MESSAGE] * len(inner.got) + [DISCONNECTED, END]
+    assert [(p, ns) for k, ns, p in recs if k == MESSAGE] == inner.got

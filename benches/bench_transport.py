@@ -9,6 +9,11 @@ Each round opens a connection, subscribes ``LS.*`` and receives ``ROUND_SECONDS`
 market; ``extra_info`` holds the rates measured over the last 3/4 of the messages of the
 best round (the first quarter warms TCP windows and buffers up) (``frames_per_s``, ``messages_per_s``, ``bars_per_s``, ``mb_per_s``).
 
+``test_session_engine_throughput``: the same loopback with the real Vantafin session and
+engine behind the Connection (a ``Feed``, windows (60,)), with read-buffer batching on
+(``batch_per_read=True``, the default: one engine update per socket read) and off (one
+per message) → ``bars_per_s`` (median of the rounds) and ``best_bars_per_s``.
+
 Run: ``python -m pytest benches/bench_transport.py --benchmark-only -s``
 """
 from __future__ import annotations
@@ -89,3 +94,42 @@ def test_transport_throughput(benchmark, sim):
     )
     print(f"\n{bpf} bars/frame: {benchmark.extra_info}")
     assert best["messages"] >= n_messages * (1 - WARMUP_FRACTION)
+
+
+SESSION_ROUND_SECONDS = {1: 20, 100: 100}  # simulated seconds of 12,000 bars per round
+
+
+async def _session_round(url: str, n_bars: int, batch_per_read: bool) -> float:
+    from fastfeed.feed import Feed
+
+    feed = Feed("vantafin", url=url, windows=(60,),
+                connection_options={"batch_per_read": batch_per_read})
+    st = feed.stats
+    await feed.start_async()
+    try:
+        while st.bars < n_bars * WARMUP_FRACTION:
+            await asyncio.sleep(0.002)
+        b0, t0 = st.bars, time.perf_counter()
+        while st.bars - b0 < n_bars * (1 - WARMUP_FRACTION):
+            await asyncio.sleep(0.002)
+        b1, t1 = st.bars, time.perf_counter()
+    finally:
+        await feed.close()
+    return (b1 - b0) / (t1 - t0)
+
+
+@pytest.mark.parametrize("batch_per_read", [True, False], ids=["batch_per_read", "per_message"])
+def test_session_engine_throughput(benchmark, sim, batch_per_read):
+    pytest.importorskip("fastfeed._ext.engine")
+    bpf = sim.bars_per_frame
+    n_bars = SESSION_ROUND_SECONDS[bpf] * 12_000
+    rates: list[float] = []
+
+    def round_():
+        rates.append(asyncio.run(_session_round(sim.url("vantafin"), n_bars, batch_per_read)))
+
+    benchmark.pedantic(round_, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(bars_per_frame=bpf, batch_per_read=batch_per_read,
+                                bars_per_s=round(sorted(rates)[len(rates) // 2]),
+                                best_bars_per_s=round(max(rates)))
+    print(f"\n{bpf} bars/frame, batch_per_read={batch_per_read}: {benchmark.extra_info}")

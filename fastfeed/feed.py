@@ -111,7 +111,8 @@ class Feed:
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
         self._user_on_update = on_update
         self._user_on_event = on_event
-        self._gap_from: int | None = None
+        self._gap_from: int | None = None  # T when a reconnect succeeded, until bars arrive
+        self._reconnecting = False
         self.session = _feeds.make_session(
             feed,
             self.engine,
@@ -160,10 +161,14 @@ class Feed:
     # ------------------------------------------------------------------ events
     def _emit(self, kind: str, info: dict) -> None:
         if kind == "disconnected":
-            t = int(self.engine.T)
-            self._gap_from = t if t >= 0 else None
+            self._reconnecting = True
         elif kind == "connected":
             self.connected_once = True
+            if self._reconnecting:
+                # every bar from before the drop is applied by now: T is the last second before
+                self._reconnecting = False
+                t = int(self.engine.T)
+                self._gap_from = t if t >= 0 else None
         if self._user_on_event is not None:
             try:
                 self._user_on_event(kind, info)

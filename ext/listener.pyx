@@ -167,6 +167,7 @@ cdef class FeedListener(WSListener):
         readonly bint closing
         bint _new_buffer
         object _recv_ns
+        int64_t _recv_ns_c
         readonly int64_t last_recv_mono_ns
         readonly object close_code     # code of a CLOSE received from the peer (int) or None
         readonly object close_reason
@@ -235,7 +236,8 @@ cdef class FeedListener(WSListener):
             return
         self.frames += 1
         if self._new_buffer:
-            self._recv_ns = _now_ns(CLOCK_REALTIME)
+            self._recv_ns_c = _now_ns(CLOCK_REALTIME)
+            self._recv_ns = self._recv_ns_c
             self.last_recv_mono_ns = _now_ns(CLOCK_MONOTONIC)
         self._new_buffer = frame.last_in_buffer
         try:
@@ -308,7 +310,7 @@ cdef class FeedListener(WSListener):
         self.bytes += size
         if self._tap is not None:
             try:
-                self._tap.add(TAP_MESSAGE, ptr, size, self._recv_ns)
+                self._tap.add(TAP_MESSAGE, ptr, size, self._recv_ns_c)
             except Exception:      # MemoryError: the tap is the recorder's; the feed goes on
                 self._tap.stopped = True
         mv = PyMemoryView_FromMemory(ptr, size, PyBUF_READ)

@@ -946,6 +946,15 @@ cdef class TapSink:
         self.tap = tap
         self.inner = inner
 
-    def __call__(self, payload, int64_t recv_ns):
-        self.tap.entry(TAP_MESSAGE, payload, recv_ns)
+    def __call__(self, payload, recv_ns):
+        cdef Py_buffer view
+        cdef RecordTap tap = self.tap
+        if tap.stopped:
+            tap.dropped += 1
+        else:
+            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+            try:
+                tap.add(TAP_MESSAGE, <const char*>view.buf, view.len, recv_ns)
+            finally:
+                PyBuffer_Release(&view)
         return self.inner(payload, recv_ns)

@@ -59,7 +59,7 @@ class Feed:
     :param windows: rolling windows in seconds.
     :param depth: seconds of bars kept (default: the largest window).
     :param capacity: most instruments the universe holds (rows preallocated).
-    :param on_update: ``on_update(rows, T)`` once per processed message that changed rows:
+    :param on_update: ``on_update(rows, T)`` once per engine update that changed rows (one per socket read):
         ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
     :param connection_options: more keyword arguments for the transport's ``Connection``

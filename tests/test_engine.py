@@ -45,6 +45,26 @@ def test_constructor_rejects_bad_arguments(kwargs, match):
         Engine(**kw)
 
 
+def test_prefault_option_changes_nothing_but_residency():
+    """prefault=True (default) and False hold the same state after the same bars."""
+    assert Engine(8).prefault is True and Engine(8, prefault=False).prefault is False
+    rng = np.random.default_rng(3)
+    engines = [Engine(16, (3, 10), depth=12, prefault=p) for p in (True, False)]
+    for t in range(40):
+        rows = rng.integers(0, 16, 10)
+        secs = T0 + t - rng.integers(0, 4, 10)
+        o = rng.uniform(10, 20, 10)
+        h, l = o + rng.uniform(0, 1, 10), o - rng.uniform(0, 1, 10)
+        v = rng.uniform(0, 100, 10)
+        for e in engines:
+            e.upsert(rows, secs, o, h, l, o, v, v * o)
+    a, b = engines
+    assert a.T == b.T and a.counters == b.counters
+    for W in (3, 10):
+        for col in ("open", "high", "low", "close", "volume", "vwap", "count"):
+            np.testing.assert_array_equal(getattr(a.window(W), col), getattr(b.window(W), col))
+
+
 # -- aggregation -------------------------------------------------------------------------
 def test_window_ohlcv_vwap_count():
     e = Engine(4, (3, 10), depth=10)

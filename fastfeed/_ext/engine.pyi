@@ -44,12 +44,14 @@ class Engine:
     depth: int               # Py_ssize_t, readonly
     windows: tuple[int, ...]  # readonly
     max_future_skew: float   # double, readonly
+    prefault: bool           # bint, readonly: memory made resident at construction
     def __init__(
         self,
         capacity: int = ...,                 # 16384
         windows: Sequence[int] = ...,        # (60, 300, 900)
         depth: int | None = ...,             # None -> max(windows); <= 65536
         max_future_skew: float = ...,        # 5.0
+        prefault: bool = ...,                # True: all memory resident at construction
     ) -> None: ...
     def upsert(
         self,

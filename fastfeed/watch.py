@@ -34,23 +34,35 @@ def _volume(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _table(title: str, frame: WindowFrame, rows: np.ndarray, ret: np.ndarray) -> Table:
+#: columns of the tables; movers show fewer so two fit side by side in 80 columns
+_MOVER_COLUMNS = ("symbol", "return", "close", "volume")
+_LEADER_COLUMNS = ("symbol", "return", "close", "vwap", "volume", "bars")
+
+
+def _table(title: str, frame: WindowFrame, rows: np.ndarray, ret: np.ndarray,
+           columns: Sequence[str] = _LEADER_COLUMNS) -> Table:
     t = Table(title=title, title_justify="left", expand=True, pad_edge=False)
-    for name, just in (("symbol", "left"), ("return", "right"), ("close", "right"), ("vwap", "right"),
-                       ("volume", "right"), ("bars", "right")):
-        t.add_column(name, justify=just, no_wrap=True)
+    for name in columns:
+        t.add_column(name, justify="left" if name == "symbol" else "right", no_wrap=True)
     for r in rows.tolist():
         rv = ret[r]
         style = "green" if rv > 0 else ("red" if rv < 0 else "")
-        t.add_row(
-            frame.symbols[r],
-            Text(f"{rv * 100:+.2f}%" if np.isfinite(rv) else "—", style=style),
-            _price(frame.close[r]),
-            _price(frame.vwap[r]),
-            _volume(frame.volume[r]),
-            str(int(frame.count[r])),
-        )
+        cells = {
+            "symbol": frame.symbols[r],
+            "return": Text(f"{rv * 100:+.2f}%" if np.isfinite(rv) else "—", style=style),
+            "close": _price(frame.close[r]),
+            "vwap": _price(frame.vwap[r]),
+            "volume": _volume(frame.volume[r]),
+            "bars": str(int(frame.count[r])),
+        }
+        t.add_row(*(cells[c] for c in columns))
     return t
+
+
+def fit_rows(top: int, height: int) -> int:
+    """Rows per table so that the whole view fits ``height`` terminal lines (at least 3)."""
+    # 2 x (title, borders, header: 5 lines) + header + 2-line status + the cursor line
+    return max(3, min(top, (height - 14) // 2))
 
 
 def _top(values: np.ndarray, mask: np.ndarray, k: int, largest: bool) -> np.ndarray:
@@ -110,8 +122,8 @@ def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: st
     grid.add_column(ratio=1)
     grid.add_column(ratio=1)
     grid.add_row(
-        _table("Top gainers", frame, gainers, ret),
-        _table("Top losers", frame, losers, ret),
+        _table("Top gainers", frame, gainers, ret, _MOVER_COLUMNS),
+        _table("Top losers", frame, losers, ret, _MOVER_COLUMNS),
     )
     return Group(header, grid, _table("Volume leaders", frame, leaders, ret), status_line(stats, bars_per_s, state))
 
@@ -166,7 +178,8 @@ async def _watch_loop(feed: Any, args: argparse.Namespace, console: Console) -> 
                 stats = feed.stats_dict()
                 rate = (stats["bars"] - last_bars) / max(now - last_t, 1e-9)
                 last_t, last_bars = now, stats["bars"]
-                view = build_view(feed.window(args.window), stats, args.top, title=title, bars_per_s=rate,
+                top = fit_rows(args.top, console.size.height) if console.is_terminal else args.top
+                view = build_view(feed.window(args.window), stats, top, title=title, bars_per_s=rate,
                                   state=getattr(feed.session, "state", None))
                 live.update(view, refresh=True)
                 if args.duration is not None and now - started >= args.duration:

@@ -5,7 +5,7 @@ import numpy as np
 from rich.console import Console
 
 from fastfeed.frame import WindowFrame
-from fastfeed.watch import build_view, rank_rows, status_line
+from fastfeed.watch import build_view, fit_rows, rank_rows, status_line
 
 
 def frame(opens, closes, volumes, counts):
@@ -57,3 +57,14 @@ def test_view_of_an_empty_universe_renders():
     f = frame([], [], [], [])
     out = render(build_view(f, {}, top=5, title="empty"))
     assert "0 of 0 instruments active" in out
+
+
+def test_view_fits_a_small_terminal():
+    assert fit_rows(10, 24) == 5
+    assert fit_rows(10, 26) == 6
+    assert fit_rows(10, 100) == 10
+    assert fit_rows(10, 10) == 3
+    f = frame([100.0] * 20, [101.0] * 20, [5.0] * 20, [2] * 20)
+    out = render(build_view(f, {}, top=fit_rows(10, 24), title="t"), width=80)
+    assert len(out.splitlines()) <= 24
+    assert "…" not in out  # nothing truncated at 80 columns

@@ -91,7 +91,7 @@ def test_snapshot_sfox_csv(sim, capsys):
 
 
 def test_every_command_has_help_with_examples():
-    for cmd in ("watch", "snapshot"):
+    for cmd in ("watch", "snapshot", "simulate", "bench", "record", "replay", "export"):
         r = subprocess.run([sys.executable, "-m", "fastfeed.cli", cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "examples:" in r.stdout
     r = subprocess.run([sys.executable, "-m", "fastfeed.cli", "--help"], capture_output=True, text=True)

@@ -97,8 +97,10 @@ ctypedef struct RState:
     int64_t last        # latest second accepted for the row (-1: none)
     int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
     double back[2]      # value of the back element of each deque (valid when non-empty)
+    double back2[2]     # value of the entry before the back (valid when b2ok[which])
     uint32_t mark       # last_rows: epoch of the last upsert that touched the row
-    char _pad[20]
+    uint8_t b2ok[2]     # back2 is exact: set by in-order pushes, cleared by other changes
+    char _pad[2]
 
 __all__ = ["Engine", "WindowView"]
 
@@ -621,6 +623,7 @@ cdef class Engine:
         q[p & mask].v = fval
         if i == t:
             row.back[which] = val
+        row.b2ok[which] = 0
         t += delta
         row.tail[which] = t
         for k in range(self.K):
@@ -650,12 +653,23 @@ cdef class Engine:
         cdef WState *ws = self.st + r * self.K
         cdef Py_ssize_t N = self.N, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t p = row.tail[which], T = self._T
+        cdef int64_t t = row.tail[which], p = t, T = self._T
         cdef float fval = f32(val)
         if p > head and dominates(val, row.back[which], ismax):
             p -= 1
-            while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
+            # the entry before the back is mirrored too (back2): a push that pops one
+            # entry reads neither the deque nor the store (the deque line is a cache miss)
+            if p > head and (dominates(val, row.back2[which], ismax) if row.b2ok[which]
+                             else dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax)):
                 p -= 1
+                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
+                    p -= 1
+                row.b2ok[which] = 0         # the new entry before the back: not read exactly
+            # popped one: the entry before the back is the same as before (back2 unchanged)
+        else:
+            # nothing popped: the old back is now the entry before the back
+            row.back2[which] = row.back[which]
+            row.b2ok[which] = 1
         q[p & mask].v = fval
         q[p & mask].slot = slot
         row.back[which] = val
@@ -752,6 +766,7 @@ cdef class Engine:
             q[(js + a) & mask] = tmp[m - 1 - a]
         t += delta
         row.tail[which] = t
+        row.b2ok[which] = 0
         for k in range(self.K):
             fk = ws[k].fmax if ismax else ws[k].fmin
             if fk == js:

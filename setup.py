@@ -38,7 +38,7 @@ def ext(name: str) -> Extension:
     )
 
 
-NAMES = ["engine", "decode", "listener"]
+NAMES = ["engine", "decode", "listener", "simencode"]
 ONLY = [n for n in os.environ.get("FASTFEED_EXTS", "").split(",") if n]
 
 setup(

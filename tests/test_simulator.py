@@ -463,7 +463,7 @@ def test_slow_writer_still_delivers_everything():
 
 @pytest.mark.parametrize("per", [1, 3, 100])
 def test_c_frame_encoders_match_the_python_formatting(per):
-    from fastfeed._ext.listener import encode_massive_frames, encode_vantafin_frames
+    from fastfeed._ext.simencode import encode_massive_frames, encode_vantafin_frames
     from fastfeed.simulator.server import SimConnection, ws_frame
 
     sim = Simulator(SimConfig(n_tickers=700, trade_fraction=0.8))

@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 from picows import WSListener, WSMsgType, ws_create_server  # type: ignore[attr-defined]
 
-from .._ext.listener import encode_massive_frames, encode_vantafin_frames
+from .._ext.simencode import encode_massive_frames, encode_vantafin_frames
 from ..transport import _MaskingAdapter
 from .faults import Faults
 from .market import CryptoUpdate, Market, StockSecond

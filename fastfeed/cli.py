@@ -110,7 +110,7 @@ async def _listen(feed: Any, duration: float) -> str | None:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from .snapshot import dump_csv, dump_json, render_table
+    from .snapshot import print_document
 
     windows = _parse_windows(args.windows)
     if args.duration <= 0:
@@ -121,14 +121,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if problem is not None:
         raise CliError(f"could not connect to {feed.url} within {args.duration:g} s: {problem}")
     doc = feed.snapshot(windows)
-    if args.format == "json":
-        print(dump_json(doc))
-    elif args.format == "csv":
-        sys.stdout.write(dump_csv(doc))
-    else:
-        from rich.console import Console
-
-        Console().print(render_table(doc))
+    print_document(doc, args.format)
     return EXIT_OK
 
 

@@ -187,7 +187,7 @@ PROGRESS_MIN_BYTES = 32 << 20
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import parse_speed, replay
-    from .snapshot import dump_csv, dump_json, parse_windows, render_table
+    from .snapshot import parse_windows, print_document
 
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
@@ -205,14 +205,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 130
     _report_damage(result.report, args.file)
     doc = result.snapshot(windows)
-    if args.format == "json":
-        print(dump_json(doc))
-    elif args.format == "csv":
-        sys.stdout.write(dump_csv(doc))
-    else:
-        from rich.console import Console
-
-        Console().print(render_table(doc))
+    print_document(doc, args.format)
     return EXIT_OK
 
 

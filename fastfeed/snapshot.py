@@ -115,6 +115,22 @@ def _fmt(x: float | None, field: str) -> str:
     return f"{x:,.6f}".rstrip("0").rstrip(".") if abs(x) < 1 else f"{x:,.4f}"
 
 
+def print_document(doc: dict[str, Any], fmt: str) -> None:
+    """Write ``doc`` to stdout as ``json``, ``csv`` or a ``table`` (rich)."""
+    import sys
+
+    if fmt == "json":
+        print(dump_json(doc))
+    elif fmt == "csv":
+        sys.stdout.write(dump_csv(doc))
+    elif fmt == "table":
+        from rich.console import Console
+
+        Console().print(render_table(doc))
+    else:
+        raise ValueError(f"unknown format {fmt!r}: json, csv or table")
+
+
 def parse_windows(text: str | Sequence[int]) -> tuple[int, ...]:
     """``"60,300"`` → ``(60, 300)``; raises ``ValueError`` with a clear message."""
     if not isinstance(text, str):

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import msgspec
+from ..feeds import massive, vantafin
 
 __all__ = [
     "PEERS",
@@ -365,56 +365,12 @@ async def run_massive(
 # ----------------------------------------------------------------------------------
 
 
-class _LS(msgspec.Struct, tag_field="type", tag="live_quote_second"):
-    ticker: str
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    timestamp: int
-
-
-class _Status(msgspec.Struct, tag_field="type", tag="status"):
-    status: str = ""
-    message: str = ""
-
-
-class _MarketStatus(msgspec.Struct, tag_field="type", tag="market_status"):
-    market: str = ""
-    timestamp: int = 0
-
-
-class _A(msgspec.Struct, tag_field="ev", tag="A"):
-    sym: str
-    v: float
-    o: float
-    c: float
-    h: float
-    l: float
-    s: int
-    e: int
-    vw: float = 0.0
-    av: float = 0.0
-    op: float = 0.0
-    a: float = 0.0
-    z: float = 0.0
-
-
-class _MStatus(msgspec.Struct, tag_field="ev", tag="status"):
-    status: str = ""
-    message: str = ""
-
-
-_VF = _LS | _Status | _MarketStatus
-_MA = _A | _MStatus
-
-
 class DecodeOnlySession:
     """A feed session that decodes every message and keeps nothing (the floor).
 
     Implements the transport's Session protocol.  ``dialect`` is ``"vantafin"`` or
-    ``"massive"``; the Decoder accepts one object or an array of objects.
+    ``"massive"``; it uses that feed's own Decoder and Structs (``fastfeed.feeds``), so
+    the floor pays exactly the decode fastfeed pays, and nothing after it.
     """
 
     def __init__(self, meter: Meter, *, dialect: str = "vantafin", api_key: str = DEFAULT_KEY,
@@ -425,18 +381,17 @@ class DecodeOnlySession:
         self.api_key = api_key
         if dialect == "vantafin":
             self.topics = topics or "LS.*"
-            self._dec = msgspec.json.Decoder(list[_VF] | _VF)
-            self._bar = _LS
+            self._dec, self._bar = vantafin.decoder, vantafin.LiveQuote
         elif dialect == "massive":
             self.topics = topics or "A.*"
-            self._dec = msgspec.json.Decoder(list[_MA] | _MA)
-            self._bar = _A
+            self._dec, self._bar = massive.decoder, massive.Agg
         else:
             raise ValueError(f"unknown dialect {dialect!r}")
 
     def on_connected(self, send: Callable[[bytes], None]) -> None:
-        send(json.dumps({"action": "auth", "params": self.api_key}).encode())
-        send(json.dumps({"action": "subscribe", "params": self.topics}).encode())
+        # both dialects authenticate and subscribe with the same {"action", "params"} messages
+        send(vantafin.auth_message(self.api_key))
+        send(vantafin.subscribe_message([self.topics]))
 
     def on_message(self, payload: Any, recv_ns: int) -> None:
         m = self.meter

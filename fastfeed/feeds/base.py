@@ -71,6 +71,16 @@ class RateLimitedLog:
         return True
 
 
+def _invalid_utf8(raw: Any) -> bool:
+    """True when ``raw`` is not valid UTF-8 (classified by the bytes, not by which exception
+    the installed msgspec raises: 0.22 raised ``UnicodeDecodeError``, 0.23 ``DecodeError``)."""
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def _snippet(payload: Any, limit: int = 80) -> str:
     b = bytes(memoryview(payload)[:limit])
     return repr(b) + ("..." if len(payload) > limit else "")
@@ -337,7 +347,7 @@ class BaseSession:
     # ------------------------------------------------------------------ slow path
     def _decode_elements(self, payload: Any, err: Exception) -> list:
         """The message failed to decode as a whole: keep every element that decodes."""
-        if isinstance(err, (msgspec.ValidationError, UnicodeDecodeError)):
+        if isinstance(err, msgspec.ValidationError) or _invalid_utf8(payload):
             try:
                 raws = _raw_list.decode(payload)
             except msgspec.ValidationError:  # valid JSON but not an array: one bad object
@@ -356,7 +366,7 @@ class BaseSession:
         return []
 
     def _count_bad_element(self, raw: Any, err: Exception) -> None:
-        if isinstance(err, UnicodeDecodeError):
+        if not isinstance(err, msgspec.ValidationError) and _invalid_utf8(raw):
             self.stats.count_decode_error("utf8")
             self._logger("utf8", "%s: invalid UTF-8 in a message: %s", self.name, self._scrub(_snippet(raw)))
             return

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from fastfeed.bench.harness import BurstTracker, _Probe, cores
+from fastfeed.bench.orchestration import BurstTracker, _Probe, cores
 from fastfeed.simulator.testing import SimProcess
 
 ROUND_BARS = {1: 300_000, 100: 1_200_000}

@@ -7,8 +7,8 @@ from ._ext.engine import Engine
 from .feed import ConfigurationError, Feed
 from .feeds import AuthError
 from .frame import WindowFrame
-from .record import Reader, attach_recorder
-from .replay import export_parquet, replay
+from .recording.format import Reader, attach_recorder
+from .recording.replay import export_parquet, replay
 from .stats import Stats
 from .universe import Universe, UniverseFull
 

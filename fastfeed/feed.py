@@ -128,7 +128,7 @@ class Feed:
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
         if record is not None:
-            from .record import attach_recorder
+            from .recording.format import attach_recorder
 
             self._close_recording = attach_recorder(self, record)
         self._conn_kwargs = dict(ping_interval=ping_interval, idle_timeout=idle_timeout, ssl_context=ssl_context)

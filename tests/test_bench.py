@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fastfeed.bench import report
-from fastfeed.bench.harness import BenchConfig, BurstTracker, Case, plan
+from fastfeed.bench.orchestration import BenchConfig, BurstTracker, Case, plan
 from fastfeed.bench.peers import PyRolling
 
 
@@ -151,7 +151,7 @@ def test_summary_ratios_and_targets():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """``fastfeed bench`` on 200 tickers with fractions of a second per case, JSON to a file."""
-    from fastfeed.bench.cli import main
+    from fastfeed.cli.bench import main
 
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     rc = main(["--tickers", "200", "--bars-per-frame", "100", "--duration", "0.4", "--warmup", "0.1",
@@ -192,7 +192,7 @@ def test_frame_cache_server_replays_simulator_frames_moving_forward(dialect):
     """The cache serves the simulator's frames after the simulator's handshake, seconds advancing."""
     import asyncio
 
-    from fastfeed.bench.harness import CacheProcess, _fastfeed_parts
+    from fastfeed.bench.orchestration import CacheProcess, _fastfeed_parts
     from fastfeed.transport import Connection
 
     spec = {"dialect": dialect, "tickers": 40, "seed": 0, "bars_per_frame": 10, "api_key": "k", "seconds": 3}

@@ -185,7 +185,7 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
 
 
 def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim, tmp_path):
-    from fastfeed.replay import replay
+    from fastfeed.recording.replay import replay
 
     path = tmp_path / "live.ffrec"
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from fastfeed import record as rec
-from fastfeed.record import (
+import fastfeed.recording.format as rec
+from fastfeed.recording.format import (
     CONNECTED,
     DISCONNECTED,
     END,
@@ -389,7 +389,7 @@ def test_recording_session_records_then_forwards(tmp_path):
 
 _KILLED_WRITER = textwrap.dedent("""
     import sys, time
-    from fastfeed.record import Writer
+    from fastfeed.recording.format import Writer
     w = Writer(sys.argv[1], feed="vantafin", url="", flush_interval=0.001,
                compression=(sys.argv[2] or None), block_size=3000)
     i = 0
@@ -488,7 +488,7 @@ def _entries(block):
     """(kind, ns, payload) of a TapBlock, decoded like a reader decodes a batch."""
     import numpy as np
 
-    from fastfeed.record import ENTRY_DTYPE
+    from fastfeed.recording.format import ENTRY_DTYPE
 
     table = bytes(block.table())
     n = int.from_bytes(table[:4], "little")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastfeed.simulator import Faults, Market, SimConfig, SimProcess, SimThread, Simulator
-from fastfeed.simulator.__main__ import add_arguments, build_parser, config_from_args
+from fastfeed.simulator.options import add_arguments, build_parser, config_from_args
 from fastfeed.transport import Connection, ConnectionRejected
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,7 @@ import numpy as np
 from rich.console import Console
 
 from fastfeed.frame import WindowFrame
-from fastfeed.watch import build_view, fit_rows, rank_rows, status_line
+from fastfeed.cli.watch import build_view, fit_rows, rank_rows, status_line
 
 
 def frame(opens, closes, volumes, counts):

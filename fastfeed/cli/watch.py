@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .frame import WindowFrame
+from ..frame import WindowFrame
 
 
 def _price(x: float) -> str:
@@ -129,7 +129,7 @@ def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: st
 
 
 def _has_key(feed: str, api_key: str | None) -> bool:
-    from .feed import API_KEY_ENV
+    from ..feed import API_KEY_ENV
 
     return bool(api_key or os.environ.get(API_KEY_ENV.get(feed, ""), ""))
 
@@ -140,8 +140,8 @@ def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Ca
     console = Console(stderr=False)
     sim = None
     if args.url is None and not _has_key(args.feed, args.api_key):
-        from .simulator.market import DEFAULT_PAIRS
-        from .simulator.testing import SimProcess
+        from ..simulator.market import DEFAULT_PAIRS
+        from ..simulator.testing import SimProcess
 
         console.print(f"[dim]no --url and no API key: starting the built-in simulator ({args.tickers:,} tickers)…[/dim]")
         sim = SimProcess(["--tickers", str(args.tickers)]).start()

@@ -15,14 +15,14 @@ import textwrap
 import time
 from typing import Any
 
-from .cli_common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, add_connection_args
-from .cli_common import CliError as _Fail
-from .cli_common import formatter as _formatter
+from .common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, add_connection_args
+from .common import CliError as _Fail
+from .common import formatter as _formatter
 
 
 def _run(fn: Any, args: argparse.Namespace) -> int:
     """Expected failures as one line on stderr with an exit code."""
-    from .record import RecordingError
+    from ..recording.format import RecordingError
 
     try:
         return int(fn(args) or 0)
@@ -92,9 +92,9 @@ def add_record_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from .feed import ConfigurationError, Feed
-    from .record import attach_recorder
-    from .snapshot import parse_windows
+    from ..feed import ConfigurationError, Feed
+    from ..recording.format import attach_recorder
+    from ..snapshot import parse_windows
 
     if args.duration is not None and args.duration <= 0:
         raise _Fail("--duration must be a positive number of seconds")
@@ -186,8 +186,8 @@ PROGRESS_MIN_BYTES = 32 << 20
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import parse_speed, replay
-    from .snapshot import parse_windows, print_document
+    from ..recording.replay import parse_speed, replay
+    from ..snapshot import parse_windows, print_document
 
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")
@@ -212,7 +212,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _check(path: str) -> int:
     import json
 
-    from .record import KIND_NAMES, Reader
+    from ..recording.format import KIND_NAMES, Reader
 
     _quiet_reader_log()
     counts: dict[str, int] = {}
@@ -266,7 +266,7 @@ def add_export_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .replay import export_parquet
+    from ..recording.replay import export_parquet
 
     if not os.path.exists(args.file):
         raise _Fail(f"{args.file}: no such file")

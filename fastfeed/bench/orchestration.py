@@ -6,7 +6,7 @@ Layout of a run (docs/BENCHMARKS.md has the definitions):
   the same seed, so every client receives byte-identical data; on a machine with two or
   more cores the simulator is pinned to the last core and the client to core 0
   (``os.sched_setaffinity``);
-* every client runs in its **own worker process** (``python -m fastfeed.bench.harness
+* every client runs in its **own worker process** (``python -m fastfeed.bench.orchestration
   --worker SPEC``) so that CPU time and peak RSS belong to that client alone; the worker
   prints one JSON line with its measurements;
 * ``throughput`` cases: the simulator in max-rate mode (every ticker trades every second,
@@ -208,7 +208,7 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
         load0 = _loadavg()
         srv0 = _proc_cpu_s(sim.proc.pid)
         proc = subprocess.Popen(
-            [python, "-m", "fastfeed.bench.harness", "--worker", json.dumps(spec)],
+            [python, "-m", "fastfeed.bench.orchestration", "--worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
@@ -521,7 +521,7 @@ def cache_server_main(spec: dict[str, Any]) -> None:
 
 
 class CacheProcess:
-    """``python -m fastfeed.bench.harness --cache-server SPEC`` as a child (like SimProcess)."""
+    """``python -m fastfeed.bench.orchestration --cache-server SPEC`` as a child (like SimProcess)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
@@ -529,7 +529,7 @@ class CacheProcess:
         self.urls: dict[str, str] = {}
 
     def __enter__(self) -> "CacheProcess":
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastfeed.bench.harness", "--cache-server",
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastfeed.bench.orchestration", "--cache-server",
                                       json.dumps(self.spec)], stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
@@ -895,7 +895,7 @@ def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastfeed.bench.harness")
+    p = argparse.ArgumentParser(prog="python -m fastfeed.bench.orchestration")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--worker", help="JSON spec of one case (internal)")
     g.add_argument("--cache-server", help="JSON spec of a frame cache server (internal)")

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from ._ext.listener import RecordTap
+from .._ext.listener import RecordTap
 
 __all__ = [
     "MAGIC",
@@ -671,7 +671,7 @@ def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed:
     if engine is not None:
         meta["engine"] = engine_config(engine)
     try:
-        from . import __version__
+        from .. import __version__
         meta["fastfeed"] = __version__
     except Exception:  # pragma: no cover
         pass

@@ -75,7 +75,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """(BenchConfig, notes about peers left out)."""
-    from .harness import PEER_DIALECT, BenchConfig
+    from ..bench.orchestration import PEER_DIALECT, BenchConfig
 
     kw: dict[str, Any] = {"tickers": args.tickers, "seed": args.seed}
     for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts"):
@@ -110,8 +110,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import report
-    from .harness import plan, run_bench
+    from ..bench import report
+    from ..bench.orchestration import plan, run_bench
 
     cfg, notes = config_from_args(args)
     argv = getattr(args, "_argv", None)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .record import CONNECTED, DISCONNECTED, MESSAGE, Reader
+from .format import CONNECTED, DISCONNECTED, MESSAGE, Reader
 
 __all__ = ["ReplayResult", "replay", "replay_session", "export_parquet", "EXPORT_COLUMNS",
            "parse_speed"]
@@ -80,7 +80,7 @@ class ReplayResult:
 
     def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
         """The ``fastfeed snapshot`` document of the replayed state."""
-        from .snapshot import snapshot_document
+        from ..snapshot import snapshot_document
 
         return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
 
@@ -240,7 +240,7 @@ def replay(path: str | os.PathLike[str], *, feed: Any = None,
     replay as they would see the live feed. ``speed``: ``None``/``"max"`` as fast as
     possible, else a factor of the recorded pace (``1.0`` real time).
     """
-    from .feed import Feed
+    from ..feed import Feed
 
     spd = parse_speed(speed)
     reader = Reader(path)
@@ -382,10 +382,10 @@ def export_parquet(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
     except ImportError:
         raise RuntimeError("export needs pyarrow: pip install pyarrow "
                            "(or pip install 'fastfeed[record]')") from None
-    from . import feeds
-    from ._ext.engine import Engine
-    from .stats import Stats
-    from .universe import Universe
+    from .. import feeds
+    from .._ext.engine import Engine
+    from ..stats import Stats
+    from ..universe import Universe
 
     reader = Reader(path)
     tmp = os.fspath(out) + ".part"

@@ -12,13 +12,13 @@ import sys
 import textwrap
 from typing import Any, Callable, Sequence
 
-from .cli_common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, CliError, add_connection_args
-from .cli_common import formatter as _formatter
+from .common import EXIT_AUTH, EXIT_FAIL, EXIT_OK, CliError, add_connection_args
+from .common import formatter as _formatter
 
 
 def _is_auth_error(e: BaseException) -> bool:
     try:
-        from .feeds import AuthError
+        from ..feeds import AuthError
     except ImportError:  # pragma: no cover - feeds always define it
         return type(e).__name__ == "AuthError"
     return isinstance(e, AuthError)
@@ -58,7 +58,7 @@ def _add_snapshot(sub: Any) -> None:
 
 
 def _make_feed(args: argparse.Namespace, windows: Sequence[int], **kw: Any):
-    from .feed import ConfigurationError, Feed
+    from ..feed import ConfigurationError, Feed
 
     try:
         return Feed(
@@ -75,7 +75,7 @@ def _make_feed(args: argparse.Namespace, windows: Sequence[int], **kw: Any):
 
 
 def _parse_windows(text: str) -> tuple[int, ...]:
-    from .snapshot import parse_windows
+    from ..snapshot import parse_windows
 
     try:
         return parse_windows(text)
@@ -110,7 +110,7 @@ async def _listen(feed: Any, duration: float) -> str | None:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from .snapshot import print_document
+    from ..snapshot import print_document
 
     windows = _parse_windows(args.windows)
     if args.duration <= 0:
@@ -190,7 +190,7 @@ SIMULATE_EPILOG = textwrap.dedent(
 
 
 def _add_simulate(sub: Any) -> None:
-    from .simulator.__main__ import add_arguments, run
+    from ..simulator.options import add_arguments, run
 
     p = sub.add_parser(
         "simulate",
@@ -216,7 +216,7 @@ def _add_optional(sub: Any, module: str, adder: str) -> None:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="fastfeed",
@@ -230,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(sub)
     _add_simulate(sub)
     _add_snapshot(sub)
-    _add_optional(sub, "bench.cli", "add_bench_parser")
+    _add_optional(sub, "cli.bench", "add_bench_parser")
     for adder in ("add_record_parser", "add_replay_parser", "add_export_parser"):
-        _add_optional(sub, "record_cli", adder)
+        _add_optional(sub, "cli.record", adder)
     return parser
 
 

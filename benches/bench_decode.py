@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from fastfeed import feeds
-from fastfeed.stats import Stats
-from fastfeed.universe import Universe
+from fastfeed.engine.stats import Stats
+from fastfeed.engine.universe import Universe
 
 try:
     from fastfeed._ext.engine import Engine

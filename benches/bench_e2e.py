@@ -25,7 +25,8 @@ import time
 
 import pytest
 
-from fastfeed.bench.orchestration import BurstTracker, _Probe, cores
+from fastfeed.bench.orchestration import cores
+from fastfeed.bench.worker import BurstTracker, _Probe
 from fastfeed.simulator.testing import SimProcess
 
 ROUND_BARS = {1: 300_000, 100: 1_200_000}
@@ -73,9 +74,9 @@ class _Client:
     def __init__(self, url: str, tickers: int, windows: tuple[int, ...], probe: BurstTracker | None = None):
         from fastfeed._ext.engine import Engine
         from fastfeed.feeds import make_session
-        from fastfeed.stats import Stats
+        from fastfeed.engine.stats import Stats
         from fastfeed.transport import Connection
-        from fastfeed.universe import Universe
+        from fastfeed.engine.universe import Universe
 
         self.engine = Engine(16384, windows)
         self.universe = Universe(16384)

@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from fastfeed.recording.format import RecordingSession, Reader, Writer
+from fastfeed.recording import RecordingSession, Reader, Writer
 
 try:
     from fastfeed._ext.engine import Engine  # noqa: F401
@@ -246,7 +246,7 @@ async def _loopback_round(url: str, n_bars: int, record_to: str | None) -> dict:
     import asyncio
 
     from fastfeed.feed import Feed
-    from fastfeed.recording.format import attach_recorder
+    from fastfeed.recording import attach_recorder
 
     feed = Feed("vantafin", url=url, windows=(60,))
     close = attach_recorder(feed, record_to) if record_to else None

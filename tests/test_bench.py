@@ -16,7 +16,8 @@ import time
 import pytest
 
 from fastfeed.bench import report
-from fastfeed.bench.orchestration import BenchConfig, BurstTracker, Case, plan
+from fastfeed.bench.planning import BenchConfig, Case, plan
+from fastfeed.bench.worker import BurstTracker
 from fastfeed.bench.peers import PyRolling
 
 
@@ -185,31 +186,3 @@ def test_tiny_run_succeeds_and_has_the_documented_shape(tiny_run):
     (floor,) = [q for q in doc["summary"]["ratios"] if q["peer"] == "floor"]
     assert floor["ratio"] > 0
     json.dumps(doc)  # serialisable as is
-
-
-@pytest.mark.parametrize("dialect", ["massive", "vantafin"])
-def test_frame_cache_server_replays_simulator_frames_moving_forward(dialect):
-    """The cache serves the simulator's frames after the simulator's handshake, seconds advancing."""
-    import asyncio
-
-    from fastfeed.bench.orchestration import CacheProcess, _fastfeed_parts
-    from fastfeed.transport import Connection
-
-    spec = {"dialect": dialect, "tickers": 40, "seed": 0, "bars_per_frame": 10, "api_key": "k", "seconds": 3}
-    with CacheProcess(spec) as cp:
-        engine, _u, stats, session = _fastfeed_parts(
-            {"tickers": 40, "windows": [60], "api_key": "k", "case": {"dialect": dialect}})
-
-        async def main():
-            conn = Connection(cp.urls[dialect], session, stats=stats)
-            task = asyncio.ensure_future(conn.run())
-            deadline = time.monotonic() + 20
-            while stats.bars < 40 * 8 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            await conn.stop()
-            await asyncio.wait_for(task, 5)
-
-        asyncio.run(main())
-    assert stats.bars >= 40 * 8  # more seconds than were recorded: the loop shifted timestamps
-    assert engine.counters["replaced"] == 0 and engine.counters["stale_dropped"] == 0
-    assert stats.decode_errors == 0

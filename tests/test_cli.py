@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from fastfeed.cli import main
-from fastfeed.stats import CONTRACT_KEYS
+from fastfeed.engine.stats import CONTRACT_KEYS
 
 ENTRY_KEYS = {"open", "high", "low", "close", "volume", "vwap", "count"}
 

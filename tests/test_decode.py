@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastfeed._ext.decode import PV_TYPICAL, PV_VWAP, BarFiller, LatencyBuckets, SfoxState
 from fastfeed.feeds import massive, vantafin
-from fastfeed.feeds.base import _overflow_exc
+from fastfeed.errors import UniverseFull
 from test_feeds_common import StandInEngine, StandInUniverse, make
 
 RECV = 1_700_000_002_500_000_000
@@ -22,7 +22,7 @@ RECV = 1_700_000_002_500_000_000
 def filler(bar_type=vantafin.LiveQuote, fields=vantafin.BAR_FIELDS, pv=PV_TYPICAL, capacity=4):
     u = StandInUniverse(8)
     e = StandInEngine(8, max_future_skew=1e12)
-    return BarFiller(bar_type, fields, u, _overflow_exc(), e, pv, capacity), u, e
+    return BarFiller(bar_type, fields, u, UniverseFull, e, pv, capacity), u, e
 
 
 def q(t="A", o=1.0, h=2.0, l=0.5, c=1.5, v=10.0, ts=1_700_000_001_000):
@@ -68,7 +68,7 @@ def test_wrong_python_types_in_slots_are_values_errors_not_crashes():
 
 def test_universe_overflow_skips_bar():
     u = StandInUniverse(1)
-    f = BarFiller(vantafin.LiveQuote, vantafin.BAR_FIELDS, u, _overflow_exc(), StandInEngine(), PV_TYPICAL)
+    f = BarFiller(vantafin.LiveQuote, vantafin.BAR_FIELDS, u, UniverseFull, StandInEngine(), PV_TYPICAL)
     assert f.fill([q("A"), q("B"), q("A")]) == 2 and f.overflow == 1
 
 
@@ -80,9 +80,9 @@ def test_massive_vw_pv():
     assert f.pv[0] == pytest.approx(17.0) and f.pv[1] == pytest.approx(10 * (3 + 0.5 + 2) / 3)
     assert f.fill([massive.Agg("X", 10.0, 1.0, 2.0, 3.0, 0.5, 5000, math.nan)]) == 0
     with pytest.raises(ValueError):
-        BarFiller(vantafin.LiveQuote, vantafin.BAR_FIELDS, u, _overflow_exc(), e, PV_VWAP)
+        BarFiller(vantafin.LiveQuote, vantafin.BAR_FIELDS, u, UniverseFull, e, PV_VWAP)
     with pytest.raises(TypeError):
-        BarFiller(vantafin.LiveQuote, ("nope",) + vantafin.BAR_FIELDS[1:], u, _overflow_exc(), e)
+        BarFiller(vantafin.LiveQuote, ("nope",) + vantafin.BAR_FIELDS[1:], u, UniverseFull, e)
 
 
 def test_latency_buckets_precision_and_flush():
@@ -110,7 +110,7 @@ def _one(v):
 
 def test_sfox_state_baseline_merge_reset_disorder():
     u = StandInUniverse(4)
-    out = BarFiller(None, None, u, _overflow_exc(), StandInEngine(), capacity=1)
+    out = BarFiller(None, None, u, UniverseFull, StandInEngine(), capacity=1)
     st_ = SfoxState(4)
     S = 1_649_901_842
     assert st_.update(out, 2, S * 10**9, 100.0, 10.0, 99.0, 1, 2, 0.5) == 1

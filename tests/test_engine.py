@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastfeed._ext.engine import Engine, WindowView
-from fastfeed._reference import ReferenceEngine, assert_windows_match, bars
+from fastfeed.engine.reference import ReferenceEngine, assert_windows_match, bars
 
 T0 = 1_700_000_000
 

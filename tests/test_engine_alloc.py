@@ -4,7 +4,7 @@ import tracemalloc
 import numpy as np
 
 from fastfeed._ext.engine import Engine
-from fastfeed._reference import bars
+from fastfeed.engine.reference import bars
 
 T0 = 1_700_000_000
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastfeed._ext.engine import Engine
-from fastfeed._reference import ReferenceEngine, assert_history_match, assert_windows_match
+from fastfeed.engine.reference import ReferenceEngine, assert_history_match, assert_windows_match
 
 N = 4
 BASE = 1_000

@@ -168,7 +168,7 @@ def test_dataframe_exports(sim):
 def test_missing_optional_package_is_a_clear_error(monkeypatch):
     import builtins
 
-    from fastfeed.frame import WindowFrame
+    from fastfeed.engine.window import WindowFrame
 
     real_import = builtins.__import__
 

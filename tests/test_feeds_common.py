@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from fastfeed import feeds
-from fastfeed.feeds.base import _overflow_exc
-from fastfeed.stats import Stats
+from fastfeed.errors import UniverseFull
+from fastfeed.engine.stats import Stats
 
-from fastfeed._reference import ReferenceEngine
-from fastfeed.universe import Universe
+from fastfeed.engine.reference import ReferenceEngine
+from fastfeed.engine.universe import Universe
 
 try:
     from fastfeed._ext.engine import Engine
@@ -34,7 +34,7 @@ class StandInUniverse:
             return r
         if len(self.symbols) >= self.capacity:
             self.overflow += 1
-            raise _overflow_exc()(f"universe full ({self.capacity})")
+            raise UniverseFull(f"universe full ({self.capacity})")
         self.index[symbol] = len(self.symbols)
         self.symbols.append(symbol)
         return self.index[symbol]

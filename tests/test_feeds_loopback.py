@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from fastfeed import feeds
-from fastfeed._reference import ReferenceEngine, assert_windows_match
+from fastfeed.engine.reference import ReferenceEngine, assert_windows_match
 from fastfeed.simulator import Faults, SimConfig, Simulator
-from fastfeed.stats import Stats
+from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection
-from fastfeed.universe import Universe
+from fastfeed.engine.universe import Universe
 from test_feeds_common import Engine, bars_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -180,7 +180,7 @@ def test_batch_per_read_false_keeps_one_update_per_message():
 def test_bars_before_a_close_in_the_same_read_are_applied():
     """Bar messages followed by a CLOSE (and more frames after it) in one write: the bars
     before the CLOSE reach the engine, nothing after it does."""
-    from fastfeed.simulator.server import ws_frame
+    from fastfeed.simulator.wire import ws_frame
 
     def bar(sym: str, s: int) -> bytes:
         return (b'{"type":"live_quote_second","ticker":"%s","open":1.0,"high":2.0,"low":0.5,'

@@ -245,7 +245,7 @@ def test_on_message_swallows_internal_errors():
 
 
 def test_make_session_urls_and_display():
-    assert feeds.FEEDS == ("vantafin", "sfox", "massive")
+    assert tuple(feeds.FEEDS) == ("vantafin", "sfox", "massive")
     assert feeds.default_url("vantafin") == "wss://socket.vantafin.com/v1/stocks"
     assert feeds.url_for_display("wss://h/v1/stocks?apiKey=abc&x=1") == "wss://h/v1/stocks?apiKey=***&x=1"
     with pytest.raises(ValueError):
@@ -331,11 +331,11 @@ def test_deferred_mode_bounds_the_pending_batch():
 
 
 def test_rate_limited_log_says_how_many_it_held(caplog, monkeypatch):
-    import fastfeed.feeds.base as base
+    import fastfeed.log as logmod
 
     t = [100.0]
-    monkeypatch.setattr(base.time, "monotonic", lambda: t[0])
-    rl = base.RateLimitedLog(interval=1.0)
+    monkeypatch.setattr(logmod.time, "monotonic", lambda: t[0])
+    rl = logmod.RateLimitedLog(logging.getLogger("fastfeed.feeds"), interval=1.0)
     with caplog.at_level(logging.WARNING, logger="fastfeed.feeds"):
         assert rl("k", "bad %s", "x")
         assert not rl("k", "bad %s", "y") and not rl("k", "bad %s", "z")

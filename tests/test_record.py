@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-import fastfeed.recording.format as rec
-from fastfeed.recording.format import (
+import fastfeed.recording as rec
+import fastfeed.recording.format as fmt
+from fastfeed.recording import (
     CONNECTED,
     DISCONNECTED,
     END,
@@ -22,11 +23,10 @@ from fastfeed.recording.format import (
     FormatError,
     Reader,
     Writer,
-    encode_header,
-    encode_record,
-    mask_url,
     read_records,
 )
+from fastfeed.recording.format import encode_header, encode_record
+from fastfeed.transport.masking import mask_url
 
 T0 = 1_700_000_000_000_000_000
 
@@ -117,12 +117,12 @@ def test_payload_is_copied_at_the_call(tmp_path):
 def _offsets(path):
     """File offsets of each top-level record."""
     data = path.read_bytes()
-    h = rec.decode_header(data)
+    h = fmt.decode_header(data)
     pos, out = h.size, []
     while pos < len(data):
         out.append(pos)
-        (size,) = rec._REC_HDR.unpack_from(data, pos)[:1]
-        pos += rec.REC_OVERHEAD + size
+        (size,) = fmt.REC_HDR.unpack_from(data, pos)[:1]
+        pos += fmt.REC_OVERHEAD + size
     assert pos == len(data)
     return out
 
@@ -179,7 +179,7 @@ def test_truncated_or_foreign_headers_raise_format_error(tmp_path):
     p = tmp_path / "a.ffr"
     _write(p, n=2)
     data = p.read_bytes()
-    hsize = rec.decode_header(data).size
+    hsize = fmt.decode_header(data).size
     t = tmp_path / "t.ffr"
     for cut in range(0, hsize):
         t.write_bytes(data[:cut])
@@ -250,7 +250,7 @@ def test_random_damage_never_crashes_the_reader(tmp_path):
     p = tmp_path / "a.ffr"
     _write(p, n=40)
     data = p.read_bytes()
-    hsize = rec.decode_header(data).size
+    hsize = fmt.decode_header(data).size
     t = tmp_path / "r.ffr"
     rnd = random.Random(7)
     for _ in range(300):
@@ -263,7 +263,7 @@ def test_random_damage_never_crashes_the_reader(tmp_path):
         with Reader(t) as r:
             got = list(r)
             assert r.records == len(got)
-            assert r.skipped_bytes + sum(len(x.payload) + rec.REC_OVERHEAD for x in got) \
+            assert r.skipped_bytes + sum(len(x.payload) + fmt.REC_OVERHEAD for x in got) \
                 == len(bad[: r.size]) - hsize or r.problems  # accounted, or reported
 
 
@@ -389,7 +389,7 @@ def test_recording_session_records_then_forwards(tmp_path):
 
 _KILLED_WRITER = textwrap.dedent("""
     import sys, time
-    from fastfeed.recording.format import Writer
+    from fastfeed.recording import Writer
     w = Writer(sys.argv[1], feed="vantafin", url="", flush_interval=0.001,
                compression=(sys.argv[2] or None), block_size=3000)
     i = 0
@@ -456,7 +456,9 @@ def test_batch_with_inconsistent_table_is_reported_not_raised(tmp_path):
     # a batch whose CRC is right but whose entry table does not add up (a writer bug)
     import struct
 
-    bad = struct.pack("<I", 2) + rec.np.zeros(2, rec.ENTRY_DTYPE).tobytes() + b"xyz"
+    import numpy as np
+
+    bad = struct.pack("<I", 2) + np.zeros(2, fmt.ENTRY_DTYPE).tobytes() + b"xyz"
     p = tmp_path / "t.ffr"
     p.write_bytes(encode_header("vantafin", "", T0) + encode_record(rec.BATCH, T0, bad)
                   + encode_record(MESSAGE, T0 + 1, b"ok"))
@@ -488,7 +490,7 @@ def _entries(block):
     """(kind, ns, payload) of a TapBlock, decoded like a reader decodes a batch."""
     import numpy as np
 
-    from fastfeed.recording.format import ENTRY_DTYPE
+    from fastfeed.recording import ENTRY_DTYPE
 
     table = bytes(block.table())
     n = int.from_bytes(table[:4], "little")

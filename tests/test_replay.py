@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-import fastfeed.recording.format as rec
-from fastfeed.recording.format import CONNECTED, MESSAGE, Reader, Writer
+import fastfeed.recording as rec
+from fastfeed.recording import CONNECTED, MESSAGE, Reader, Writer
 from fastfeed.recording.replay import parse_speed, replay
 
 T0 = 1_700_000_000
@@ -217,7 +217,7 @@ def test_paced_replay_gives_the_same_result(tmp_path):
 def _run_live(tmp_path, feed_name, faults, windows=(60, 300), compression=None):
     """Run a Feed against the simulator with a recorder attached; return (live doc, path)."""
     from fastfeed.feed import Feed
-    from fastfeed.recording.format import wrap_session_for_recording
+    from fastfeed.recording import wrap_session_for_recording
     from fastfeed.simulator.testing import serve
 
     path = tmp_path / f"{feed_name}.ffr"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from fastfeed.recording.format import CONNECTED, MESSAGE, Reader, Writer
+from fastfeed.recording import CONNECTED, MESSAGE, Reader, Writer
 
 T0 = 1_700_000_000
 
@@ -70,7 +70,7 @@ def test_parquet_export_round_trips_through_pyarrow_and_pandas(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     pd = pytest.importorskip("pandas")
-    from fastfeed.recording.replay import EXPORT_COLUMNS, export_parquet
+    from fastfeed.recording.export import EXPORT_COLUMNS, export_parquet
 
     msgs, truth = _session()
     p = tmp_path / "s.ffr"
@@ -106,7 +106,7 @@ def test_export_matches_the_engine_history(tmp_path):
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from fastfeed.recording.replay import export_parquet, replay
+    from fastfeed.recording import export_parquet, replay
 
     msgs, _ = _session(n_seconds=200)
     p = tmp_path / "s.ffr"
@@ -159,13 +159,13 @@ def test_cli_replay_reports_a_torn_tail_and_still_prints(tmp_path, capsys):
 
 
 def _offset_of_last_record(data):
-    import fastfeed.recording.format as rec
+    import fastfeed.recording.format as fmt
 
-    pos = rec.decode_header(data).size
+    pos = fmt.decode_header(data).size
     last = pos
     while pos < len(data):
         last = pos
-        pos += rec.REC_OVERHEAD + rec._REC_HDR.unpack_from(data, pos)[0]
+        pos += fmt.REC_OVERHEAD + fmt.REC_HDR.unpack_from(data, pos)[0]
     return last
 
 
@@ -258,7 +258,7 @@ def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
 
 def test_attach_recorder_to_a_feed_in_thread_mode(tmp_path):
     from fastfeed.feed import Feed
-    from fastfeed.recording.format import attach_recorder
+    from fastfeed.recording import attach_recorder
     from fastfeed.recording.replay import replay
     from fastfeed.simulator.testing import SimThread
 

@@ -464,20 +464,21 @@ def test_slow_writer_still_delivers_everything():
 @pytest.mark.parametrize("per", [1, 3, 100])
 def test_c_frame_encoders_match_the_python_formatting(per):
     from fastfeed._ext.simencode import encode_massive_frames, encode_vantafin_frames
-    from fastfeed.simulator.server import SimConnection, ws_frame
+    from fastfeed.simulator import massive, vantafin, ws_frame
 
     sim = Simulator(SimConfig(n_tickers=700, trade_fraction=0.8))
     bars = sim.market.stock_second(T0)
-    objs = sim._vantafin_objects(bars)
-    out, nf = encode_vantafin_frames(sim._ls_prefix, bars.rows, bars.open, bars.high, bars.low, bars.close,
+    prefix = vantafin.prefixes(sim.market.tickers)
+    objs = vantafin.json_objects(prefix, bars)
+    out, nf = encode_vantafin_frames(prefix, bars.rows, bars.open, bars.high, bars.low, bars.close,
                                      bars.volume, bars.second * 1000, per, True)
     groups = [objs[i:i + per] for i in range(0, len(objs), per)]
     want = b"".join(ws_frame(g[0] if per == 1 else b"[" + b",".join(g) + b"]") for g in groups)
     assert nf == len(groups) and bytes(out) == want
-    c_py, c_c = (SimConnection(sim, "massive", None, 0) for _ in range(2))
+    c_py, c_c = (massive.MassiveConnection(sim, None, 0) for _ in range(2))
     fa, fb = c_py._massive_arrays(bars), c_c._massive_arrays(bars)
     objs = c_py._massive_objects(bars, fa)
-    out, nf = encode_massive_frames(sim._a_prefix, bars.rows, fb["v"], fb["av"], fb["op"], fb["vw4"], bars.open,
+    out, nf = encode_massive_frames(massive.prefixes(sim.market.tickers), bars.rows, fb["v"], fb["av"], fb["op"], fb["vw4"], bars.open,
                                     bars.close, bars.high, bars.low, fb["a4"], fb["z"], bars.second * 1000, per)
     want = b"".join(ws_frame(b"[" + b",".join(objs[i:i + per]) + b"]") for i in range(0, len(objs), per))
     assert bytes(out) == want

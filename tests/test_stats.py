@@ -1,4 +1,4 @@
-from fastfeed.stats import CONTRACT_KEYS, Stats
+from fastfeed.engine.stats import CONTRACT_KEYS, Stats
 
 
 def test_stats_document_starts_with_contract_keys_and_counts_errors_by_kind():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fastfeed.simulator import Faults, SimConfig, Simulator
-from fastfeed.stats import Stats
+from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection, ConnectionRejected, mask_secrets, mask_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -574,7 +574,7 @@ def _raw_case(frames: list[bytes], pred: Callable[[Rec, list], bool]):
 
 
 def test_control_frames_between_fragments_and_fragmented_binary_skipped():
-    from fastfeed.simulator.server import ws_frame
+    from fastfeed.simulator.wire import ws_frame
 
     frames = [ws_frame(b'{"a":', opcode=1, fin=False), ws_frame(b"hi", opcode=9),
               ws_frame(b'1}', opcode=0, fin=True),

@@ -1,6 +1,6 @@
 import pytest
 
-from fastfeed.universe import Universe, UniverseFull
+from fastfeed.engine.universe import Universe, UniverseFull
 
 
 def test_rows_are_dense_stable_and_bounded():

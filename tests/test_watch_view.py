@@ -4,7 +4,7 @@ import io
 import numpy as np
 from rich.console import Console
 
-from fastfeed.frame import WindowFrame
+from fastfeed.engine.window import WindowFrame
 from fastfeed.cli.watch import build_view, fit_rows, rank_rows, status_line
 
 

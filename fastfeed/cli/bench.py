@@ -1,4 +1,4 @@
-"""``fastfeed bench`` command line: :func:`add_bench_parser` registers it on ``fastfeed``'s sub-parsers."""
+"""``fastfeed bench``: fastfeed and its peers on the same simulated market (:mod:`fastfeed.bench`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,9 @@ import sys
 import textwrap
 from typing import Any, Optional, Sequence
 
-__all__ = ["add_bench_parser", "cmd_bench", "config_from_args", "main"]
+from .common import formatter
+
+__all__ = ["add_parser", "cmd_bench", "config_from_args", "main"]
 
 EPILOG = textwrap.dedent(
     """\
@@ -38,7 +40,7 @@ def _ints(s: str) -> tuple[int, ...]:
     return v
 
 
-def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench",
         help="benchmark fastfeed and its peers against the simulator (throughput, burst latency, CPU, RSS)",
@@ -46,7 +48,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "latency, CPU seconds per million bars and peak RSS, for fastfeed and its peers "
                     "on the same simulated market.",
         epilog=EPILOG,
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=34),
+        formatter_class=formatter,
     )
     p.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 cores)")
     p.add_argument("--json", action="store_true", help="print the result document as JSON (stdout)")
@@ -66,16 +68,13 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
     p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
-    p.add_argument("--frame-cache", metavar="DIALECT[,DIALECT]", default=None,
-                   help="serve these dialects' max-rate cases from recorded simulator frames "
-                        "(for a simulator slower than the clients; see docs/BENCHMARKS.md)")
     p.set_defaults(func=cmd_bench)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """(BenchConfig, notes about peers left out)."""
-    from ..bench.orchestration import PEER_DIALECT, BenchConfig
+    from ..bench.planning import PEER_DIALECT, BenchConfig
 
     kw: dict[str, Any] = {"tickers": args.tickers, "seed": args.seed}
     for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts"):
@@ -100,8 +99,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     kw["peers"] = tuple(kept)
     if args.no_peer_cadence:
         kw["peer_cadence"] = False
-    if getattr(args, "frame_cache", None):
-        kw["cached_dialects"] = tuple(x.strip() for x in args.frame_cache.split(",") if x.strip())
     cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
     return cfg, notes
 
@@ -111,7 +108,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench import report
-    from ..bench.orchestration import plan, run_bench
+    from ..bench.orchestration import run_bench
+    from ..bench.planning import plan
 
     cfg, notes = config_from_args(args)
     argv = getattr(args, "_argv", None)
@@ -154,10 +152,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m fastfeed.bench.cli [options]`` (same as ``fastfeed bench``)."""
+    """``python -m fastfeed.cli.bench [options]`` (same as ``fastfeed bench``)."""
     parser = argparse.ArgumentParser(prog="fastfeed")
     sub = parser.add_subparsers(dest="command")
-    add_bench_parser(sub)
+    add_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(["bench", *argv])
     args._argv = ["bench", *argv]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import textwrap
 import time
 from typing import Any, Callable, Sequence
 
@@ -17,7 +18,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..frame import WindowFrame
+from ..engine.window import WindowFrame
+from ..feeds.registry import FEEDS
+from .common import CliError, add_connection_args, formatter, make_feed, parse_windows_arg, report_recording
 
 
 def _price(x: float) -> str:
@@ -129,9 +132,7 @@ def build_view(frame: WindowFrame, stats: dict[str, Any], top: int, *, title: st
 
 
 def _has_key(feed: str, api_key: str | None) -> bool:
-    from ..feed import API_KEY_ENV
-
-    return bool(api_key or os.environ.get(API_KEY_ENV.get(feed, ""), ""))
+    return bool(api_key or os.environ.get(FEEDS[feed].api_key_env, ""))
 
 
 def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Callable[..., Any],
@@ -186,3 +187,50 @@ async def _watch_loop(feed: Any, args: argparse.Namespace, console: Console) -> 
                     break
     finally:
         await feed.close()
+
+
+# --------------------------------------------------------------------------- the command
+WATCH_EPILOG = textwrap.dedent(
+    """\
+    With no --url and no API key, starts the built-in simulator and watches it.
+    Ctrl-C exits.
+
+    examples:
+      fastfeed watch                                   # the simulator, 12,000 tickers
+      fastfeed watch --window 300 --top 20
+      fastfeed watch --feed sfox --url wss://ws.sfox.com/ws --subscribe ticker.sfox.btcusd
+      VANTAFIN_API_KEY=... fastfeed watch              # the real Vantafin feed, LS.*
+    """
+)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "watch",
+        help="live terminal table: top movers, volume leaders, VWAP, feed health",
+        description="Watch a feed live in the terminal.",
+        epilog=WATCH_EPILOG,
+        formatter_class=formatter,
+    )
+    add_connection_args(p)
+    p.add_argument("--window", type=int, default=60, help="window shown, seconds (default 60)")
+    p.add_argument("--windows", default=None, help="windows kept (default: 60,300,900 plus --window)")
+    p.add_argument("--top", type=int, default=10, help="rows per table (default 10)")
+    p.add_argument("--refresh", type=float, default=0.5, help="seconds between redraws (default 0.5)")
+    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--tickers", type=int, default=12000, help="simulator only: number of tickers (default 12000)")
+    p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE")
+    p.set_defaults(func=cmd_watch)
+    return p
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.windows:
+        windows = parse_windows_arg(args.windows)
+    else:
+        windows = tuple(sorted({60, 300, 900, args.window}))
+    if args.window not in windows:
+        raise CliError(f"--window {args.window} is not among --windows {windows}")
+    if args.top <= 0:
+        raise CliError("--top must be positive")
+    return run_watch(args, windows, make_feed=make_feed, after=report_recording)

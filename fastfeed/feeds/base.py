@@ -22,7 +22,9 @@ from typing import Any
 import msgspec
 
 from .._ext.decode import BarFiller
-from ..snapshot import sync_engine_counters
+from ..engine.stats import sync_engine_counters
+from ..log import RateLimitedLog
+from .registry import FEEDS
 
 log = logging.getLogger("fastfeed.feeds")
 
@@ -31,10 +33,6 @@ BatchCallback = Callable[[Any, int], None]
 
 #: how often (ns of receive time) buffered latencies and engine counters reach ``Stats``
 FLUSH_EVERY_NS = 250_000_000
-
-
-class AuthError(Exception):
-    """The feed refused the API key: a configuration error, never retried."""
 
 
 class _Probe(msgspec.Struct):
@@ -46,29 +44,6 @@ class _Probe(msgspec.Struct):
 
 _probe = msgspec.json.Decoder(_Probe)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-class RateLimitedLog:
-    """At most one log line per ``interval`` seconds per kind; says how many it held back."""
-
-    def __init__(self, logger: logging.Logger = log, interval: float = 1.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def __call__(self, kind: str, msg: str, *args: Any, level: int = logging.WARNING) -> bool:
-        now = time.monotonic()
-        if now < self._next.get(kind, 0.0):
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return False
-        self._next[kind] = now + self.interval
-        held = self._held.pop(kind, 0)
-        if held:
-            msg += " (%d more like this since the last line)"
-            args = (*args, held)
-        self.logger.log(level, msg, *args)
-        return True
 
 
 def _invalid_utf8(raw: Any) -> bool:
@@ -84,18 +59,6 @@ def _invalid_utf8(raw: Any) -> bool:
 def _snippet(payload: Any, limit: int = 80) -> str:
     b = bytes(memoryview(payload)[:limit])
     return repr(b) + ("..." if len(payload) > limit else "")
-
-
-class _NoUniverseFull(Exception):
-    """Stands for ``fastfeed.universe.UniverseFull`` where that module is absent."""
-
-
-def _overflow_exc() -> type[BaseException]:
-    try:
-        from ..universe import UniverseFull
-    except ImportError:
-        return _NoUniverseFull
-    return UniverseFull
 
 
 def _as_topic_list(topics: str | Iterable[str]) -> list[str]:
@@ -121,6 +84,11 @@ class BaseSession:
     """
 
     name = "base"
+
+    @property
+    def api_key_env(self) -> str:
+        """The environment variable of this feed's key (from the registry)."""
+        return FEEDS[self.name].api_key_env
     tag_field = "type"
     known_tags: frozenset[str] = frozenset()
     decoder: msgspec.json.Decoder
@@ -154,8 +122,7 @@ class BaseSession:
         }
         self._send: Callable[[bytes], None] | None = None
         self._topics: dict[str, None] = {}  # ordered set
-        self._overflow_exc = _overflow_exc()
-        self._logger = RateLimitedLog()
+        self._logger = RateLimitedLog(log)
         self._add_topics(_as_topic_list(topics))
 
     # ------------------------------------------------------------------ identity
@@ -400,5 +367,4 @@ class BaseSession:
         stats = self.stats
         self.filler.processing_latency.flush_into(stats.processing_latency)
         self.filler.feed_latency.flush_into(stats.feed_latency)
-        if hasattr(self.engine, "counters"):
-            sync_engine_counters(stats, self.engine)
+        sync_engine_counters(stats, self.engine)

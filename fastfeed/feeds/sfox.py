@@ -15,10 +15,9 @@ from typing import Any
 import msgspec
 
 from .._ext.decode import BarFiller, SfoxState
-from .base import AuthError, BaseSession
+from ..errors import AuthError, UniverseFull
+from .base import BaseSession
 
-URL = "wss://ws.sfox.com/ws"
-API_KEY_ENV = "SFOX_API_KEY"
 TOPIC_PREFIX = "ticker.sfox."
 
 _TOPIC = re.compile(r"ticker\.sfox\.([a-z0-9]{2,24})")
@@ -92,13 +91,12 @@ class SfoxSession(BaseSession):
     name = "sfox"
     tag_field = "type"
     known_tags = frozenset({"success", "error"})
-    api_key_env = API_KEY_ENV
     decoder = decoder
     element_decoder = element_decoder
 
     def __init__(self, engine: Any, universe: Any, stats: Any, **kw: Any) -> None:
         super().__init__(engine, universe, stats, **kw)
-        self.filler = BarFiller(None, None, universe, self._overflow_exc, engine, capacity=1)
+        self.filler = BarFiller(None, None, universe, UniverseFull, engine, capacity=1)
         self.sfox = SfoxState(universe.capacity)
         self._seq: int | None = None
 
@@ -192,7 +190,7 @@ class SfoxSession(BaseSession):
         if row is None:
             try:
                 row = self.universe.row(pair)
-            except self._overflow_exc:
+            except UniverseFull:
                 self.stats.universe_overflow += 1
                 return
         nan = math.nan
@@ -227,7 +225,7 @@ class SfoxSession(BaseSession):
             if action == "authenticate":
                 state["authenticated"] = False
                 self.fatal = AuthError(
-                    f"sfox refused the API key ({error!r}); check the key (env {API_KEY_ENV}) "
+                    f"sfox refused the API key ({error!r}); check the key (env {self.api_key_env}) "
                     "— not retrying"
                 )
                 self._emit("auth_failed", {"message": error})
@@ -239,5 +237,3 @@ class SfoxSession(BaseSession):
             self.stats.unknown_messages += 1
             self._logger("unknown", "sfox: unknown message type %r skipped", env.type)
 
-
-SESSION = SfoxSession

@@ -1,3 +1,4 @@
+"""``python -m fastfeed.simulator``: run the simulator server (options: ``--help``)."""
 import sys
 
 from .options import main

@@ -1,6 +1,7 @@
-"""``python -m fastfeed.simulator`` (and ``fastfeed simulate``): run the simulator server.
+"""The simulator's command-line options and its blocking run loop.
 
-The CLI wires ``fastfeed simulate`` to :func:`add_arguments` and :func:`run`.
+Shared by ``python -m fastfeed.simulator`` and ``fastfeed simulate`` (which wires
+:func:`add_arguments` and :func:`run` into its sub-parser).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import json
 import os
 import signal
 import ssl
-import sys
 from typing import Any, Optional
 
 from .faults import Faults

@@ -30,62 +30,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import socket
-import time
-import urllib.parse
 from typing import Any, Callable, Optional, Protocol
 
 from picows import WSCloseCode, WSError, ws_connect  # type: ignore[attr-defined]
 from picows.common import WSHandshakeError
 
-from fastfeed._ext.listener import FeedListener, RecordTap
-from fastfeed.stats import Stats
+from .._ext.listener import FeedListener, RecordTap
+from ..engine.stats import Stats
+from ..errors import ConnectionRejected, TransportError
+from ..log import RateLimitedLog
+from .masking import MaskingAdapter, mask_secrets, mask_url, secrets_of
 
 __all__ = [
     "Connection",
     "Session",
     "TransportError",
     "ConnectionRejected",
-    "mask_url",
-    "mask_secrets",
 ]
 
 log = logging.getLogger("fastfeed.transport")
 
 MiB = 1024 * 1024
-_KEY_RE = re.compile(r"(?i)((?:api[_-]?key|apikey|token|secret)=)[^&\s#'\"]*")
 
 #: CLOSE codes from the server after which reconnecting cannot help (auth/policy).
 FATAL_CLOSE_CODES = (1008,)
 #: HTTP statuses of a refused upgrade after which reconnecting cannot help.
 FATAL_HTTP_STATUSES = (401, 403)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with every ``apiKey=`` (and similar) query value replaced by ``***``."""
-    return _KEY_RE.sub(r"\1***", url)
-
-
-def _secrets_of(url: str) -> list[str]:
-    try:
-        q = urllib.parse.urlsplit(url).query
-        return [
-            v
-            for k, v in urllib.parse.parse_qsl(q, keep_blank_values=False)
-            if _KEY_RE.match(f"{k}=") and len(v) >= 4
-        ]
-    except Exception:
-        return []
-
-
-def mask_secrets(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """``text`` with key-looking query values and each of ``secrets`` replaced by ``***``."""
-    text = mask_url(text)
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
 
 
 class Session(Protocol):
@@ -96,60 +67,6 @@ class Session(Protocol):
     def on_message(self, payload: Any, recv_ns: int) -> None: ...
 
     def on_disconnected(self, reason: str) -> None: ...
-
-
-class TransportError(ConnectionError):
-    """A transport failure; its text never contains the API key."""
-
-
-class ConnectionRejected(TransportError):
-    """The server refused us in a way reconnecting cannot fix (HTTP 401/403, CLOSE 1008)."""
-
-
-class _MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Logger adapter handed to picows: masks keys in messages, arguments and tracebacks."""
-
-    def __init__(self, logger: logging.Logger, secrets: list[str]):
-        super().__init__(logger, {})
-        self._secrets = secrets
-
-    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        if not self.isEnabledFor(level):
-            return
-        try:
-            text = str(msg) % args if args else str(msg)
-        except Exception:
-            text = f"{msg} {args!r}"
-        exc_info = kwargs.pop("exc_info", None)
-        if exc_info:
-            import traceback
-
-            if exc_info is True:
-                import sys
-
-                exc_info = sys.exc_info()
-            if isinstance(exc_info, BaseException):
-                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-            text += "\n" + "".join(traceback.format_exception(*exc_info))
-        kwargs.pop("stack_info", None)
-        self.logger.log(level, "%s", mask_secrets(text, self._secrets), **kwargs)
-
-
-class _RateLimitedLog:
-    def __init__(self, every: float = 5.0):
-        self.every = every
-        self._last: dict[str, float] = {}
-        self.suppressed: dict[str, int] = {}
-
-    def __call__(self, key: str, level: int, msg: str) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.every:
-            self.suppressed[key] = self.suppressed.get(key, 0) + 1
-            return
-        n = self.suppressed.pop(key, 0)
-        self._last[key] = now
-        log.log(level, "%s%s", msg, f" ({n} similar suppressed)" if n else "")
 
 
 class Connection:
@@ -216,7 +133,7 @@ class Connection:
         if backoff_initial < 0 or backoff_max < backoff_initial:
             raise ValueError("need 0 <= backoff_initial <= backoff_max")
         self._url = url
-        self._secrets = _secrets_of(url)
+        self._secrets = secrets_of(url)
         self.display_url = mask_url(url)
         self.session = session
         self.stats = stats if stats is not None else Stats()
@@ -233,8 +150,8 @@ class Connection:
         self.recv_buffer_size = recv_buffer_size
         self.extra_headers = extra_headers
         self._rng = random.Random(seed)
-        self._picows_logger = _MaskingAdapter(logging.getLogger("fastfeed.transport.ws"), self._secrets)
-        self._ratelog = _RateLimitedLog()
+        self._picows_logger = MaskingAdapter(logging.getLogger("fastfeed.transport.ws"), self._secrets)
+        self._ratelog = RateLimitedLog(log, interval=5.0)
         self.batch_per_read = bool(batch_per_read)
         if self.batch_per_read and callable(getattr(session, "on_buffer_end", None)) \
                 and hasattr(session, "defer_until_buffer_end"):
@@ -326,7 +243,7 @@ class Connection:
             except Exception as exc:  # network errors, handshake errors, timeouts
                 reason = f"connect failed: {type(exc).__name__}: {self._mask(str(exc))}"
                 self.last_error = reason
-                self._ratelog("connect", logging.WARNING, f"{self.display_url}: {reason}")
+                self._ratelog("connect", "%s", f"{self.display_url}: {reason}", level=logging.WARNING)
             else:
                 connected = True
                 await self._serve(transport, listener)
@@ -465,7 +382,7 @@ class Connection:
                 now = loop.time()
                 if idle >= self.idle_timeout:
                     self._disc_reason = f"idle timeout: no frame for {idle:.1f} s"
-                    self._ratelog("idle", logging.WARNING, f"{self.display_url}: {self._disc_reason}")
+                    self._ratelog("idle", "%s", f"{self.display_url}: {self._disc_reason}", level=logging.WARNING)
                     self._hang_up(WSCloseCode.GOING_AWAY, "idle timeout", graceful=False)
                     continue
                 if idle >= self.ping_interval and now - last_ping >= self.ping_interval:
@@ -481,7 +398,7 @@ class Connection:
                         self._disc_reason = (
                             f"read buffer grew to {size} bytes (> {self.read_buffer_limit}): recycling"
                         )
-                        self._ratelog("rbuf", logging.WARNING, f"{self.display_url}: {self._disc_reason}")
+                        self._ratelog("rbuf", "%s", f"{self.display_url}: {self._disc_reason}", level=logging.WARNING)
                         self._hang_up(WSCloseCode.GOING_AWAY, "recycling connection", graceful=True)
         finally:
             if not waiter.done():
@@ -537,7 +454,7 @@ class Connection:
             try:
                 cb(name, info)
             except Exception as exc:
-                self._ratelog("on_event", logging.ERROR, f"on_event callback raised {type(exc).__name__}: {self._mask(str(exc))}")
+                self._ratelog("on_event", "%s", f"on_event callback raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
     # -- listener callbacks (rare events only) -----------------------------------------
 
@@ -561,8 +478,7 @@ class Connection:
         try:
             self.session.on_connected(self.send)
         except Exception as exc:
-            self._ratelog("on_connected", logging.ERROR,
-                          f"session.on_connected raised {type(exc).__name__}: {self._mask(str(exc))}")
+            self._ratelog("on_connected", "%s", f"session.on_connected raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
     def _ws_disconnected(self, transport: Any) -> None:
         if transport is self._transport:
@@ -575,14 +491,13 @@ class Connection:
         try:
             self.session.on_disconnected(reason)
         except Exception as exc:
-            self._ratelog("on_disconnected", logging.ERROR,
-                          f"session.on_disconnected raised {type(exc).__name__}: {self._mask(str(exc))}")
+            self._ratelog("on_disconnected", "%s", f"session.on_disconnected raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
     def _ws_protocol_error(self, kind: str, detail: str, close_code: int) -> None:
         if close_code:
             self._disc_reason = f"protocol error ({kind}): {detail}"
         self._emit("protocol_error", kind=kind, detail=detail, close_code=close_code or None)
-        self._ratelog("proto:" + kind, logging.WARNING, f"{self.display_url}: protocol error ({kind}): {detail}")
+        self._ratelog("proto:" + kind, "%s", f"{self.display_url}: protocol error ({kind}): {detail}", level=logging.WARNING)
 
     def _ws_close_received(self, code: int, reason: Optional[str]) -> None:
         self._close_code = code
@@ -591,8 +506,7 @@ class Connection:
 
     def _ws_sink_error(self, exc: BaseException) -> None:
         self.stats.count_decode_error("session_exception")
-        self._ratelog("sink", logging.ERROR,
-                      f"session.on_message raised {type(exc).__name__}: {self._mask(str(exc))}")
+        self._ratelog("sink", "%s", f"session.on_message raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
 
 class _Stopped(Exception):

@@ -87,3 +87,12 @@ class Stats:
         d["feed_latency_ms"] = self._percentiles(self.feed_latency, 1e3)
         d["processing_latency_us"] = self._percentiles(self.processing_latency, 1e3)
         return d
+
+
+def sync_engine_counters(stats: Stats, engine: Any) -> None:
+    """Copy the engine's drop counters into ``stats`` (idempotent: one engine per Stats)."""
+    c = engine.counters
+    stats.stale_dropped = int(c.get("stale_dropped", 0))
+    stats.future_rejected = int(c.get("future_rejected", 0))
+    stats.invalid_rejected = int(c.get("invalid_rejected", 0))
+    stats.replaced = int(c.get("replaced", 0))

@@ -26,7 +26,7 @@ import time
 import pytest
 
 from fastfeed.bench.orchestration import cores
-from fastfeed.bench.worker import BurstTracker, _Probe
+from fastfeed.bench.worker import BurstTracker, SessionProbe
 from fastfeed.simulator.testing import SimProcess
 
 ROUND_BARS = {1: 300_000, 100: 1_200_000}
@@ -83,7 +83,7 @@ class _Client:
         self.stats = Stats()
         self.session = make_session("vantafin", self.engine, self.universe, self.stats, topics=["LS.*"],
                                     api_key=KEY)
-        self.probe = _Probe(self.session, self.engine, self.stats, probe) if probe is not None else None
+        self.probe = SessionProbe(self.session, self.engine, self.stats, probe) if probe is not None else None
         self.conn = Connection(url, self.probe or self.session, stats=self.stats)
         self.tickers = tickers
         self.task: asyncio.Future | None = None

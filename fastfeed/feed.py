@@ -210,8 +210,7 @@ class Feed:
             await asyncio.sleep(0.01)
 
     def _ready(self) -> bool:
-        state = getattr(self.session, "state", {}) or {}
-        return bool(state.get("authenticated")) or self.stats.bars > 0
+        return bool(self.session.state.get("authenticated")) or self.stats.bars > 0
 
     async def wait_closed(self) -> None:
         """Wait until the feed ends: ``close()``/``stop()``, or a fatal error (raised here)."""
@@ -325,9 +324,7 @@ class Feed:
     # ------------------------------------------------------------------ reads
     def _flush_stats(self) -> None:
         """Move the session's buffered latencies into ``stats`` (feed thread only)."""
-        flush = getattr(self.session, "flush_stats", None)
-        if flush is not None:
-            flush()
+        self.session.flush_stats()
 
     def window(self, seconds: int, copy: bool = False) -> WindowFrame:
         """One window's columns for the known instruments.

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ..feeds.registry import FEEDS
+from ..transport.session import SessionProxy
 from .orchestration import pin
 
 __all__ = ["BurstTracker", "worker_main"]
@@ -92,52 +93,33 @@ def _hist_doc(h: Any, scale: float) -> dict[str, Any]:
     return out
 
 
-class _Probe:
+class SessionProbe(SessionProxy):
     """Wraps a fastfeed session: time per call and burst accounting (cadence mode).
 
     Works whether the session applies bars per message or, when the transport batches
     per read (``defer_until_buffer_end``), in ``on_buffer_end()``: bars are counted
     after each call that may apply them, with the receive time of the first message
     since the previous application (the burst's first message when a burst starts).
+    The listener calls :meth:`on_message` in Python (``message_sink`` is hidden), so
+    every message is timed.
     """
+
+    message_sink = None
 
     def __init__(self, inner: Any, engine: Any, stats: Any, tracker: BurstTracker) -> None:
         from hdrh.histogram import HdrHistogram
 
-        self.inner = inner
-        self.engine = engine
-        self.stats = stats
-        self.tracker = tracker
-        self.cpu_hist = HdrHistogram(10, 10_000_000_000, 3)  # wall ns inside on_message
-        self.flush_hist = HdrHistogram(10, 10_000_000_000, 3)  # wall ns inside on_buffer_end
-        self._first = 0  # recv_ns of the first message not yet applied
-        self._last = 0
+        super().__init__(inner)
+        self._keep(engine=engine, stats=stats, tracker=tracker,
+                   cpu_hist=HdrHistogram(10, 10_000_000_000, 3),  # wall ns inside on_message
+                   flush_hist=HdrHistogram(10, 10_000_000_000, 3),  # wall ns inside on_buffer_end
+                   _first=0,  # recv_ns of the first message not yet applied
+                   _last=0)
 
     @property
-    def fatal(self) -> Optional[BaseException]:
-        return self.inner.fatal
-
-    @property
-    def defer_until_buffer_end(self) -> bool:
-        return bool(getattr(self.inner, "defer_until_buffer_end", False))
-
-    @defer_until_buffer_end.setter
-    def defer_until_buffer_end(self, on: bool) -> None:
-        if hasattr(self.inner, "defer_until_buffer_end"):
-            self.inner.defer_until_buffer_end = on
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "on_buffer_end" and not callable(getattr(self.inner, "on_buffer_end", None)):
-            raise AttributeError(name)
-        if name == "on_buffer_end":
-            return self._on_buffer_end
-        return getattr(self.inner, name)
-
-    def on_connected(self, send: Callable[[bytes], None]) -> None:
-        self.inner.on_connected(send)
-
-    def on_disconnected(self, reason: str) -> None:
-        self.inner.on_disconnected(reason)
+    def on_buffer_end(self) -> Callable[[], None]:
+        self.session.on_buffer_end  # AttributeError when the session has none
+        return self._on_buffer_end
 
     def _applied(self, n: int) -> None:
         self.tracker.add(self.engine.T, n, self._first, self._last)
@@ -150,7 +132,7 @@ class _Probe:
         self._last = recv_ns
         b0 = stats.bars
         t0 = time.perf_counter_ns()
-        self.inner.on_message(payload, recv_ns)
+        self.session.on_message(payload, recv_ns)
         t1 = time.perf_counter_ns()
         self.cpu_hist.record_value(max(10, t1 - t0))
         n = stats.bars - b0
@@ -161,7 +143,7 @@ class _Probe:
         stats = self.stats
         b0 = stats.bars
         t0 = time.perf_counter_ns()
-        self.inner.on_buffer_end()
+        self.session.on_buffer_end()
         t1 = time.perf_counter_ns()
         n = stats.bars - b0
         if n:
@@ -201,7 +183,7 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
     if client == "fastfeed":
         engine, universe, stats, session = _fastfeed_parts(spec)
         if tracker is not None:
-            probe = _Probe(session, engine, stats, tracker)
+            probe = SessionProbe(session, engine, stats, tracker)
             session_for_conn: Any = probe
         else:
             session_for_conn = session

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..transport.session import SessionProxy
 from .reader import Reader
 from .replay import engine_settings, recorded_topics, replay_session
 
@@ -23,7 +24,7 @@ class _CapturingEngine:
         self._engine = engine
         self._sink = sink
         self.depth = int(engine.depth)
-        self.skew = float(engine.max_future_skew) if hasattr(engine, "max_future_skew") else None
+        self.skew = float(engine.max_future_skew)
         self.T = int(engine.T)
         self._up = engine.upsert
 
@@ -159,17 +160,11 @@ def export_parquet(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
             writer.write_table(table, row_group_size=row_group_rows)
             rows_written += len(rows)
 
-        class _Chunked:
+        class _Chunked(SessionProxy):
             """Flush the store whenever it holds enough bars (between messages)."""
 
-            def __init__(self, inner: Any) -> None:
-                self.inner = inner
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.inner, name)
-
             def on_message(self, payload: Any, recv_ns: int) -> None:
-                self.inner.on_message(payload, recv_ns)
+                self.session.on_message(payload, recv_ns)
                 if store.n >= store.next_at:
                     write(store.take(final=False))
                     # bars not final yet stay in the store; wait for at least as many new

@@ -5,11 +5,13 @@ import os
 import time
 from typing import Any, Callable
 
+from ..transport.session import SessionProxy
 from .writer import Writer
 
 __all__ = ["RecordingSession", "wrap_session_for_recording", "attach_recorder", "engine_config"]
 
-class RecordingSession:
+
+class RecordingSession(SessionProxy):
     """A feed session that records what it receives, then forwards it.
 
     Wraps any object implementing the transport's ``Session`` contract: each callback
@@ -19,21 +21,16 @@ class RecordingSession:
     wrapped session's.
 
     On a :class:`fastfeed.transport.Connection`, messages are not recorded through
-    :attr:`on_message`: the connection hands :attr:`record_tap` to its Cython listener,
-    which copies each message into the writer's blocks in C and then calls
-    :attr:`tapped_sink` (the wrapped session's ``on_message``) — no Python call of the
-    recorder per message. :attr:`on_message` (a Cython callable doing the same) is for
-    everyone else.
+    :attr:`on_message`: the connection hands :attr:`raw_tap` to its Cython listener,
+    which copies each message into the writer's blocks in C before handing it to the
+    wrapped session (:attr:`tapped_sink`, or its C sink) — no Python call of the recorder
+    per message. :attr:`on_message` (a Cython callable doing the same) is for everyone else.
     """
 
-    __slots__ = ("session", "writer", "on_message", "record_tap", "tapped_sink")
-
     def __init__(self, session: Any, writer: Writer) -> None:
-        object.__setattr__(self, "session", session)
-        object.__setattr__(self, "writer", writer)
-        object.__setattr__(self, "record_tap", writer.tap)
-        object.__setattr__(self, "tapped_sink", session.on_message)
-        object.__setattr__(self, "on_message", writer.tap.sink(session.on_message))
+        super().__init__(session)
+        self._keep(writer=writer, raw_tap=writer.tap, tapped_sink=session.on_message,
+                   on_message=writer.tap.sink(session.on_message))
 
     def on_connected(self, send: Callable[[bytes], None]) -> None:
         self.writer.connected(time.time_ns())
@@ -42,37 +39,6 @@ class RecordingSession:
     def on_disconnected(self, reason: str) -> None:
         self.writer.disconnected(time.time_ns(), str(reason))
         self.session.on_disconnected(reason)
-
-    @property
-    def on_buffer_end(self) -> Callable[[], Any]:
-        """The wrapped session's ``on_buffer_end`` (``AttributeError`` if it has none)."""
-        return self.session.on_buffer_end
-
-    @property
-    def defer_until_buffer_end(self) -> bool:
-        """The wrapped session's read-buffer batching switch (``AttributeError`` if none)."""
-        return self.session.defer_until_buffer_end
-
-    @defer_until_buffer_end.setter
-    def defer_until_buffer_end(self, on: bool) -> None:
-        self.session.defer_until_buffer_end = on
-
-    @property
-    def fatal(self) -> BaseException | None:
-        return getattr(self.session, "fatal", None)
-
-    @fatal.setter
-    def fatal(self, value: BaseException | None) -> None:
-        self.session.fatal = value
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "session"), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "fatal":
-            self.session.fatal = value
-        else:
-            setattr(self.session, name, value)
 
 
 def wrap_session_for_recording(session: Any, path: str | os.PathLike[str], feed: str,

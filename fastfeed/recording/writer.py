@@ -32,7 +32,6 @@ log = logging.getLogger("fastfeed.record")
 _live_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
 
 
-@atexit.register
 def _close_live_writers() -> None:  # pragma: no cover - interpreter exit
     for w in list(_live_writers):
         try:
@@ -132,6 +131,9 @@ class Writer:
         self._block_t = 0.0
         self._thread = threading.Thread(target=self._run, name="fastfeed-recorder", daemon=True)
         self._thread.start()
+        if not _live_writers:  # the exit hook is registered by the first writer, and only once
+            atexit.unregister(_close_live_writers)
+            atexit.register(_close_live_writers)
         _live_writers.add(self)
 
     # ---------------------------------------------------------------- hot path

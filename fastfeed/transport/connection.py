@@ -18,9 +18,9 @@ The transport knows nothing about any feed.  Contract (docs/ARCHITECTURE.md)::
         # optional: one engine update per socket read instead of one per message
         def on_buffer_end(self) -> None                       # after the last message of each read
         defer_until_buffer_end: bool                          # turned on by Connection(batch_per_read=True)
-        # optional (fastfeed.record.RecordingSession): the listener records each message into
-        # record_tap (a fastfeed._ext.listener.RecordTap, in C) and calls tapped_sink
-        record_tap: RecordTap; tapped_sink: Callable[[Any, int], None]
+        # optional (e.g. fastfeed.recording.RecordingSession): the listener copies each message
+        # into raw_tap (a fastfeed._ext.listener.RecordTap, in C) and calls tapped_sink
+        raw_tap: RecordTap; tapped_sink: Callable[[Any, int], None]
 
 The API key is never shown: every URL, event, log line, ``repr`` and exception text that
 leaves this module has ``apiKey=`` values (and the key itself) replaced by ``***``.
@@ -31,7 +31,7 @@ import asyncio
 import logging
 import random
 import socket
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 from picows import WSCloseCode, WSError, ws_connect  # type: ignore[attr-defined]
 from picows.common import WSHandshakeError
@@ -41,6 +41,7 @@ from ..engine.stats import Stats
 from ..errors import ConnectionRejected, TransportError
 from ..log import RateLimitedLog
 from .masking import MaskingAdapter, mask_secrets, mask_url, secrets_of
+from .session import Session
 
 __all__ = [
     "Connection",
@@ -58,15 +59,6 @@ FATAL_CLOSE_CODES = (1008,)
 #: HTTP statuses of a refused upgrade after which reconnecting cannot help.
 FATAL_HTTP_STATUSES = (401, 403)
 
-
-class Session(Protocol):
-    fatal: Optional[BaseException]
-
-    def on_connected(self, send: Callable[[bytes], Any]) -> None: ...
-
-    def on_message(self, payload: Any, recv_ns: int) -> None: ...
-
-    def on_disconnected(self, reason: str) -> None: ...
 
 
 class Connection:
@@ -274,9 +266,9 @@ class Connection:
     async def _connect(self) -> tuple[Any, FeedListener]:
         stats = self.stats
         sink = self.session.on_message
-        # a recording session (fastfeed.record.RecordingSession) hands over its tap: the
-        # listener copies each message into it in C, then calls the unrecorded sink
-        tap = getattr(self.session, "record_tap", None)
+        # a session with a raw tap (e.g. a recording session) hands it over: the listener
+        # copies each message into it in C, then calls the untapped sink
+        tap = getattr(self.session, "raw_tap", None)
         if isinstance(tap, RecordTap):
             sink = self.session.tapped_sink  # type: ignore[attr-defined]
         else:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from fastfeed.bench import report
-from fastfeed.bench.planning import BenchConfig, Case, plan
+from fastfeed.bench.planning import BenchConfig, plan
 from fastfeed.bench.worker import BurstTracker
 from fastfeed.bench.peers import PyRolling
 

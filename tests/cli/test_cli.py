@@ -1,6 +1,5 @@
 """The fastfeed command as scripts and terminal users run it."""
 import json
-import math
 import subprocess
 import sys
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fastfeed.feeds import AuthError
-from test_feeds_common import bars_of, make
+from feed_helpers import bars_of, make
 
 RECV = 1_700_000_002_500_000_000
 

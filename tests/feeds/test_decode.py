@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fastfeed._ext.decode import PV_TYPICAL, PV_VWAP, BarFiller, LatencyBuckets, SfoxState
 from fastfeed.feeds import massive, vantafin
 from fastfeed.errors import UniverseFull
-from test_feeds_common import StandInEngine, StandInUniverse, make
+from feed_helpers import StandInEngine, StandInUniverse, make
 
 RECV = 1_700_000_002_500_000_000
 

@@ -9,7 +9,7 @@ import pytest
 
 from fastfeed import feeds
 from fastfeed.feeds import AuthError, vantafin
-from test_feeds_common import bars_of, make
+from feed_helpers import bars_of, make
 
 SEED = (b'{"type":"live_quote_second","ticker":"AAPL","open":189.12,"high":189.2,"low":189.05,\n'
         b' "close":189.18,"volume":12500,"timestamp":1700000001000}')
@@ -328,19 +328,3 @@ def test_deferred_mode_bounds_the_pending_batch():
     assert engine.calls == [10, 10] and s.filler.pending == 5
     s.on_buffer_end()
     assert stats.bars == 25
-
-
-def test_rate_limited_log_says_how_many_it_held(caplog, monkeypatch):
-    import fastfeed.log as logmod
-
-    t = [100.0]
-    monkeypatch.setattr(logmod.time, "monotonic", lambda: t[0])
-    rl = logmod.RateLimitedLog(logging.getLogger("fastfeed.feeds"), interval=1.0)
-    with caplog.at_level(logging.WARNING, logger="fastfeed.feeds"):
-        assert rl("k", "bad %s", "x")
-        assert not rl("k", "bad %s", "y") and not rl("k", "bad %s", "z")
-        assert rl("other", "other kind")
-        t[0] += 1.5
-        assert rl("k", "bad %s", "w")
-    msgs = [r.getMessage() for r in caplog.records]
-    assert msgs == ["bad x", "other kind", "bad w (2 more like this since the last line)"]

@@ -10,7 +10,6 @@ import asyncio
 import math
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 
 from fastfeed import feeds
@@ -19,7 +18,7 @@ from fastfeed.simulator import Faults, SimConfig, Simulator
 from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection
 from fastfeed.engine.universe import Universe
-from test_feeds_common import Engine, bars_of
+from feed_helpers import Engine, bars_of
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fastfeed.feeds import AuthError, sfox
-from test_feeds_common import bars_of, make
+from feed_helpers import bars_of, make
 
 SEED = (b'{"sequence":4,"recipient":"ticker.sfox.btcusd","timestamp":1649901842979345289,\n'
         b' "payload":{"amount":0.00005737,"exchange":"coinbase","high":41512.43,"last":41420.58,\n'

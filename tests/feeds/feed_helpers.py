@@ -1,24 +1,15 @@
 """Shared helpers of the feed tests (no tests here): engine/universe and a session factory.
 
-``make()`` uses the real ``Universe`` and the Cython ``Engine`` (the plain-Python
-``ReferenceEngine``, same contract, where the extension is not built); ``real=False``
-gives small stand-ins that record each ``upsert`` call.
+``make()`` uses the real ``Universe`` and the Cython ``Engine``; ``real=False`` gives
+small stand-ins that record each ``upsert`` call.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from fastfeed import feeds
+from fastfeed.engine import Engine, Stats, Universe
 from fastfeed.errors import UniverseFull
-from fastfeed.engine.stats import Stats
-
-from fastfeed.engine.reference import ReferenceEngine
-from fastfeed.engine.universe import Universe
-
-try:
-    from fastfeed._ext.engine import Engine
-except ImportError:  # the Cython engine is not built in this tree: the reference has its contract
-    Engine = ReferenceEngine
 
 
 class StandInUniverse:

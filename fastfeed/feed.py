@@ -98,9 +98,7 @@ class Feed:
         self.stats = Stats()
         self.universe = Universe(capacity)
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
-        self._user_on_update = on_update
         self._user_on_event = on_event
-        self._gap_from: int | None = None  # T when a reconnect succeeded, until bars arrive
         self._reconnecting = False
         self.session = make_session(
             feed,
@@ -109,8 +107,9 @@ class Feed:
             self.stats,
             topics=topics,
             api_key=api_key,
-            on_batch=self._on_batch,
+            on_batch=on_update,  # the user's callback is the one Python call per engine update
             on_event=self._emit,
+            on_gap=self._on_gap,
             **(session_options or {}),
         )
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
@@ -157,7 +156,8 @@ class Feed:
                 # every bar from before the drop is applied by now: T is the last second before
                 self._reconnecting = False
                 t = int(self.engine.T)
-                self._gap_from = t if t >= 0 else None
+                if t >= 0:
+                    self.session.expect_gap(t)
         if self._user_on_event is not None:
             try:
                 self._user_on_event(kind, info)
@@ -166,14 +166,10 @@ class Feed:
 
                 logging.getLogger("fastfeed").exception("on_event callback failed")
 
-    def _on_batch(self, rows: np.ndarray, T: int) -> None:
-        if self._gap_from is not None:  # first bars after a reconnect
-            before, self._gap_from = self._gap_from, None
-            if T > before + 1:  # whole seconds were missed: report the gap
-                self.stats.record_gap(before, int(T))
-                self._emit("gap", {"last_before": before, "first_after": int(T)})
-        if self._user_on_update is not None:
-            self._user_on_update(rows, T)
+    def _on_gap(self, before: int, T: int) -> None:
+        """The first bars after a reconnect skipped whole seconds: report the gap."""
+        self.stats.record_gap(before, int(T))
+        self._emit("gap", {"last_before": before, "first_after": int(T)})
 
     # ------------------------------------------------------------------ asyncio mode
     async def __aenter__(self) -> "Feed":

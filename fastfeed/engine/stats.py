@@ -45,6 +45,7 @@ class Stats:
         self.invalid_rejected = 0  # bars with impossible numbers (engine's last check)
         self.replaced = 0  # bars that replaced an earlier bar for the same second
         self.protocol_errors = 0  # frames breaking the transport rules
+        self.session_errors = 0  # exceptions a Python session's on_message let escape (transport)
         self.reconnects = 0
         self.gaps = 0
         self.gap_list: list[tuple[int, int]] = []  # (last second before, first second after)
@@ -81,7 +82,8 @@ class Stats:
         """The ``stats`` document: contract keys first, then the extras."""
         d: dict[str, Any] = {k: getattr(self, k) for k in CONTRACT_KEYS}
         d["decode_errors_by_kind"] = dict(self.decode_errors_by_kind)
-        for k in ("bytes", "invalid_rejected", "replaced", "protocol_errors", "universe_overflow"):
+        for k in ("bytes", "invalid_rejected", "replaced", "protocol_errors", "session_errors",
+                  "universe_overflow"):
             d[k] = getattr(self, k)
         d["gap_list"] = [list(g) for g in self.gap_list]
         d["feed_latency_ms"] = self._percentiles(self.feed_latency, 1e3)

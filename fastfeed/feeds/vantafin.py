@@ -109,9 +109,8 @@ class VantafinSession(BaseSession):
             raise ValueError(f"pv must be one of {', '.join(map(repr, self.pv_modes))}, not {pv!r}")
         super().__init__(engine, universe, stats, **kw)
         self.pv = pv
-        self.filler = BarFiller(self.bar_type, self.bar_fields, universe, UniverseFull, engine,
-                                self.pv_modes[pv], batch_capacity)
-        self._bind_fast_path()
+        self._bind(BarFiller(self.bar_type, self.bar_fields, universe, UniverseFull, engine,
+                             self.pv_modes[pv], batch_capacity))
 
     # topics
     def _check_topic(self, topic: str) -> str:

@@ -18,9 +18,12 @@ The transport knows nothing about any feed.  Contract (docs/ARCHITECTURE.md)::
         # optional: one engine update per socket read instead of one per message
         def on_buffer_end(self) -> None                       # after the last message of each read
         defer_until_buffer_end: bool                          # turned on by Connection(batch_per_read=True)
+        # optional: the session's C sink (a capsule, ext/sink.pxd): messages handed over in C
+        def message_sink(self) -> capsule
         # optional (e.g. fastfeed.recording.RecordingSession): the listener copies each message
-        # into raw_tap (a fastfeed._ext.listener.RecordTap, in C) and calls tapped_sink
-        raw_tap: RecordTap; tapped_sink: Callable[[Any, int], None]
+        # into raw_tap (a fastfeed._ext.listener.RawTap, in C), then calls the C sink, or else
+        # tapped_sink (the session's on_message without the tap)
+        raw_tap: RawTap; tapped_sink: Callable[[Any, int], None]
 
 The API key is never shown: every URL, event, log line, ``repr`` and exception text that
 leaves this module has ``apiKey=`` values (and the key itself) replaced by ``***``.
@@ -36,7 +39,7 @@ from typing import Any, Callable, Optional
 from picows import WSCloseCode, WSError, ws_connect  # type: ignore[attr-defined]
 from picows.common import WSHandshakeError
 
-from .._ext.listener import FeedListener, RecordTap
+from .._ext.listener import FeedListener, RawTap
 from ..engine.stats import Stats
 from ..errors import ConnectionRejected, TransportError
 from ..log import RateLimitedLog
@@ -265,17 +268,23 @@ class Connection:
 
     async def _connect(self) -> tuple[Any, FeedListener]:
         stats = self.stats
-        sink = self.session.on_message
+        session = self.session
         # a session with a raw tap (e.g. a recording session) hands it over: the listener
         # copies each message into it in C, then calls the untapped sink
-        tap = getattr(self.session, "raw_tap", None)
-        if isinstance(tap, RecordTap):
-            sink = self.session.tapped_sink  # type: ignore[attr-defined]
-        else:
+        tap = getattr(session, "raw_tap", None)
+        if not isinstance(tap, RawTap):
             tap = None
-        buffer_end = getattr(self.session, "on_buffer_end", None)
-        if not callable(buffer_end):
-            buffer_end = None
+        # the sink: the session's C sink when it has one (messages handed over in C, its
+        # buffer end included), else its on_message (tapped_sink when the listener taps)
+        message_sink = getattr(session, "message_sink", None)
+        buffer_end = None
+        if message_sink is not None:
+            sink = message_sink()
+        else:
+            sink = session.tapped_sink if tap is not None else session.on_message  # type: ignore[attr-defined]
+            buffer_end = getattr(session, "on_buffer_end", None)
+            if not callable(buffer_end):
+                buffer_end = None
         mms = self.max_message_size
 
         def factory() -> FeedListener:
@@ -497,7 +506,7 @@ class Connection:
         self._disc_reason = f"server closed ({code}{': ' + r if r else ''})"
 
     def _ws_sink_error(self, exc: BaseException) -> None:
-        self.stats.count_decode_error("session_exception")
+        self.stats.session_errors += 1
         self._ratelog("sink", "%s", f"session.on_message raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
 

@@ -36,10 +36,10 @@ def test_fill_reads_slots_and_matches_getattr():
     assert list(f.rows[:2]) == [0, 1] and list(f.seconds[:2]) == [1_700_000_001, 1_700_000_002]
     assert f.pv[1] == pytest.approx(7 * (4 + 2 + 3.5) / 3)
     assert f.others == [vantafin.Status("x")] and f.max_s == 1_700_000_002
-    cols = [np.array(getattr(f, k)[:2]) for k in ("rows", "seconds", "open", "high", "low", "close", "volume", "pv")]
-    assert f.fill_getattr(msgs[:2]) == 2
-    for k, c in zip(("rows", "seconds", "open", "high", "low", "close", "volume", "pv"), cols):
-        assert np.array_equal(getattr(f, k)[:2], c), k
+    for i, m in enumerate(msgs[:2]):  # the slot reads give what attribute access gives
+        assert [f.open[i], f.high[i], f.low[i], f.close[i], f.volume[i]] == [
+            getattr(m, k) for k in ("open", "high", "low", "close", "volume")]
+        assert f.seconds[i] == m.timestamp // 1000 and u.symbol(int(f.rows[i])) == m.ticker
 
 
 def test_fill_single_object_and_non_bar():

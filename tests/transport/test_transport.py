@@ -247,7 +247,7 @@ def test_session_exceptions_are_caught_and_counted():
             s, st = Rec(raise_every=2), Stats()
             conn, _, _ = await run_until(
                 sim, s, lambda c: producers_done(sim) and len(s.bars()) == len(sim.sent_bars()), stats=st)
-            assert st.decode_errors_by_kind["session_exception"] == len(s.raw) // 2 > 0
+            assert st.session_errors == len(s.raw) // 2 > 0
             assert conn.connects == 1
 
     run(main())

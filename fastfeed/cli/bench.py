@@ -8,7 +8,7 @@ import sys
 import textwrap
 from typing import Any, Optional, Sequence
 
-from .common import formatter
+from .common import add_command
 
 __all__ = ["add_parser", "cmd_bench", "config_from_args", "main"]
 
@@ -41,15 +41,12 @@ def _ints(s: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "bench",
-        help="benchmark fastfeed and its peers against the simulator (throughput, burst latency, CPU, RSS)",
-        description="Max-rate throughput at 1 and 100 bars/frame, real-cadence burst -> cross-section "
+    p = add_command(subparsers, "bench", cmd_bench,
+                    help="benchmark fastfeed and its peers against the simulator (throughput, burst latency, CPU, RSS)",
+                    description="Max-rate throughput at 1 and 100 bars/frame, real-cadence burst -> cross-section "
                     "latency, CPU seconds per million bars and peak RSS, for fastfeed and its peers "
                     "on the same simulated market.",
-        epilog=EPILOG,
-        formatter_class=formatter,
-    )
+                    epilog=EPILOG)
     p.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 cores)")
     p.add_argument("--json", action="store_true", help="print the result document as JSON (stdout)")
     p.add_argument("--output", metavar="FILE", help="also write the JSON document to FILE")
@@ -68,7 +65,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
     p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
-    p.set_defaults(func=cmd_bench)
     return p
 
 

@@ -49,6 +49,14 @@ def formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def add_command(sub: Any, name: str, func: Any, *, help: str, description: str,
+                epilog: str) -> argparse.ArgumentParser:
+    """Register the sub-command ``name`` running ``func(args) -> exit code``."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=formatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def add_connection_args(p: argparse.ArgumentParser, *, subscribe_help: str | None = None) -> None:
     """``--feed --url --api-key --subscribe``, as every connecting command takes them."""
     p.add_argument("--feed", choices=tuple(FEEDS), default="vantafin", help="which feed's protocol (default: vantafin)")

@@ -7,7 +7,7 @@ import sys
 import textwrap
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_progress_args, formatter, quiet_reader_log, report_damage, want_progress
+from .common import EXIT_OK, CliError, add_command, add_progress_args, quiet_reader_log, report_damage, want_progress
 
 EXPORT_EPILOG = textwrap.dedent(
     """\
@@ -24,18 +24,14 @@ EXPORT_EPILOG = textwrap.dedent(
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "export",
-        help="export a recording's bars to Parquet",
-        description="Decode a recording's bars and write them to a Parquet file.",
-        epilog=EXPORT_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "export", cmd_export,
+                    help="export a recording's bars to Parquet",
+                    description="Decode a recording's bars and write them to a Parquet file.",
+                    epilog=EXPORT_EPILOG)
     p.add_argument("file", metavar="FILE", help="the recording")
     p.add_argument("--out", "-o", required=True, metavar="PARQUET", help="Parquet file to write")
     p.add_argument("--compression", default="zstd", choices=("zstd", "snappy", "gzip", "none"), help="Parquet compression (default zstd)")
     add_progress_args(p)
-    p.set_defaults(func=cmd_export)
     return p
 
 

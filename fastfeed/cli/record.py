@@ -8,7 +8,7 @@ import textwrap
 import time
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_connection_args, formatter, listen, parse_windows_arg
+from .common import EXIT_OK, CliError, add_connection_args, add_command, listen, parse_windows_arg
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
@@ -31,20 +31,16 @@ RECORD_EPILOG = textwrap.dedent(
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "record",
-        help="record a feed's raw messages to a file (no UI)",
-        description="Connect and record every received message to a file for `fastfeed replay`.",
-        epilog=RECORD_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "record", cmd_record,
+                    help="record a feed's raw messages to a file (no UI)",
+                    description="Connect and record every received message to a file for `fastfeed replay`.",
+                    epilog=RECORD_EPILOG)
     add_connection_args(p)
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="recording to write (replaced if it exists)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--windows", default="60,300,900", help="engine windows stored in the header as replay's default (default 60,300,900)")
     p.add_argument("--compress", choices=("none", "zstd"), default="none", help="zstd-compress the file in blocks (needs zstandard; default none)")
     p.add_argument("--fsync", action="store_true", help="fsync after every write (survives power loss, slower)")
-    p.set_defaults(func=cmd_record)
     return p
 
 

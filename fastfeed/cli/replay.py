@@ -6,7 +6,7 @@ import os
 import textwrap
 from typing import Any
 
-from .common import (EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, add_progress_args, formatter,
+from .common import (EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, CliError, add_command, add_progress_args,
                      parse_windows_arg, quiet_reader_log, report_damage, want_progress)
 
 REPLAY_EPILOG = textwrap.dedent(
@@ -28,20 +28,16 @@ REPLAY_EPILOG = textwrap.dedent(
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "replay",
-        help="replay a recording through the engine and print the windows",
-        description="Replay a recording made by `fastfeed record` or --record.",
-        epilog=REPLAY_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "replay", cmd_replay,
+                    help="replay a recording through the engine and print the windows",
+                    description="Replay a recording made by `fastfeed record` or --record.",
+                    epilog=REPLAY_EPILOG)
     p.add_argument("file", metavar="FILE", help="the recording")
     p.add_argument("--speed", default="max", help="max (default), or a factor of the recorded pace: 1.0 real time, 10 ten times faster")
     p.add_argument("--windows", default=None, help="comma-separated windows in seconds (default: the recorded engine's, else 60,300,900)")
     p.add_argument("--format", choices=("json", "csv", "table"), default="json", help="output format (default json)")
     add_progress_args(p)
     p.add_argument("--check", action="store_true", help="only read the file: print its header, counts and any damage as JSON; exit 1 if damaged")
-    p.set_defaults(func=cmd_replay)
     return p
 
 

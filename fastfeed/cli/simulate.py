@@ -5,7 +5,7 @@ import argparse
 import textwrap
 from typing import Any
 
-from .common import EXIT_OK, formatter
+from .common import EXIT_OK, add_command
 
 SIMULATE_EPILOG = textwrap.dedent(
     """\
@@ -26,14 +26,9 @@ SIMULATE_EPILOG = textwrap.dedent(
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     from ..simulator.options import add_arguments, run
 
-    p = sub.add_parser(
-        "simulate",
-        help="run the built-in market simulator (Vantafin, sFOX and Massive dialects) on loopback",
-        description="A real WebSocket server speaking the vendors' protocols, with fault injection.",
-        epilog=SIMULATE_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "simulate", lambda a: run(a) or EXIT_OK,
+                    help="run the built-in market simulator (Vantafin, sFOX and Massive dialects) on loopback",
+                    description="A real WebSocket server speaking the vendors' protocols, with fault injection.",
+                    epilog=SIMULATE_EPILOG)
     add_arguments(p)
-    p.set_defaults(func=lambda a: run(a) or EXIT_OK)
-
     return p

@@ -6,7 +6,7 @@ import asyncio
 import textwrap
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_connection_args, formatter, listen, make_feed, parse_windows_arg, report_recording
+from .common import EXIT_OK, CliError, add_connection_args, add_command, listen, make_feed, parse_windows_arg, report_recording
 
 SNAPSHOT_EPILOG = textwrap.dedent(
     """\
@@ -26,20 +26,15 @@ SNAPSHOT_EPILOG = textwrap.dedent(
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "snapshot",
-        help="listen for a while, then print the rolling windows (JSON, CSV or a table)",
-        description="Connect, listen for --duration seconds (reconnecting as usual), print the windows.",
-        epilog=SNAPSHOT_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "snapshot", cmd_snapshot,
+                    help="listen for a while, then print the rolling windows (JSON, CSV or a table)",
+                    description="Connect, listen for --duration seconds (reconnecting as usual), print the windows.",
+                    epilog=SNAPSHOT_EPILOG)
     add_connection_args(p)
     p.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to listen")
     p.add_argument("--windows", default="60,300,900", help="comma-separated window lengths in seconds (default 60,300,900)")
     p.add_argument("--format", choices=("json", "csv", "table"), default="json", help="output format (default json)")
     p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE (see `fastfeed replay`)")
-    p.set_defaults(func=cmd_snapshot)
-
     return p
 
 

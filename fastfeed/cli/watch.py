@@ -20,7 +20,7 @@ from rich.text import Text
 
 from ..engine.window import WindowFrame
 from ..feeds.registry import FEEDS
-from .common import CliError, add_connection_args, formatter, make_feed, parse_windows_arg, report_recording
+from .common import CliError, add_connection_args, add_command, make_feed, parse_windows_arg, report_recording
 
 
 def _price(x: float) -> str:
@@ -205,13 +205,10 @@ WATCH_EPILOG = textwrap.dedent(
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "watch",
-        help="live terminal table: top movers, volume leaders, VWAP, feed health",
-        description="Watch a feed live in the terminal.",
-        epilog=WATCH_EPILOG,
-        formatter_class=formatter,
-    )
+    p = add_command(sub, "watch", cmd_watch,
+                    help="live terminal table: top movers, volume leaders, VWAP, feed health",
+                    description="Watch a feed live in the terminal.",
+                    epilog=WATCH_EPILOG)
     add_connection_args(p)
     p.add_argument("--window", type=int, default=60, help="window shown, seconds (default 60)")
     p.add_argument("--windows", default=None, help="windows kept (default: 60,300,900 plus --window)")
@@ -220,7 +217,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--tickers", type=int, default=12000, help="simulator only: number of tickers (default 12000)")
     p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE")
-    p.set_defaults(func=cmd_watch)
     return p
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..errors import AuthError
 from ..transport.masking import mask_url as url_for_display
-from .base import BaseSession
 from .registry import FEEDS, FeedInfo, get
 
 __all__ = ["FEEDS", "AuthError", "BaseSession", "FeedInfo", "default_url", "make_session",
@@ -26,7 +25,7 @@ def default_url(name: str) -> str:
 
 def make_session(name: str, engine: Any, universe: Any, stats: Any, *, topics: Any,
                  api_key: str | None = None, on_batch: Any = None, on_event: Any = None,
-                 **options: Any) -> BaseSession:
+                 **options: Any) -> Any:
     """Build the session of feed ``name`` ("vantafin" | "sfox" | "massive").
 
     ``options`` go to the feed's session class (e.g. ``pv="close"`` for vantafin,
@@ -34,3 +33,13 @@ def make_session(name: str, engine: Any, universe: Any, stats: Any, *, topics: A
     """
     return get(name).session_class()(engine, universe, stats, topics=topics, api_key=api_key,
                                      on_batch=on_batch, on_event=on_event, **options)
+
+
+def __getattr__(name: str) -> Any:
+    # the session machinery (and the compiled filler) is imported with the first session,
+    # so that the registry costs nothing more than itself
+    if name == "BaseSession":
+        from .base import BaseSession
+
+        return BaseSession
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ class _CapturingEngine:
         self._engine = engine
         self._sink = sink
         self.depth = int(engine.depth)
+        self.capacity = int(engine.capacity)
         self.skew = float(engine.max_future_skew)
         self.T = int(engine.T)
         self._up = engine.upsert
@@ -33,7 +34,7 @@ class _CapturingEngine:
         s = np.asarray(seconds[:n], dtype=np.int64)
         r = np.asarray(rows[:n], dtype=np.int64)
         cols = [np.asarray(x[:n], dtype=np.float64) for x in (o, h, l, c, v, pv)]
-        ok = (r >= 0) & (s >= 0)
+        ok = (r >= 0) & (r < self.capacity) & (s >= 0)  # the engine's row rule
         for x in cols:
             ok &= np.isfinite(x)
         ok &= (cols[4] >= 0) & (cols[1] >= cols[2])

@@ -72,6 +72,8 @@ def test_dependencies_point_one_way_and_no_private_names_cross_packages():
         if area in ("", "_ext"):
             continue
         for mod, names, _ in _imports(name, path):
+            if mod.endswith("__main__") or "__main__" in names:
+                problems.append(f"{name} imports the program {mod} (import the module it runs)")
             target = _area(mod)
             if target in ("", area):
                 continue

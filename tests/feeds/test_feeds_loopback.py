@@ -381,3 +381,47 @@ def test_sfox_auth_failure_is_final():
             assert len(sim.connections) == 1
 
     run(main())
+
+
+@pytest.mark.parametrize("feed", ["vantafin", "massive", "sfox"])
+def test_every_feed_takes_the_c_path_and_it_matches_the_python_path(feed):
+    """A feed session hands its filler's C sink to the listener: no message goes through a
+    Python ``on_message`` call. The same stream through ``on_message`` (the proxy hides the
+    C sink) leaves the engine in the same state."""
+    from fastfeed.transport.session import SessionProxy
+
+    class Counting(SessionProxy):
+        def __init__(self, session, hide_c_sink):
+            super().__init__(session)
+            self._keep(calls=0)
+            if hide_c_sink:
+                self._keep(message_sink=None)
+
+        def on_message(self, payload, recv_ns):
+            self.calls += 1
+            self.session.on_message(payload, recv_ns)
+
+    topics = {"vantafin": ["LS.*"], "massive": ["A.*"], "sfox": ["ticker.sfox.btcusd", "ticker.sfox.ethusd"]}
+
+    async def one(hide_c_sink):
+        async with Simulator(cfg(max_seconds=20, sfox_interval=1)) as sim:
+            engine, universe, stats = Engine(1024, WINDOWS, None, 1e12), Universe(1024), Stats()
+            session = feeds.make_session(feed, engine, universe, stats, topics=topics[feed], api_key="sim-key")
+            proxy = Counting(session, hide_c_sink)
+            conn = Connection(sim.url(feed, api_key=None), proxy, stats=stats)
+            task = asyncio.ensure_future(conn.run())
+
+            def sent() -> int:
+                if feed == "sfox":
+                    return sum(len(c.sent_updates()) for c in sim.connections)
+                return len(sim.sent_bars())
+
+            await until(lambda: producers_done(sim) and sent() > 0 and stats.bars == sent())
+            await conn.stop()
+            await task
+            return proxy.calls, stats.bars, bars_of(engine, universe)
+
+    c_calls, c_bars, c_state = asyncio.run(one(False))
+    py_calls, py_bars, py_state = asyncio.run(one(True))
+    assert c_calls == 0 and py_calls > 0
+    assert c_bars == py_bars > 0 and c_state == py_state

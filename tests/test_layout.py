@@ -138,3 +138,18 @@ def test_import_fastfeed_loads_no_transport_recorder_or_atexit_hook():
 def test_public_names_resolve():
     for name in fastfeed.__all__:
         assert getattr(fastfeed, name) is not None
+
+
+def test_every_import_the_readme_and_docs_show_works():
+    import re
+
+    root = ROOT.parent
+    lines = set()
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            m = re.match(r"\s*((?:from fastfeed[\w.]* import [\w, ]+)|(?:import fastfeed[\w.]*))\s*$", line)
+            if m:
+                lines.add(m.group(1))
+    assert lines  # the docs do show imports
+    for line in sorted(lines):
+        exec(line, {})

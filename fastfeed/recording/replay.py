@@ -255,18 +255,11 @@ def replay(path: str | os.PathLike[str], *, feed: Any = None,
         counts = replay_session(reader, feed.session, stats=feed.stats, on_event=feed._emit,
                                 speed=spd, progress=progress, url=h.url)
         elapsed = time.perf_counter() - t0
-        _clear_wall_clock_stats(feed.stats)
+        # processing latency measures the live process's wall clock: not in a recording
+        feed.stats.processing_latency.reset()
         return ReplayResult(h.feed, feed, feed.engine, feed.universe, feed.stats,
                             reader.report(), counts["messages"], counts["connects"],
                             counts["first_ns"], counts["last_ns"], elapsed,
                             feed.stats.bars - bars0)
     finally:
         reader.close()
-
-
-def _clear_wall_clock_stats(stats: Any) -> None:
-    """Processing latency measures the live process's wall clock: not in a recording."""
-    try:
-        stats.processing_latency.reset()
-    except AttributeError:  # pragma: no cover
-        pass

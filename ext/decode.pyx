@@ -18,8 +18,7 @@ checked exactly before its slots are read, so the reads are as safe as ``getattr
 from cpython.buffer cimport PyBUF_READ
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
-from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_New, PyCapsule_SetContext
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
@@ -165,10 +164,6 @@ cdef void _sink_message(void* ctx, const char* payload, Py_ssize_t size, int64_t
 
 cdef void _sink_buffer_end(void* ctx) noexcept:
     (<BarFiller>ctx)._flush_pending()
-
-
-cdef void _release_capsule(object capsule) noexcept:
-    Py_DECREF(<object>PyCapsule_GetContext(capsule))
 
 
 cdef class BarFiller:
@@ -494,12 +489,12 @@ cdef class BarFiller:
         self.next_flush = 0
 
     def message_sink(self):
-        """A capsule of this filler's C sink (``ext/sink.pxd``) for the transport's listener;
-        it holds a reference to the filler."""
-        cap = PyCapsule_New(&self._sink, b"fastfeed.MessageSink", _release_capsule)
-        Py_INCREF(self)
-        PyCapsule_SetContext(cap, <void*>self)
-        return cap
+        """A capsule of this filler's C sink (``ext/sink.pxd``) for the transport's listener.
+
+        The pointer is borrowed: it is valid while the filler lives, so the user of the
+        capsule keeps the filler (or the session that owns it) referenced, where the
+        garbage collector sees the reference."""
+        return PyCapsule_New(&self._sink, b"fastfeed.MessageSink", NULL)
 
     cdef void _raw_message(self, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
         """The C sink: one message of ``size`` bytes, valid during the call."""

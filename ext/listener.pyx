@@ -134,8 +134,9 @@ def _utf8_check_ns(data, Py_ssize_t repeat=100000):
 cdef class FeedListener(WSListener):
     """One connection's picows listener.
 
-    :param sink: a ``MessageSink`` capsule (``ext/sink.pxd``: messages are handed over in C;
-        its ``on_buffer_end`` replaces ``buffer_end``), or a callable ``sink(payload, recv_ns)``:
+    :param sink: an object with ``message_sink()`` returning a ``MessageSink`` capsule
+        (``ext/sink.pxd``: messages are handed over in C, its ``on_buffer_end`` replaces
+        ``buffer_end``; the listener keeps the object), or a callable ``sink(payload, recv_ns)``:
         ``payload`` is a zero-copy ``memoryview`` valid **only during the call** (copy it to
         keep it: it is released when the call returns, so later use raises ``ValueError``,
         never reads reused memory); ``recv_ns`` is ``time.time_ns()`` taken when the socket
@@ -198,13 +199,17 @@ cdef class FeedListener(WSListener):
 
     def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024,
                  buffer_end=None, RawTap tap=None):
-        self._sink = sink            # a capsule holds its sink alive
-        self._c_sink = is_sink_capsule(sink)
+        provider = getattr(sink, "message_sink", None)
+        self._c_sink = provider is not None
         if self._c_sink:
-            self._c = sink_of(sink)[0]
+            capsule = provider()
+            if not is_sink_capsule(capsule):
+                raise TypeError("message_sink() must return a MessageSink capsule")
+            self._c = sink_of(capsule)[0]   # borrowed: self._sink keeps its owner alive
             buffer_end = None
         elif not callable(sink):
-            raise TypeError("sink must be a MessageSink capsule or a callable")
+            raise TypeError("sink must have message_sink() or be callable")
+        self._sink = sink
         self._buffer_end = buffer_end
         self._tap = tap
         self._owner = owner

@@ -1,11 +1,13 @@
 # cython: language_level=3
 """The C contract between the transport's listener and a message sink.
 
-A sink (e.g. a feed's filler, ``fastfeed._ext.decode.BarFiller``) hands the listener a
-:c:type:`MessageSink` inside a capsule (``session.message_sink()``); the listener then
-delivers every complete text message with one C call, without a Python object or a
-Python call per message. Only C declarations live here (no module to import at run
-time), so the listener and the sink need not know each other's module.
+A sink provider (a feed session: ``session.message_sink()``, its filler's) returns a
+:c:type:`MessageSink` inside a capsule; the listener then delivers every complete text
+message with one C call, without a Python object or a Python call per message. The
+pointer is borrowed: the listener keeps the provider itself referenced (a reference the
+garbage collector sees, so a dropped feed is collected). Only C declarations live here
+(no module to import at run time), so the listener and the sink need not know each
+other's module.
 
 ``on_message(ctx, payload, size, recv_ns)``: ``payload[0:size]`` is valid only during the
 call (the listener's read buffer); ``recv_ns`` is the wall time (ns) the socket read that
@@ -20,7 +22,7 @@ ctypedef void (*sink_message_fn)(void* ctx, const char* payload, Py_ssize_t size
 ctypedef void (*sink_end_fn)(void* ctx) noexcept
 
 ctypedef struct MessageSink:
-    void* ctx                       # the sink object; the capsule holds a reference to it
+    void* ctx                       # the sink object (borrowed: its provider keeps it alive)
     sink_message_fn on_message
     sink_end_fn on_buffer_end
 

@@ -33,7 +33,7 @@ class FeedListener(WSListener):
     fragments: int
     def __init__(
         self,
-        sink: Any,  # a MessageSink capsule (ext/sink.pxd), or a callable (memoryview, recv_ns)
+        sink: Any,  # an object with message_sink() (a capsule, ext/sink.pxd), or a callable (memoryview, recv_ns)
         owner: Any = None,
         stats: Any = None,
         max_message_size: int = 16 * 1024 * 1024,

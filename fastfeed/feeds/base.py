@@ -263,8 +263,9 @@ class BaseSession:
         return self.filler.flush_pending
 
     def message_sink(self) -> Any:
-        """The filler's C sink (a capsule, ``ext/sink.pxd``) for the transport's listener:
-        each message is handed over with one C call, its read's end with another."""
+        """The filler's C sink (a capsule, ``ext/sink.pxd``) for the transport's listener: each
+        message is handed over with one C call, its read's end with another. The pointer is
+        borrowed: the listener keeps this session referenced."""
         return self.filler.message_sink()
 
     # ------------------------------------------------------------------ read-buffer batching

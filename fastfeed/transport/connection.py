@@ -276,10 +276,9 @@ class Connection:
             tap = None
         # the sink: the session's C sink when it has one (messages handed over in C, its
         # buffer end included), else its on_message (tapped_sink when the listener taps)
-        message_sink = getattr(session, "message_sink", None)
         buffer_end = None
-        if message_sink is not None:
-            sink = message_sink()
+        if getattr(session, "message_sink", None) is not None:
+            sink = session  # the listener takes its C sink and keeps it referenced
         else:
             sink = session.tapped_sink if tap is not None else session.on_message  # type: ignore[attr-defined]
             buffer_end = getattr(session, "on_buffer_end", None)

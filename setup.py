@@ -4,12 +4,18 @@ All compiler directives live in ``DIRECTIVES``.  Environment switches:
 ``FASTFEED_ANNOTATE=1`` writes Cython's HTML annotation next to each ``.pyx``;
 ``FASTFEED_DEBUG=1`` builds with bounds checks on and -O0 -g;
 ``FASTFEED_EXTS=engine,decode`` builds only the named extensions (development).
+
+Every ``ext/*.pxd`` is installed next to the compiled modules (``fastfeed/_ext/``), so
+that a user's Cython code can ``cimport`` them.
 """
+import glob
 import os
+import shutil
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 DEBUG = os.environ.get("FASTFEED_DEBUG") == "1"
 
@@ -41,7 +47,19 @@ def ext(name: str) -> Extension:
 NAMES = ["engine", "decode", "listener", "simencode"]
 ONLY = [n for n in os.environ.get("FASTFEED_EXTS", "").split(",") if n]
 
+class build_py_with_pxd(build_py):
+    """``build_py`` that also copies ``ext/*.pxd`` into the package's ``_ext`` directory."""
+
+    def run(self) -> None:
+        super().run()
+        dest = os.path.join(self.build_lib, "fastfeed", "_ext")
+        os.makedirs(dest, exist_ok=True)
+        for pxd in sorted(glob.glob(os.path.join("ext", "*.pxd"))):
+            shutil.copy2(pxd, dest)
+
+
 setup(
+    cmdclass={"build_py": build_py_with_pxd},
     ext_modules=cythonize(
         [ext(n) for n in NAMES if not ONLY or n in ONLY],
         compiler_directives=DIRECTIVES,

@@ -7,7 +7,6 @@ Each round processes one full-market second: ``N`` bars of ``N`` tickers, sent a
 - ``decode``: ``msgspec`` decode of every message only (the floor);
 - ``decode_fill``: decode + the Cython fill (slot reads) — the DESIGN.md figure
   "decode + Cython fill of 7 columns ~430 ns";
-- ``decode_fill[getattr-*]``: the same fill through plain attribute access;
 - ``session``: the whole ``session.on_message`` path with ``engine.upsert``, each round
   the next market second
   (the real Engine when it is built, else a no-op engine: see ``engine`` in extra_info).
@@ -24,8 +23,8 @@ import numpy as np
 import pytest
 
 from fastfeed import feeds
-from fastfeed.stats import Stats
-from fastfeed.universe import Universe
+from fastfeed.engine.stats import Stats
+from fastfeed.engine.universe import Universe
 
 try:
     from fastfeed._ext.engine import Engine
@@ -116,12 +115,11 @@ def test_decode(benchmark, feed, per_msg):
 
 @pytest.mark.parametrize("per_msg", PER_MSG)
 @pytest.mark.parametrize("feed", FEEDS)
-@pytest.mark.parametrize("access", ["slots", "getattr"])
-def test_decode_fill(benchmark, feed, per_msg, access):
+def test_decode_fill(benchmark, feed, per_msg):
     msgs = messages(feed, per_msg)
     session, _ = build(feed, False)
     decode = session.decoder.decode
-    fill = session.filler.fill if access == "slots" else session.filler.fill_getattr
+    fill = session.filler.fill
 
     def run():
         n = 0
@@ -130,7 +128,7 @@ def test_decode_fill(benchmark, feed, per_msg, access):
         return n
 
     assert benchmark(run) == N
-    report(benchmark, N, feed=feed, bars_per_message=per_msg, access=access)
+    report(benchmark, N, feed=feed, bars_per_message=per_msg)
 
 
 SESSION_ROUNDS = 20

@@ -25,7 +25,8 @@ import time
 
 import pytest
 
-from fastfeed.bench.harness import BurstTracker, _Probe, cores
+from fastfeed.bench.orchestration import cores
+from fastfeed.bench.worker import BurstTracker, SessionProbe
 from fastfeed.simulator.testing import SimProcess
 
 ROUND_BARS = {1: 300_000, 100: 1_200_000}
@@ -73,16 +74,16 @@ class _Client:
     def __init__(self, url: str, tickers: int, windows: tuple[int, ...], probe: BurstTracker | None = None):
         from fastfeed._ext.engine import Engine
         from fastfeed.feeds import make_session
-        from fastfeed.stats import Stats
+        from fastfeed.engine.stats import Stats
         from fastfeed.transport import Connection
-        from fastfeed.universe import Universe
+        from fastfeed.engine.universe import Universe
 
         self.engine = Engine(16384, windows)
         self.universe = Universe(16384)
         self.stats = Stats()
         self.session = make_session("vantafin", self.engine, self.universe, self.stats, topics=["LS.*"],
                                     api_key=KEY)
-        self.probe = _Probe(self.session, self.engine, self.stats, probe) if probe is not None else None
+        self.probe = SessionProbe(self.session, self.engine, self.stats, probe) if probe is not None else None
         self.conn = Connection(url, self.probe or self.session, stats=self.stats)
         self.tickers = tickers
         self.task: asyncio.Future | None = None

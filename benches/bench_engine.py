@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from fastfeed._ext.engine import Engine
-from fastfeed.universe import Universe
+from fastfeed.engine.universe import Universe
 
 T0 = 1_700_000_000
 WINDOWS = {"3w": (60, 300, 900), "1w": (60,)}

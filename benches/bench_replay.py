@@ -1,7 +1,7 @@
 """Record/replay benchmarks (issue #6).
 
 - ``test_read``: ``Reader`` alone over an uncompressed recording (records/s, MB/s).
-- ``test_replay``: ``fastfeed.replay.replay`` of a full-market recording (12,000
+- ``test_replay``: ``fastfeed.recording.replay.replay`` of a full-market recording (12,000
   tickers, 100 bars per message, uncompressed and zstd) → ``bars_per_s``.
   Target: >= 1.5 M bars/s from an uncompressed file.
 - ``test_live_path_overhead``: the live path's per-message work (``session.on_message``:
@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from fastfeed.record import RecordingSession, Reader, Writer
+from fastfeed.recording import RecordingSession, Reader, Writer
 
 try:
     from fastfeed._ext.engine import Engine  # noqa: F401
@@ -128,7 +128,7 @@ def test_read(benchmark, files):
 @pytest.mark.skipif(not HAVE_ENGINE, reason="fastfeed._ext.engine not built")
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 def test_replay(benchmark, files, compression):
-    from fastfeed.replay import replay
+    from fastfeed.recording.replay import replay
 
     if compression not in files:
         pytest.skip("zstandard not installed")
@@ -246,7 +246,7 @@ async def _loopback_round(url: str, n_bars: int, record_to: str | None) -> dict:
     import asyncio
 
     from fastfeed.feed import Feed
-    from fastfeed.record import attach_recorder
+    from fastfeed.recording import attach_recorder
 
     feed = Feed("vantafin", url=url, windows=(60,))
     close = attach_recorder(feed, record_to) if record_to else None
@@ -313,7 +313,7 @@ def test_loopback_recording_overhead(benchmark, loopback_sim, tmp_path):
 def _main() -> None:  # pragma: no cover - manual
     import statistics
 
-    from fastfeed.replay import replay
+    from fastfeed.recording.replay import replay
 
     d = tempfile.mkdtemp(prefix="ffbench-")
     for comp in (None, "zstd"):

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from fastfeed.simulator import SimProcess
-from fastfeed.stats import Stats
+from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection
 
 ROUND_SECONDS = {1: 200, 100: 1000}  # simulated seconds of 12,000 bars per round

@@ -1,18 +1,24 @@
 # cython: language_level=3
 """Fill loops: decoded msgspec Structs → preallocated batch arrays → ``Engine.upsert``.
 
-The feed modules (``fastfeed.feeds.*``) decode a whole message with one msgspec
-``Decoder`` call; one call into this module then walks the decoded Structs, fills the
-batch columns (reused across messages, grown only when a message holds more bars than
-ever before), hands them to the engine in one ``upsert`` and records the latencies.
+A :class:`BarFiller` is a feed session's message sink: the transport's listener hands it
+each complete text message with one C call (``message_sink()``, the contract of
+``ext/sink.pxd``); it decodes the whole message with the feed's msgspec ``Decoder``, walks
+the decoded Structs, fills the batch columns (reused across messages, grown only when a
+message holds more bars than ever before), hands them to the engine in one ``upsert``
+per socket read (or per message) and records the latencies. The user's ``on_batch``
+callback is the only Python function it calls on that path. :class:`SfoxFiller` is the
+same path for sFOX's cumulative tickers (its per-pair state: :class:`SfoxState`).
 
 Struct fields are read straight from their slots: a msgspec Struct stores each field
 in a slot whose offset is published by the class's ``member_descriptor``; the offsets
 are read once when a :class:`BarFiller` is built, and the type of every element is
 checked exactly before its slots are read, so the reads are as safe as ``getattr``
-(``benches/bench_decode.py`` measures both: see ``fill_getattr``).
 """
+from cpython.buffer cimport PyBUF_READ
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.pycapsule cimport PyCapsule_New
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
@@ -21,6 +27,8 @@ from libc.math cimport isfinite, NAN
 from libc.stdint cimport int64_t
 from libc.string cimport memmove, memcmp
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+
+from sink cimport MessageSink
 
 import numpy as np
 
@@ -56,11 +64,6 @@ cdef inline int64_t now_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
-def time_ns() -> int:
-    """``time.time_ns()`` read the way the fill loop reads it (``clock_gettime``)."""
-    return now_ns()
 
 
 cdef Py_ssize_t member_offset(object tp, str name) except -1:
@@ -155,6 +158,14 @@ class _NoBars:
     """Bar type of a filler whose bars are written by :class:`SfoxState` (never decoded)."""
 
 
+cdef void _sink_message(void* ctx, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
+    (<BarFiller>ctx)._raw_message(payload, size, recv_ns)
+
+
+cdef void _sink_buffer_end(void* ctx) noexcept:
+    (<BarFiller>ctx)._flush_pending()
+
+
 cdef class BarFiller:
     """Fills the batch columns from decoded bar Structs and upserts them into the engine.
 
@@ -201,7 +212,10 @@ cdef class BarFiller:
     cdef readonly list others
     # the per-message path (see on_message); set by bind()
     cdef object decode, stats, on_batch, last_rows, engine
-    cdef object after_fill, flush_stats, decode_failed, internal_error
+    cdef object after_fill, flush_stats, decode_failed, internal_error, on_gap
+    cdef MessageSink _sink
+    # gap detection after a reconnect (see expect_gap)
+    cdef public int64_t gap_from
     cdef public int64_t next_flush
     # deferred mode: bars of several messages wait for one upsert (flush_pending)
     cdef public bint deferred
@@ -250,6 +264,10 @@ cdef class BarFiller:
         self.deferred = False
         self.max_pending = 16384
         self.pending = 0
+        self.gap_from = -1
+        self._sink.ctx = <void*>self
+        self._sink.on_message = _sink_message
+        self._sink.on_buffer_end = _sink_buffer_end
 
     cdef int _grow(self, Py_ssize_t need, Py_ssize_t keep=0) except -1:
         """Reallocate the columns for at least ``need`` bars, keeping the first ``keep``."""
@@ -321,8 +339,9 @@ cdef class BarFiller:
         self.guess = row + 1
         return row
 
-    cdef inline bint _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
-        """Fill slot ``i`` from ``item`` (exact bar type); False if the bar is skipped."""
+    cdef int _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
+        """Fill slot ``i`` from ``item`` (exact bar type): 1 filled, 0 skipped (counted),
+        2 not a bar (the session handles it: it goes to ``others``)."""
         cdef double o, h, l, c, v, vw, pv
         cdef int64_t ms, s, row
         cdef PyObject* p
@@ -330,27 +349,27 @@ cdef class BarFiller:
                 and as_double(get_slot(item, self.off_l), &l) and as_double(get_slot(item, self.off_c), &c)
                 and as_double(get_slot(item, self.off_v), &v)):
             self.values_errors += 1
-            return False
+            return 0
         if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c) and isfinite(v)) \
                 or v < 0 or h < l:
             self.values_errors += 1
-            return False
+            return 0
         p = get_slot(item, self.off_t)
         if p == NULL or not PyLong_CheckExact(p):
             self.values_errors += 1
-            return False
+            return 0
         try:
             ms = PyLong_AsLongLong(<object>p)
         except OverflowError:
             self.values_errors += 1
-            return False
+            return 0
         if ms < 0 or ms > MAX_MS:
             self.values_errors += 1
-            return False
+            return 0
         p = get_slot(item, self.off_sym)
         if p == NULL or not PyUnicode_CheckExact(p):
             self.values_errors += 1
-            return False
+            return 0
         if self.pv_mode == PV_CLOSE:
             pv = v * c
         else:
@@ -360,12 +379,17 @@ cdef class BarFiller:
                 if p != NULL and <object>p is not None:
                     if not as_double(p, &vw) or not isfinite(vw):
                         self.values_errors += 1
-                        return False
+                        return 0
                     pv = v * vw
         row = self._row(get_slot(item, self.off_sym))
         if row < 0:
-            return False
-        s = ms // 1000
+            return 0
+        self._put(i, row, ms // 1000, o, h, l, c, v, pv)
+        return 1
+
+    cdef inline void _put(self, Py_ssize_t i, int64_t row, int64_t s, double o, double h, double l,
+                          double c, double v, double pv) noexcept:
+        """Write one bar into slot ``i`` of the batch columns."""
         self.p_rows[i] = row
         self.p_sec[i] = s
         self.p_o[i] = o
@@ -376,7 +400,6 @@ cdef class BarFiller:
         self.p_pv[i] = pv
         if s > self.max_s:
             self.max_s = s
-        return True
 
     cpdef Py_ssize_t fill(self, msg) except -1:
         """Fill the batch from ``msg`` (one decoded Struct or a list of them); return n."""
@@ -385,6 +408,7 @@ cdef class BarFiller:
     cdef Py_ssize_t _fill_at(self, msg, Py_ssize_t base) except -1:
         """Fill from slot ``base`` on (the slots before it are kept); return the bars filled."""
         cdef Py_ssize_t k, size, n = 0
+        cdef int r
         cdef PyObject* item
         cdef PyTypeObject* bar_tp = self.bar_tp
         self.values_errors = 0
@@ -397,18 +421,21 @@ cdef class BarFiller:
                 self._grow(base + size, base)
             for k in range(size):
                 item = PyList_GET_ITEM(msg, k)
-                if Py_TYPE(<object>item) == bar_tp:
-                    if self._fill_one(item, base + n):
-                        n += 1
-                else:
+                r = self._fill_one(item, base + n) if Py_TYPE(<object>item) == bar_tp else 2
+                if r == 1:
+                    n += 1
+                elif r == 2:
                     if self.others is None:
                         self.others = []
                     self.others.append(<object>item)
         elif Py_TYPE(msg) == bar_tp:
             if base + 1 > self.capacity:
                 self._grow(base + 1, base)
-            if self._fill_one(<PyObject*>msg, base):
+            r = self._fill_one(<PyObject*>msg, base)
+            if r == 1:
                 n = 1
+            elif r == 2:
+                self.others = [msg]
         else:
             self.others = [msg]
         self.n = n
@@ -424,22 +451,30 @@ cdef class BarFiller:
         self.accepted = 0
         if n == 0:
             return 0
+        return self._upsert(n, recv_ns, self.max_s)
+
+    cdef Py_ssize_t _upsert(self, Py_ssize_t n, int64_t recv_ns, int64_t max_s) except -1:
+        """The first ``n`` bars of the batch into the engine (``now`` = ``recv_ns``), and the
+        latency records: ``processing_latency`` gets ``now - recv_ns`` (ns),
+        ``feed_latency`` ``recv - end of the latest bar`` (µs). Returns the bars accepted."""
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
-        self.feed_latency.record(recv_ns // 1000 - (self.max_s + 1) * 1000000)
+        self.feed_latency.record(recv_ns // 1000 - (max_s + 1) * 1000000)
         return self.accepted
 
     def bind(self, decode, stats, engine, on_batch, after_fill, flush_stats, decode_failed,
-             internal_error):
+             internal_error, on_gap=None):
         """Wire :meth:`on_message` / :meth:`apply` / :meth:`flush_pending` to a session.
 
         ``decode(payload)``: the feed's ``Decoder.decode``; ``after_fill(recv_ns)``: called
         when a message had more than bars (values errors, overflow, non-bar elements);
         ``flush_stats(recv_ns)``: when the engine accepted fewer bars than given, or at or
         after ``next_flush``; ``decode_failed(payload, recv_ns, exc)``: the slow path when
-        ``decode`` raised; ``internal_error(exc)``: anything else that raised.
-        None of them may raise.
+        ``decode`` raised; ``internal_error(exc)``: anything else that raised;
+        ``on_gap(before, after)``: the first upsert after :attr:`gap_from` was set moved the
+        clock past ``before + 1`` (whole seconds missed). None of them may raise.
+        ``on_batch(rows, T)`` (the user's callback) may: it is counted as an internal error.
         """
         self.decode = decode
         self.stats = stats
@@ -450,19 +485,47 @@ cdef class BarFiller:
         self.flush_stats = flush_stats
         self.decode_failed = decode_failed
         self.internal_error = internal_error
+        self.on_gap = on_gap
         self.next_flush = 0
 
+    def message_sink(self):
+        """A capsule of this filler's C sink (``ext/sink.pxd``) for the transport's listener.
+
+        The pointer is borrowed: it is valid while the filler lives, so the user of the
+        capsule keeps the filler (or the session that owns it) referenced, where the
+        garbage collector sees the reference."""
+        return PyCapsule_New(&self._sink, b"fastfeed.MessageSink", NULL)
+
+    cdef void _raw_message(self, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
+        """The C sink: one message of ``size`` bytes, valid during the call."""
+        mv = PyMemoryView_FromMemory(<char*>payload, size, PyBUF_READ)
+        try:
+            self._on_message(mv, recv_ns)
+        except Exception as e:
+            self.internal_error(e)
+        finally:
+            try:
+                # a view kept past the call would point into memory that is reused or freed:
+                # release it, so such use raises ValueError instead of reading garbage
+                mv.release()
+            except Exception as e:
+                self.internal_error(e)
+
     def on_message(self, payload, int64_t recv_ns):
-        """The Session ``on_message`` of bar feeds: decode, then :meth:`apply`; never raises."""
+        """The Session ``on_message`` of the feeds: decode, then :meth:`apply`; never raises."""
+        self._on_message(payload, recv_ns)
+
+    cdef int _on_message(self, payload, int64_t recv_ns) except -1:
         try:
             msg = self.decode(payload)
         except Exception as e:
             self.decode_failed(payload, recv_ns, e)
-            return
+            return 0
         try:
             self.apply(msg, recv_ns)
         except Exception as e:
             self.internal_error(e)
+        return 0
 
     cpdef apply(self, msg, int64_t recv_ns):
         """Fill from a decoded message; upsert it now, or add it to the pending batch.
@@ -498,11 +561,19 @@ cdef class BarFiller:
             self._after_upsert(n, accepted, recv_ns)
 
     cdef int _after_upsert(self, Py_ssize_t n, Py_ssize_t accepted, int64_t recv_ns) except -1:
+        cdef int64_t before, T
         self.stats.bars += accepted
         if accepted < n or recv_ns >= self.next_flush:
             self.flush_stats(recv_ns)
-        if accepted and self.on_batch is not None:
-            self.on_batch(self.last_rows(), self.engine.T)
+        if accepted:
+            if self.gap_from >= 0:  # the first bars after a reconnect
+                before = self.gap_from
+                self.gap_from = -1
+                T = self.engine.T
+                if T > before + 1 and self.on_gap is not None:
+                    self.on_gap(before, T)
+            if self.on_batch is not None:
+                self.on_batch(self.last_rows(), self.engine.T)
         return 0
 
     cdef int _upsert_split(self, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -531,51 +602,21 @@ cdef class BarFiller:
             return 0
         self.pending = 0
         self.n = n
-        self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
-                                    self.close, self.volume, self.pv, n, recv_ns / 1e9)
-        self.processing_latency.record(now_ns() - recv_ns)
-        self.feed_latency.record(recv_ns // 1000 - (self.pending_max_s + 1) * 1000000)
+        self._upsert(n, recv_ns, self.pending_max_s)
         self._after_upsert(n, self.accepted, recv_ns)
         return 0
 
     def flush_pending(self) -> int:
         """Upsert the bars :meth:`apply` deferred (one call); return how many. Never raises."""
         cdef Py_ssize_t n = self.pending
+        self._flush_pending()
+        return n
+
+    cdef void _flush_pending(self) noexcept:
         try:
             self._upsert_pending()
         except Exception as e:
             self.internal_error(e)
-        return n
-
-    def fill_getattr(self, msg) -> int:
-        """The same fill through plain attribute access (``getattr``), bars only.
-
-        Kept for ``benches/bench_decode.py``, which measures what the slot reads save.
-        """
-        cdef Py_ssize_t n = 0
-        cdef double o, h, l, c, v
-        sym, fo, fh, fl, fc, fv, ft, _ = self.names
-        items = msg if type(msg) is list else [msg]
-        if len(items) > self.capacity:
-            self._grow(len(items))
-        for item in items:
-            o = getattr(item, fo)
-            h = getattr(item, fh)
-            l = getattr(item, fl)
-            c = getattr(item, fc)
-            v = getattr(item, fv)
-            if not (isfinite(o) and isfinite(h) and isfinite(l) and isfinite(c) and isfinite(v)) \
-                    or v < 0 or h < l:
-                continue
-            row = self.index.get(getattr(item, sym))
-            if row is None:
-                continue
-            self.p_rows[n] = row
-            self.p_sec[n] = getattr(item, ft) // 1000
-            self.p_o[n] = o; self.p_h[n] = h; self.p_l[n] = l; self.p_c[n] = c; self.p_v[n] = v
-            self.p_pv[n] = v * c if self.pv_mode == PV_CLOSE else v * (h + l + c) / 3.0
-            n += 1
-        return n
 
 
 cdef class SfoxState:
@@ -631,10 +672,20 @@ cdef class SfoxState:
         0 when the update is older than the pair's previous one (disorder: counted in
         ``disorder``, the state is left as it was). The caller validated the numbers.
         """
-        cdef int64_t s = t_ns // 1000000000, pt
-        cdef double dv, dpv
         if row < 0 or row >= self.capacity:
             raise IndexError(f"row {row} outside 0..{self.capacity - 1}")
+        out.max_s = -1
+        if not self._update(out, 0, row, t_ns, last, volume, vwap, day_open, day_high, day_low):
+            return 0
+        out.n = 1
+        return 1
+
+    cdef bint _update(self, BarFiller out, Py_ssize_t i, Py_ssize_t row, int64_t t_ns, double last,
+                      double volume, double vwap, double day_open, double day_high,
+                      double day_low) noexcept:
+        """:meth:`update` into slot ``i`` (``row`` in range)."""
+        cdef int64_t s = t_ns // 1000000000, pt
+        cdef double dv, dpv
         pt = self._prev_t[row]
         if pt >= 0 and t_ns < pt:
             self.disorder += 1
@@ -675,22 +726,134 @@ cdef class SfoxState:
             self._bar_c[row] = last
             self._bar_v[row] = dv
             self._bar_pv[row] = dpv
-        out.p_rows[0] = row
-        out.p_sec[0] = s
-        out.p_o[0] = self._bar_o[row]
-        out.p_h[0] = self._bar_h[row]
-        out.p_l[0] = self._bar_l[row]
-        out.p_c[0] = self._bar_c[row]
-        out.p_v[0] = self._bar_v[row]
-        out.p_pv[0] = self._bar_pv[row]
-        out.n = 1
-        out.max_s = s
+        out._put(i, row, s, self._bar_o[row], self._bar_h[row], self._bar_l[row], self._bar_c[row],
+                 self._bar_v[row], self._bar_pv[row])
+        return True
+
+
+cdef class SfoxFiller(BarFiller):
+    """The filler of the sFOX ticker feed: the same path as the bar feeds' (one C call per
+    message from the listener, one upsert per read), with the bars made from cumulative
+    ticker updates by :class:`SfoxState` (:attr:`state`).
+
+    Each decoded ``Envelope`` (data or ack, one Struct) is read from its slots: the
+    sequence number is checked (a gap becomes a note), an ack goes to ``others``, a data
+    update is validated and differenced into the pair's bar for its second. What the
+    session reports (logs, events, counters) arrives in ``others`` as notes, in order:
+    ``("sequence_gap", expected, got, recipient)``, ``("unknown", recipient)``,
+    ``("validation",)``, ``("disorder", pair)``; impossible numbers count in
+    ``values_errors``, a full universe in ``overflow``.
+    """
+    cdef readonly SfoxState state
+    cdef readonly int64_t sequence        # last sequence number seen on this connection, -1: none
+    cdef str prefix
+    cdef Py_ssize_t off_type, off_seq, off_recipient, off_ts, off_payload
+    cdef Py_ssize_t off_last, off_volume, off_vwap, off_open, off_high, off_low
+    cdef PyTypeObject* payload_tp
+
+    def __init__(self, envelope_type, payload_type, universe, overflow_exc, engine, str prefix,
+                 Py_ssize_t capacity=64):
+        BarFiller.__init__(self, None, None, universe, overflow_exc, engine, PV_CLOSE, capacity)
+        self.bar_type = envelope_type
+        self.bar_tp = <PyTypeObject*>envelope_type
+        self.payload_tp = <PyTypeObject*>payload_type
+        self.off_type = member_offset(envelope_type, "type")
+        self.off_seq = member_offset(envelope_type, "sequence")
+        self.off_recipient = member_offset(envelope_type, "recipient")
+        self.off_ts = member_offset(envelope_type, "timestamp")
+        self.off_payload = member_offset(envelope_type, "payload")
+        self.off_last = member_offset(payload_type, "last")
+        self.off_volume = member_offset(payload_type, "volume")
+        self.off_vwap = member_offset(payload_type, "vwap")
+        self.off_open = member_offset(payload_type, "open")
+        self.off_high = member_offset(payload_type, "high")
+        self.off_low = member_offset(payload_type, "low")
+        self.prefix = prefix
+        self.state = SfoxState(universe.capacity)
+        self.sequence = -1
+
+    def reset_sequence(self) -> None:
+        """Forget the sequence number (a new connection numbers from anew)."""
+        self.sequence = -1
+
+    def note_sequence(self, int64_t seq) -> int:
+        """Take ``seq`` as the next sequence number; returns the expected one when it is a gap,
+        else -1 (for messages that did not decode: their number still counts)."""
+        return self._sequence(seq)
+
+    cdef inline int64_t _sequence(self, int64_t seq) noexcept:
+        cdef int64_t expected = self.sequence + 1
+        cdef bint gap = self.sequence >= 0 and seq != expected
+        self.sequence = seq
+        return expected if gap else -1
+
+    cdef inline void _note(self, object note):
+        if self.others is None:
+            self.others = []
+        self.others.append(note)
+
+    cdef int _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
+        cdef PyObject* p = get_slot(item, self.off_seq)
+        cdef PyObject* pl
+        cdef int64_t seq, t
+        cdef Py_ssize_t row
+        cdef double last, volume, vwap, o, h, lo
+        if p != NULL and PyLong_CheckExact(p):
+            try:
+                seq = PyLong_AsLongLong(<object>p)
+            except OverflowError:
+                pass
+            else:
+                expected = self._sequence(seq)
+                if expected >= 0:
+                    self._note(("sequence_gap", expected, seq, <object>get_slot(item, self.off_recipient)))
+        p = get_slot(item, self.off_type)
+        if p != NULL and <object>p is not None:
+            return 2  # an ack
+        rec = <object>get_slot(item, self.off_recipient)
+        if type(rec) is not str or not (<str>rec).startswith(self.prefix):
+            self._note(("unknown", rec))
+            return 0
+        pl = get_slot(item, self.off_payload)
+        p = get_slot(item, self.off_ts)
+        if pl == NULL or Py_TYPE(<object>pl) != self.payload_tp or p == NULL or not PyLong_CheckExact(p) \
+                or <object>get_slot(pl, self.off_last) is None or <object>get_slot(pl, self.off_volume) is None:
+            self._note(("validation",))
+            return 0
+        try:
+            t = PyLong_AsLongLong(<object>p)
+        except OverflowError:
+            self.values_errors += 1
+            return 0
+        if not (as_double(get_slot(pl, self.off_last), &last) and as_double(get_slot(pl, self.off_volume), &volume)):
+            self._note(("validation",))
+            return 0
+        p = get_slot(pl, self.off_vwap)
+        if p == NULL or <object>p is None:
+            vwap = 0.0 if volume == 0 else NAN
+        elif not as_double(p, &vwap):
+            self._note(("validation",))
+            return 0
+        if not (isfinite(last) and isfinite(volume) and isfinite(vwap)) or volume < 0 or t < 0:
+            self.values_errors += 1
+            return 0
+        pair = (<str>rec)[len(self.prefix):]
+        row = self._row(<PyObject*>pair)
+        if row < 0:
+            return 0
+        if row >= self.state.capacity:
+            raise IndexError(f"row {row} outside 0..{self.state.capacity - 1}")
+        o = self._optional(get_slot(pl, self.off_open))
+        h = self._optional(get_slot(pl, self.off_high))
+        lo = self._optional(get_slot(pl, self.off_low))
+        if not self.state._update(self, i, row, t, last, volume, vwap, o, h, lo):
+            self._note(("disorder", pair))
+            return 0
         return 1
 
-    def commit(self, BarFiller out, int64_t recv_ns) -> int:
-        """Upsert the one bar :meth:`update` wrote into ``out``; return accepted."""
-        out.accepted = out.upsert(out.rows, out.seconds, out.open, out.high, out.low,
-                                  out.close, out.volume, out.pv, 1, recv_ns / 1e9)
-        out.processing_latency.record(now_ns() - recv_ns)
-        out.feed_latency.record(recv_ns // 1000 - (out.max_s + 1) * 1000000)
-        return out.accepted
+    cdef inline double _optional(self, PyObject* p) noexcept:
+        cdef double x
+        if p == NULL or <object>p is None or not as_double(p, &x):
+            return NAN
+        return x
+

@@ -1,26 +1,30 @@
 # cython: freethreading_compatible=False
 """picows listener for fastfeed: frame checks, reassembly, hand-off of complete text messages.
 
-The listener knows nothing about any feed.  It enforces the transport rules of
-PROTOCOLS.md section 5 and hands every complete text message to a *sink*
-(``session.on_message(payload, recv_ns)``).  Everything else (reconnects, events,
+The listener knows nothing about any feed or file.  It enforces the transport rules
+(RSV bits, UTF-8, binary and continuation frames, message size) and hands every complete
+text message to a *sink*: in C (a ``MessageSink`` capsule, ``ext/sink.pxd``: one C call
+per message, no Python object) or a Python callable ``sink(payload, recv_ns)``. A
+:class:`RawTap` can take a copy of every message first (payload and receive time,
+memcpy'd into blocks its consumer hands back when done: the recorder).  Everything else (reconnects, events,
 pings) is driven by an *owner* (``fastfeed.transport.Connection``) through a few
 plain Python callbacks that are only called on rare events.
 
 Hot path: one ``on_ws_frame`` call per frame; the receive time is read once per
 socket read (the first frame of a buffer), counters are C integers flushed into the
-shared ``Stats`` once per socket read, the payload is a zero-copy ``memoryview`` of
-picows' read buffer (or of our reassembly buffer for fragmented messages).
+shared ``Stats`` once per socket read, the payload is picows' read buffer (or our
+reassembly buffer for fragmented messages), never copied (but by a tap).
 """
 cimport cython
 from cpython.buffer cimport PyBUF_READ
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from sink cimport MessageSink, is_sink_capsule, sink_of
 
 # kinds of protocol errors (names used in events and counters)
 KIND_RSV = "rsv"
@@ -130,11 +134,14 @@ def _utf8_check_ns(data, Py_ssize_t repeat=100000):
 cdef class FeedListener(WSListener):
     """One connection's picows listener.
 
-    :param sink: callable ``sink(payload, recv_ns)``; ``payload`` is a zero-copy ``memoryview``
-        valid **only during the call** (copy it to keep it: it is released when the call
-        returns, so later use raises ``ValueError``, never reads reused memory); ``recv_ns`` is
-        ``time.time_ns()`` taken when the socket read that completed the message
-        returned.  Exceptions escaping the sink are caught and counted.
+    :param sink: an object with ``message_sink()`` returning a ``MessageSink`` capsule
+        (``ext/sink.pxd``: messages are handed over in C, its ``on_buffer_end`` replaces
+        ``buffer_end``; the listener keeps the object), or a callable ``sink(payload, recv_ns)``:
+        ``payload`` is a zero-copy ``memoryview`` valid **only during the call** (copy it to
+        keep it: it is released when the call returns, so later use raises ``ValueError``,
+        never reads reused memory); ``recv_ns`` is ``time.time_ns()`` taken when the socket
+        read that completed the message returned.  Exceptions escaping the sink are caught
+        and counted.
     :param owner: object with ``_ws_connected(transport)``, ``_ws_disconnected(transport)``,
         ``_ws_protocol_error(kind, detail, close_code)``, ``_ws_close_received(code, reason)``,
         ``_ws_sink_error(exc)`` (any may be absent: ``None`` owner is allowed for tests).
@@ -146,15 +153,17 @@ cdef class FeedListener(WSListener):
         and once more when the connection is lost, so that a session batching the messages
         of one read (one engine update per read) applies them before waiting for more data.
         Exceptions are caught and counted like the sink's.
-    :param tap: optional :class:`RecordTap`: every complete text message is copied into it
+    :param tap: optional :class:`RawTap`: every complete text message is copied into it
         (``memcpy``, with ``recv_ns``) before the sink is called: recording without a Python
-        call per message.  The sink is then the *unrecorded* session's ``on_message``.
+        call per message.  The sink is then the *untapped* session's.
     """
 
     cdef:
         object _sink
+        bint _c_sink
+        MessageSink _c
         object _buffer_end
-        RecordTap _tap
+        RawTap _tap
         object _owner
         object _stats
         readonly Py_ssize_t max_message_size
@@ -189,7 +198,17 @@ cdef class FeedListener(WSListener):
         self._frag_cap = 0
 
     def __init__(self, sink, owner=None, stats=None, Py_ssize_t max_message_size=16 * 1024 * 1024,
-                 buffer_end=None, RecordTap tap=None):
+                 buffer_end=None, RawTap tap=None):
+        provider = getattr(sink, "message_sink", None)
+        self._c_sink = provider is not None
+        if self._c_sink:
+            capsule = provider()
+            if not is_sink_capsule(capsule):
+                raise TypeError("message_sink() must return a MessageSink capsule")
+            self._c = sink_of(capsule)[0]   # borrowed: self._sink keeps its owner alive
+            buffer_end = None
+        elif not callable(sink):
+            raise TypeError("sink must have message_sink() or be callable")
         self._sink = sink
         self._buffer_end = buffer_end
         self._tap = tap
@@ -310,9 +329,12 @@ cdef class FeedListener(WSListener):
         self.bytes += size
         if self._tap is not None:
             try:
-                self._tap.add(TAP_MESSAGE, ptr, size, self._recv_ns_c)
-            except Exception:      # MemoryError: the tap is the recorder's; the feed goes on
+                self._tap.add(_TAG_MESSAGE, ptr, size, self._recv_ns_c)
+            except Exception:      # MemoryError: the tap is its consumer's; the feed goes on
                 self._tap.stopped = True
+        if self._c_sink:
+            self._c.on_message(self._c.ctx, ptr, size, self._recv_ns_c)
+            return
         mv = PyMemoryView_FromMemory(ptr, size, PyBUF_READ)
         try:
             self._sink(mv, self._recv_ns)
@@ -398,7 +420,10 @@ cdef class FeedListener(WSListener):
 
     cdef void _end_of_buffer(self):
         """The socket read is done: tell the session (``buffer_end``), then flush counters."""
-        if self._buffer_end is not None:
+        if self._c_sink:
+            if self._c.on_buffer_end != NULL:
+                self._c.on_buffer_end(self._c.ctx)
+        elif self._buffer_end is not None:
             try:
                 self._buffer_end()
             except Exception as exc:
@@ -447,80 +472,90 @@ cdef class FeedListener(WSListener):
         return _now_ns(CLOCK_MONOTONIC) - self.last_recv_mono_ns
 
 
-# -- recording tap: the raw messages copied into preallocated blocks, in C ----------------------
+# -- raw tap: the messages copied into preallocated blocks, in C --------------------------------
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.bytearray cimport PyByteArray_AS_STRING as _BA_STR
 
+#: the tag of a message the listener received (other tags are the consumer's own)
+TAG_MESSAGE = 1
 cdef enum:
-    TAP_ENTRY = 13            # u32 length, u8 kind, i64 recv_ns (a BATCH table entry, packed)
-    TAP_MAX_ENTRIES = 4096    # entries per block (the writer's batch size)
-    TAP_MESSAGE = 1
-
-cdef Py_ssize_t TAP_TABLE_END = 4 + TAP_ENTRY * TAP_MAX_ENTRIES
+    _TAG_MESSAGE = 1
 
 
 @cython.final
-cdef class TapBlock:
-    """A block of recorded entries laid out for one ``BATCH`` record (docs/RECORDING.md):
-    ``buf[0:4+13n]`` is the entry count and the table, ``buf[TABLE_END:TABLE_END+plen]``
-    the payloads back to back. Filled by :class:`RecordTap` on the producer thread;
-    read by the writer thread once sealed."""
-    cdef readonly object buf
+cdef class RawBlock:
+    """A block of tapped entries: ``n`` entries of ``tags()`` (u8), ``times()`` (i64 ns) and
+    ``lengths()`` (u32), whose payloads lie back to back in ``payloads()``. Filled by
+    :class:`RawTap` on the producer thread; read by the consumer once sealed."""
+    cdef readonly object buf, lens, tagv, nsv
     cdef char* p
-    cdef readonly Py_ssize_t n, nmsg, plen, cap
+    cdef uint32_t* p_len
+    cdef uint8_t* p_tag
+    cdef int64_t* p_ns
+    cdef readonly Py_ssize_t n, plen, cap, max_entries
     cdef readonly int64_t first_ns
 
-    def __cinit__(self, Py_ssize_t cap):
-        self.buf = bytearray(TAP_TABLE_END + cap)
+    def __cinit__(self, Py_ssize_t cap, Py_ssize_t max_entries):
+        self.buf = bytearray(cap)
+        self.lens = bytearray(4 * max_entries)
+        self.tagv = bytearray(max_entries)
+        self.nsv = bytearray(8 * max_entries)
         self.p = _BA_STR(self.buf)
+        self.p_len = <uint32_t*>_BA_STR(self.lens)
+        self.p_tag = <uint8_t*>_BA_STR(self.tagv)
+        self.p_ns = <int64_t*>_BA_STR(self.nsv)
         self.cap = cap
+        self.max_entries = max_entries
         self.n = 0
-        self.nmsg = 0
         self.plen = 0
         self.first_ns = 0
 
-    def table(self):
-        """Count and table: the first part of the batch payload (a memoryview)."""
-        return memoryview(self.buf)[:4 + TAP_ENTRY * self.n]
-
     def payloads(self):
-        """The payloads: the rest of the batch payload (a memoryview)."""
-        return memoryview(self.buf)[TAP_TABLE_END:TAP_TABLE_END + self.plen]
+        """The payloads, back to back (a memoryview of ``plen`` bytes)."""
+        return memoryview(self.buf)[:self.plen]
 
+    def lengths(self):
+        """Payload length of each entry (a uint32 memoryview of ``n`` items)."""
+        return memoryview(self.lens)[:4 * self.n].cast("I")
 
-cdef inline void _put_le(char* p, uint64_t x, int n) noexcept nogil:
-    cdef int k
-    for k in range(n):
-        p[k] = <char>((x >> (8 * k)) & 0xFF)
+    def tags(self):
+        """Tag of each entry (a uint8 memoryview of ``n`` items)."""
+        return memoryview(self.tagv)[:self.n]
+
+    def times(self):
+        """Receive time (ns) of each entry (an int64 memoryview of ``n`` items)."""
+        return memoryview(self.nsv)[:8 * self.n].cast("q")
 
 
 @cython.final
-cdef class RecordTap:
-    """The recorder's producer side: each entry (a received message, or a connection
-    boundary) is copied with ``memcpy`` into the current :class:`TapBlock`, with its
-    kind, length and receive time; no Python object per message. A full block (4096
-    entries, or ``block_payload`` bytes) is sealed and queued for the writer thread,
-    which also seals the current block itself (:meth:`seal`) every time it wakes.
+cdef class RawTap:
+    """A copy of every message (and of the entries its consumer adds), in C: each entry (a
+    tag, its payload and its receive time) is ``memcpy``'d into the current
+    :class:`RawBlock`; no Python object per message. A full block (``max_entries``
+    entries, or ``block_payload`` bytes) is sealed and queued for the consumer (e.g. the
+    recorder's writer thread), which also seals the current block itself (:meth:`seal`)
+    whenever it wakes, takes blocks with :meth:`pop` and hands them back with
+    :meth:`release` for reuse. The tap knows no file format.
 
-    Thread safety: the producer's :meth:`add` and the writer's :meth:`seal`/:meth:`pop`
+    Thread safety: the producer's :meth:`add` and the consumer's :meth:`seal`/:meth:`pop`
     touch the shared state only in C code that runs no Python code in between (so,
     under the GIL, each is atomic with respect to the other thread); blocks are queued
     in a C ring in the order they were sealed.
 
     Never raises on the producer side, never blocks: when more than ``max_pending``
-    payload bytes wait for the writer, recording stops (``on_overflow(pending)`` is
+    payload bytes wait for the consumer, the tap stops (``on_overflow(pending)`` is
     called once, later entries are counted in :attr:`dropped`); :meth:`stop` does the
     same without the callback (I/O errors, close). ``wake()`` is called when a block
     is sealed with more than ``wake_bytes`` waiting.
     """
-    cdef TapBlock cur
+    cdef RawBlock cur
     cdef PyObject** ring
     cdef Py_ssize_t ring_cap, head, tail
     cdef list free
-    cdef readonly Py_ssize_t block_payload, max_free
+    cdef readonly Py_ssize_t block_payload, max_free, max_entries
     cdef public long long max_pending, wake_bytes
     cdef readonly long long queued_bytes, released_bytes
     cdef readonly unsigned long long dropped, entries
@@ -530,12 +565,13 @@ cdef class RecordTap:
     def __cinit__(self):
         self.ring = NULL
 
-    def __init__(self, *, Py_ssize_t block_payload=256 * 1024, long long max_pending=256 << 20,
-                 long long wake_bytes=4 << 20, wake=None, on_overflow=None,
-                 Py_ssize_t ring_cap=65536, Py_ssize_t max_free=32):
-        if block_payload < 1 or ring_cap < 2:
-            raise ValueError("block_payload and ring_cap must be positive")
+    def __init__(self, *, Py_ssize_t block_payload=256 * 1024, Py_ssize_t max_entries=4096,
+                 long long max_pending=256 << 20, long long wake_bytes=4 << 20, wake=None,
+                 on_overflow=None, Py_ssize_t ring_cap=65536, Py_ssize_t max_free=32):
+        if block_payload < 1 or ring_cap < 2 or max_entries < 1:
+            raise ValueError("block_payload, max_entries and ring_cap must be positive")
         self.block_payload = block_payload
+        self.max_entries = max_entries
         self.max_pending = max_pending
         self.wake_bytes = wake_bytes
         self.wake = wake
@@ -560,63 +596,59 @@ cdef class RecordTap:
 
     # -- producer side --------------------------------------------------------------------
 
-    cdef int add(self, int kind, const char* ptr, Py_ssize_t size, int64_t ns) except -1:
+    cdef int add(self, int tag, const char* ptr, Py_ssize_t size, int64_t ns) except -1:
         """Copy one entry in; never blocks. (-1 only for MemoryError.)"""
-        cdef TapBlock b
-        cdef char* e
+        cdef RawBlock b
+        cdef Py_ssize_t k
         if self.stopped:
             self.dropped += 1
             return 0
         b = self.cur
-        if b is None or b.n == TAP_MAX_ENTRIES or b.plen + size > b.cap:
+        if b is None or b.n == b.max_entries or b.plen + size > b.cap:
             if b is not None and b.n:
                 self._seal()
                 if self.stopped:
                     self.dropped += 1
                     return 0
             b = self._new_block(size)
-        e = b.p + 4 + TAP_ENTRY * b.n
-        _put_le(e, <uint64_t>size, 4)
-        e[4] = <char>kind
-        _put_le(e + 5, <uint64_t>ns, 8)
+        k = b.n
+        b.p_len[k] = <uint32_t>size
+        b.p_tag[k] = <uint8_t>tag
+        b.p_ns[k] = ns
         if size:
-            memcpy(b.p + TAP_TABLE_END + b.plen, ptr, size)
-        if b.n == 0:
+            memcpy(b.p + b.plen, ptr, size)
+        if k == 0:
             b.first_ns = ns
-        b.n += 1
+        b.n = k + 1
         b.plen += size
-        if kind == TAP_MESSAGE:
-            b.nmsg += 1
         self.entries += 1
         self.queued_bytes += size
         if self.queued_bytes - self.released_bytes > self.max_pending:
             self._overflow()
         return 0
 
-    cdef TapBlock _new_block(self, Py_ssize_t size):
-        cdef TapBlock b = None
+    cdef RawBlock _new_block(self, Py_ssize_t size):
+        cdef RawBlock b = None
         if size <= self.block_payload:
             if self.free:
-                b = <TapBlock>self.free.pop()
+                b = <RawBlock>self.free.pop()
             else:
-                b = TapBlock(self.block_payload)
+                b = RawBlock(self.block_payload, self.max_entries)
         else:
-            b = TapBlock(size)   # a message larger than a block: a block of its own
+            b = RawBlock(size, self.max_entries)   # a message larger than a block: a block of its own
         b.n = 0
-        b.nmsg = 0
         b.plen = 0
-        self.cur = b             # after every Python call above: the writer sees it only now
+        self.cur = b             # after every Python call above: the consumer sees it only now
         return b
 
     cdef int _seal(self) except -1:
         """Queue the current block (pure C up to the wake call)."""
-        cdef TapBlock b = self.cur
+        cdef RawBlock b = self.cur
         if b is None or b.n == 0:
             return 0
         if self.tail - self.head >= self.ring_cap:
             self._overflow()
             return 0
-        _put_le(b.p, <uint64_t>b.n, 4)
         Py_INCREF(b)
         self.ring[self.tail % self.ring_cap] = <PyObject*>b
         self.tail += 1
@@ -640,57 +672,57 @@ cdef class RecordTap:
                 pass
 
     def message(self, payload, int64_t recv_ns):
-        """Record one message (any bytes-like object; copied)."""
-        self.entry(TAP_MESSAGE, payload, recv_ns)
+        """Tap one received message (any bytes-like object; copied)."""
+        self.entry(_TAG_MESSAGE, payload, recv_ns)
 
-    def entry(self, int kind, payload, int64_t recv_ns):
-        """Record one entry of ``kind`` (1 message, 2 connected, 3 disconnected)."""
+    def entry(self, int tag, payload, int64_t recv_ns):
+        """Tap one entry of ``tag`` (:data:`TAG_MESSAGE`, or the consumer's own tags)."""
         cdef Py_buffer view
         if self.stopped:
             self.dropped += 1
             return
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
-            self.add(kind, <const char*>view.buf, view.len, recv_ns)
+            self.add(tag, <const char*>view.buf, view.len, recv_ns)
         finally:
             PyBuffer_Release(&view)
 
     def sink(self, inner):
-        """A callable ``(payload, recv_ns)`` that records the message, then calls ``inner``."""
+        """A callable ``(payload, recv_ns)`` that taps the message, then calls ``inner``."""
         return TapSink(self, inner)
 
     def stop(self):
         """Refuse later entries (counted in :attr:`dropped`); what is queued stays queued."""
         self.stopped = True
 
-    # -- writer side ----------------------------------------------------------------------
+    # -- consumer side --------------------------------------------------------------------
 
     def seal(self):
-        """Queue the current block, if it holds anything (the writer thread, on waking)."""
+        """Queue the current block, if it holds anything (the consumer, on waking)."""
         self._seal()
 
     def pop(self):
-        """The oldest sealed block, or None. Give it back with :meth:`release` once written."""
-        cdef TapBlock b
+        """The oldest sealed block, or None. Give it back with :meth:`release` once used."""
+        cdef RawBlock b
         cdef Py_ssize_t i
         if self.head == self.tail:
             return None
         i = self.head % self.ring_cap
-        b = <TapBlock>self.ring[i]     # a new reference
+        b = <RawBlock>self.ring[i]     # a new reference
         Py_DECREF(b)                   # the ring's (b still holds one)
         self.ring[i] = NULL
         self.head += 1
         return b
 
-    def release(self, TapBlock b):
-        """A popped block was written (or discarded): its bytes no longer count as pending."""
+    def release(self, RawBlock b):
+        """A popped block was used (or discarded): its bytes no longer count as pending."""
         self.released_bytes += b.plen
         if b.cap == self.block_payload and len(self.free) < self.max_free:
             self.free.append(b)
 
     @property
     def pending_bytes(self):
-        """Payload bytes recorded and not yet written (released)."""
+        """Payload bytes tapped and not yet released."""
         return self.queued_bytes - self.released_bytes
 
     @property
@@ -700,30 +732,30 @@ cdef class RecordTap:
         if self.cur is not None:
             n = self.cur.n
         for i in range(self.head, self.tail):
-            n += (<TapBlock>self.ring[i % self.ring_cap]).n
+            n += (<RawBlock>self.ring[i % self.ring_cap]).n
         return n
 
 
 @cython.final
 cdef class TapSink:
-    """``sink(payload, recv_ns)``: record the message on a :class:`RecordTap`, then call
-    ``inner`` (a recording session's ``on_message``, in C: no Python frame of its own)."""
-    cdef RecordTap tap
+    """``sink(payload, recv_ns)``: tap the message on a :class:`RawTap`, then call ``inner``
+    (in C: no Python frame of its own)."""
+    cdef RawTap tap
     cdef readonly object inner
 
-    def __init__(self, RecordTap tap, inner):
+    def __init__(self, RawTap tap, inner):
         self.tap = tap
         self.inner = inner
 
     def __call__(self, payload, recv_ns):
         cdef Py_buffer view
-        cdef RecordTap tap = self.tap
+        cdef RawTap tap = self.tap
         if tap.stopped:
             tap.dropped += 1
         else:
             PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
             try:
-                tap.add(TAP_MESSAGE, <const char*>view.buf, view.len, recv_ns)
+                tap.add(_TAG_MESSAGE, <const char*>view.buf, view.len, recv_ns)
             finally:
                 PyBuffer_Release(&view)
         return self.inner(payload, recv_ns)

@@ -24,27 +24,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import feeds as _feeds
-from ._ext.engine import Engine
-from .frame import WindowFrame
-from .snapshot import snapshot_document, sync_engine_counters
-from .stats import Stats
-from .transport import Connection
-from .universe import Universe
+from .engine import Engine, Stats, Universe, WindowFrame, sync_engine_counters
+from .errors import ConfigurationError
+from .feeds import make_session, registry
+from .snapshot import snapshot_document
+from .transport.connection import Connection
+from .transport.masking import mask_url
 
-__all__ = ["Feed", "WindowFrame", "API_KEY_ENV", "ConfigurationError"]
-
-#: Environment variable holding each feed's API key.
-API_KEY_ENV = {"vantafin": "VANTAFIN_API_KEY", "sfox": "SFOX_API_KEY", "massive": "MASSIVE_API_KEY"}
-#: Topics subscribed when none are given (sFOX has no "all pairs" topic: it must be named).
-DEFAULT_TOPICS = {"vantafin": ("LS.*",), "massive": ("A.*",)}
+__all__ = ["Feed", "WindowFrame", "ConfigurationError"]
 
 UpdateCallback = Callable[[np.ndarray, int], None]
 EventCallback = Callable[[str, dict], None]
-
-
-class ConfigurationError(ValueError):
-    """The feed cannot start as configured (unknown feed, missing key or topics)."""
 
 
 class Feed:
@@ -89,46 +79,44 @@ class Feed:
         connection_options: dict[str, Any] | None = None,
         record: str | os.PathLike[str] | None = None,
     ) -> None:
-        if feed not in _feeds.FEEDS:
-            raise ConfigurationError(f"unknown feed {feed!r}: choose one of {', '.join(_feeds.FEEDS)}")
+        info = registry.get(feed)
         self.feed_name = feed
         if api_key is None:
-            api_key = os.environ.get(API_KEY_ENV.get(feed, ""), None) or None
+            api_key = os.environ.get(info.api_key_env) or None
         if url is None:
             if not api_key:
                 raise ConfigurationError(
-                    f"no API key for {feed}: set {API_KEY_ENV[feed]} or pass api_key=..., "
+                    f"no API key for {feed}: set {info.api_key_env} or pass api_key=..., "
                     "or pass url= of a simulator (`fastfeed simulate`)"
                 )
-            url = _feeds.default_url(feed)
-        topics = tuple(subscribe) if subscribe is not None else DEFAULT_TOPICS.get(feed, ())
+            url = info.url
+        topics = tuple(subscribe) if subscribe is not None else info.default_topics
         if not topics:
-            raise ConfigurationError(f"{feed} needs topics to subscribe, e.g. ticker.sfox.btcusd")
+            raise ConfigurationError(f"{feed} needs topics to subscribe, e.g. {info.example_topic}")
         self._url = url
         self.topics = topics
         self.stats = Stats()
         self.universe = Universe(capacity)
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
-        self._user_on_update = on_update
         self._user_on_event = on_event
-        self._gap_from: int | None = None  # T when a reconnect succeeded, until bars arrive
         self._reconnecting = False
-        self.session = _feeds.make_session(
+        self.session = make_session(
             feed,
             self.engine,
             self.universe,
             self.stats,
             topics=topics,
             api_key=api_key,
-            on_batch=self._on_batch,
+            on_batch=on_update,  # the user's callback is the one Python call per engine update
             on_event=self._emit,
+            on_gap=self._on_gap,
             **(session_options or {}),
         )
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
         if record is not None:
-            from .record import attach_recorder
+            from .recording.session import attach_recorder
 
             self._close_recording = attach_recorder(self, record)
         self._conn_kwargs = dict(ping_interval=ping_interval, idle_timeout=idle_timeout, ssl_context=ssl_context)
@@ -143,7 +131,7 @@ class Feed:
     @property
     def url(self) -> str:
         """The URL with any ``apiKey`` value masked."""
-        return _feeds.url_for_display(self._url)
+        return mask_url(self._url)
 
     def __repr__(self) -> str:
         return f"Feed(feed={self.feed_name!r}, url={self.url!r}, topics={list(self.topics)!r}, windows={self.engine.windows})"
@@ -168,7 +156,8 @@ class Feed:
                 # every bar from before the drop is applied by now: T is the last second before
                 self._reconnecting = False
                 t = int(self.engine.T)
-                self._gap_from = t if t >= 0 else None
+                if t >= 0:
+                    self.session.expect_gap(t)
         if self._user_on_event is not None:
             try:
                 self._user_on_event(kind, info)
@@ -177,14 +166,10 @@ class Feed:
 
                 logging.getLogger("fastfeed").exception("on_event callback failed")
 
-    def _on_batch(self, rows: np.ndarray, T: int) -> None:
-        if self._gap_from is not None:  # first bars after a reconnect
-            before, self._gap_from = self._gap_from, None
-            if T > before + 1:  # whole seconds were missed: report the gap
-                self.stats.record_gap(before, int(T))
-                self._emit("gap", {"last_before": before, "first_after": int(T)})
-        if self._user_on_update is not None:
-            self._user_on_update(rows, T)
+    def _on_gap(self, before: int, T: int) -> None:
+        """The first bars after a reconnect skipped whole seconds: report the gap."""
+        self.stats.record_gap(before, int(T))
+        self._emit("gap", {"last_before": before, "first_after": int(T)})
 
     # ------------------------------------------------------------------ asyncio mode
     async def __aenter__(self) -> "Feed":
@@ -221,8 +206,7 @@ class Feed:
             await asyncio.sleep(0.01)
 
     def _ready(self) -> bool:
-        state = getattr(self.session, "state", {}) or {}
-        return bool(state.get("authenticated")) or self.stats.bars > 0
+        return bool(self.session.state.get("authenticated")) or self.stats.bars > 0
 
     async def wait_closed(self) -> None:
         """Wait until the feed ends: ``close()``/``stop()``, or a fatal error (raised here)."""
@@ -336,9 +320,7 @@ class Feed:
     # ------------------------------------------------------------------ reads
     def _flush_stats(self) -> None:
         """Move the session's buffered latencies into ``stats`` (feed thread only)."""
-        flush = getattr(self.session, "flush_stats", None)
-        if flush is not None:
-            flush()
+        self.session.flush_stats()
 
     def window(self, seconds: int, copy: bool = False) -> WindowFrame:
         """One window's columns for the known instruments.

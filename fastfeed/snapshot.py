@@ -18,6 +18,8 @@ import json
 import math
 from typing import Any, Iterable, Sequence
 
+from .engine.stats import sync_engine_counters
+
 FIELDS = ("open", "high", "low", "close", "volume", "vwap")
 
 
@@ -62,14 +64,6 @@ def snapshot_document(
         "stats": stats.as_dict(),
     }
 
-
-def sync_engine_counters(stats: Any, engine: Any) -> None:
-    """Copy the engine's drop counters into ``stats`` (idempotent: one engine per Stats)."""
-    c = engine.counters
-    stats.stale_dropped = int(c.get("stale_dropped", 0))
-    stats.future_rejected = int(c.get("future_rejected", 0))
-    stats.invalid_rejected = int(c.get("invalid_rejected", 0))
-    stats.replaced = int(c.get("replaced", 0))
 
 
 def dump_json(doc: dict[str, Any]) -> str:

@@ -168,7 +168,7 @@ def test_dataframe_exports(sim):
 def test_missing_optional_package_is_a_clear_error(monkeypatch):
     import builtins
 
-    from fastfeed.frame import WindowFrame
+    from fastfeed.engine.window import WindowFrame
 
     real_import = builtins.__import__
 
@@ -185,7 +185,7 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
 
 
 def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim, tmp_path):
-    from fastfeed.replay import replay
+    from fastfeed.recording.replay import replay
 
     path = tmp_path / "live.ffrec"
 
@@ -233,3 +233,26 @@ def test_reconnect_that_misses_seconds_is_reported_as_a_gap(mode):
     kinds = [k for k, _ in events]
     assert kinds.index("disconnected") < kinds.index("gap")
     assert feed.stats_dict()["gaps"] == 1
+
+
+def test_a_closed_feed_is_garbage_collected(sim):
+    """Nothing the connection hands to C keeps a closed feed (and its engine's memory) alive."""
+    import gc
+    import weakref
+
+    async def run():
+        feed = Feed("vantafin", url=sim.url("vantafin"), windows=(60,), capacity=1024,
+                    on_update=lambda rows, T: None)
+        await feed.start_async()
+        await feed.wait_connected(10)
+        for _ in range(2000):  # until bars flow (at most 20 s)
+            if feed.stats.bars:
+                break
+            await asyncio.sleep(0.01)
+        await feed.close()
+        assert feed.stats.bars > 0
+        return weakref.ref(feed), weakref.ref(feed.session)
+
+    feed_ref, session_ref = asyncio.run(run())
+    gc.collect()
+    assert feed_ref() is None and session_ref() is None

@@ -33,12 +33,12 @@ class FeedListener(WSListener):
     fragments: int
     def __init__(
         self,
-        sink: Callable[[memoryview, int], Any],
+        sink: Any,  # an object with message_sink() (a capsule, ext/sink.pxd), or a callable (memoryview, recv_ns)
         owner: Any = None,
         stats: Any = None,
         max_message_size: int = 16 * 1024 * 1024,
         buffer_end: Optional[Callable[[], Any]] = None,  # called after the last frame of each read
-        tap: Optional["RecordTap"] = None,  # each message copied into it (recording) before the sink
+        tap: Optional["RawTap"] = None,  # each message copied into it (e.g. recording) before the sink
     ) -> None: ...
     def on_ws_connected(self, transport: WSTransport) -> None: ...
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None: ...
@@ -49,23 +49,27 @@ class FeedListener(WSListener):
     def idle_ns(self) -> int: ...
 
 
-class TapBlock:
-    """Sealed entries laid out as one BATCH payload: ``table()`` then ``payloads()``."""
+TAG_MESSAGE: int  # the tag of a message the listener received
+
+class RawBlock:
+    """Sealed entries: per-entry length/tag/time, payloads back to back."""
 
     n: int
-    nmsg: int
     plen: int
     cap: int
+    max_entries: int
     first_ns: int
-    buf: bytearray
-    def table(self) -> memoryview: ...
     def payloads(self) -> memoryview: ...
+    def lengths(self) -> memoryview: ...  # uint32[n]
+    def tags(self) -> memoryview: ...     # uint8[n]
+    def times(self) -> memoryview: ...    # int64[n], ns
 
-class RecordTap:
-    """The recorder's producer side: entries memcpy'd into preallocated blocks (no Python
-    object per message); the writer thread seals/pops/releases blocks."""
+class RawTap:
+    """A copy of every message in C: entries memcpy'd into preallocated blocks (no Python
+    object per message); the consumer seals/pops/releases blocks."""
 
     block_payload: int
+    max_entries: int
     max_free: int
     max_pending: int
     wake_bytes: int
@@ -75,17 +79,17 @@ class RecordTap:
     entries: int
     stopped: bool
     def __init__(
-        self, *, block_payload: int = 256 * 1024, max_pending: int = 256 << 20,
+        self, *, block_payload: int = 256 * 1024, max_entries: int = 4096, max_pending: int = 256 << 20,
         wake_bytes: int = 4 << 20, wake: Optional[Callable[[], Any]] = None,
         on_overflow: Optional[Callable[[int], Any]] = None, ring_cap: int = 65536, max_free: int = 32,
     ) -> None: ...
     def message(self, payload: bytes | bytearray | memoryview, recv_ns: int) -> None: ...
-    def entry(self, kind: int, payload: bytes | bytearray | memoryview, recv_ns: int) -> None: ...
+    def entry(self, tag: int, payload: bytes | bytearray | memoryview, recv_ns: int) -> None: ...
     def sink(self, inner: Callable[[Any, int], Any]) -> "TapSink": ...
     def stop(self) -> None: ...
     def seal(self) -> None: ...
-    def pop(self) -> Optional[TapBlock]: ...
-    def release(self, b: TapBlock) -> None: ...
+    def pop(self) -> Optional[RawBlock]: ...
+    def release(self, b: RawBlock) -> None: ...
     @property
     def pending_bytes(self) -> int: ...
     @property
@@ -93,5 +97,5 @@ class RecordTap:
 
 class TapSink:
     inner: Callable[[Any, int], Any]
-    def __init__(self, tap: RecordTap, inner: Callable[[Any, int], Any]) -> None: ...
+    def __init__(self, tap: RawTap, inner: Callable[[Any, int], Any]) -> None: ...
     def __call__(self, payload: Any, recv_ns: int) -> Any: ...

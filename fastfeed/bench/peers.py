@@ -428,7 +428,7 @@ async def run_floor(
     **_: Any,
 ) -> None:
     """fastfeed's transport + decode only."""
-    from fastfeed.transport import Connection
+    from ..transport.connection import Connection
 
     session = DecodeOnlySession(meter, dialect=dialect, api_key=api_key, topics=topics)
     conn = Connection(url, session)

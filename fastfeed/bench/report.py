@@ -204,8 +204,6 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
         t.add_column(col, justify="left" if col in ("client", "feed dialect", "note") else "right")
     for r in s["throughput"]:
         note = r["error"] or ("sim-bound *" if r["server_bound"] else "client idle *" if r["contended"] else "")
-        if r.get("source") == "frame-cache" and not r["error"]:
-            note = (note + " cached frames **").strip()
         t.add_row(r["client"], r["dialect"], str(r["bars_per_frame"]), _m(r["bars_per_s"]),
                   _m(r["bars_per_s_median_interval"]), _f(r["cpu_util"], "{:.0%}"),
                   _f(r.get("server_cpu_util"), "{:.0%}"),
@@ -239,10 +237,6 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
         con.print(f"* sim-bound: the client used < {SERVER_BOUND_UTIL:.0%} of its core while the server was busy: "
                   "it waited for the server; its bars/s is a lower bound and the CPU-per-bar ratio (peer CPU s "
                   "per bar / fastfeed CPU s per bar) is the fair comparison.")
-    if any(r.get("source") == "frame-cache" for r in s["throughput"]):
-        con.print("** cached frames: the simulator's own frames for this dialect (same seed, same bytes), "
-                  "recorded once and replayed from memory with per-second timestamps shifted forward, because "
-                  "the simulator encodes this dialect slower than the clients read it.")
 
     if s["cadence"]:
         t = Table(title="Real cadence: one full-universe burst per simulated second (burst -> cross-section ready)")

@@ -7,10 +7,14 @@ message builders, topic rules); :class:`BaseSession` runs the per-message path:
 2. if that fails, decode the array element by element (``list[msgspec.Raw]``), so one
    bad element of 100 loses only that element; every loss is counted by kind
    (``json``, ``validation``, ``utf8``, ``values``) or as an unknown message;
-3. one Cython call (:class:`fastfeed._ext.decode.BarFiller`) fills the batch arrays
-   and makes one ``engine.upsert``; control messages go to the feed's handler.
+3. the feed's filler (:class:`fastfeed._ext.decode.BarFiller`, Cython) fills the batch
+   arrays and makes one ``engine.upsert`` per socket read; control messages go to the
+   feed's handler.
 
-Nothing raises out of :meth:`BaseSession.on_message`.
+The filler *is* the message path: the transport's listener hands it each message in C
+(:meth:`BaseSession.message_sink`), Python callers use :attr:`BaseSession.on_message`
+(the filler's); this module supplies the slow paths (decode fallback, counting, logs,
+events). Nothing raises out of either.
 """
 from __future__ import annotations
 
@@ -22,19 +26,18 @@ from typing import Any
 import msgspec
 
 from .._ext.decode import BarFiller
-from ..snapshot import sync_engine_counters
+from ..engine.stats import sync_engine_counters
+from ..log import RateLimitedLog
+from .registry import FEEDS
 
 log = logging.getLogger("fastfeed.feeds")
 
 EventCallback = Callable[[str, dict], None]
 BatchCallback = Callable[[Any, int], None]
+GapCallback = Callable[[int, int], None]
 
 #: how often (ns of receive time) buffered latencies and engine counters reach ``Stats``
 FLUSH_EVERY_NS = 250_000_000
-
-
-class AuthError(Exception):
-    """The feed refused the API key: a configuration error, never retried."""
 
 
 class _Probe(msgspec.Struct):
@@ -46,29 +49,6 @@ class _Probe(msgspec.Struct):
 
 _probe = msgspec.json.Decoder(_Probe)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-class RateLimitedLog:
-    """At most one log line per ``interval`` seconds per kind; says how many it held back."""
-
-    def __init__(self, logger: logging.Logger = log, interval: float = 1.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._next: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def __call__(self, kind: str, msg: str, *args: Any, level: int = logging.WARNING) -> bool:
-        now = time.monotonic()
-        if now < self._next.get(kind, 0.0):
-            self._held[kind] = self._held.get(kind, 0) + 1
-            return False
-        self._next[kind] = now + self.interval
-        held = self._held.pop(kind, 0)
-        if held:
-            msg += " (%d more like this since the last line)"
-            args = (*args, held)
-        self.logger.log(level, msg, *args)
-        return True
 
 
 def _invalid_utf8(raw: Any) -> bool:
@@ -84,18 +64,6 @@ def _invalid_utf8(raw: Any) -> bool:
 def _snippet(payload: Any, limit: int = 80) -> str:
     b = bytes(memoryview(payload)[:limit])
     return repr(b) + ("..." if len(payload) > limit else "")
-
-
-class _NoUniverseFull(Exception):
-    """Stands for ``fastfeed.universe.UniverseFull`` where that module is absent."""
-
-
-def _overflow_exc() -> type[BaseException]:
-    try:
-        from ..universe import UniverseFull
-    except ImportError:
-        return _NoUniverseFull
-    return UniverseFull
 
 
 def _as_topic_list(topics: str | Iterable[str]) -> list[str]:
@@ -115,9 +83,13 @@ class BaseSession:
     """The Session protocol of ARCHITECTURE.md, with the per-message decode path.
 
     Subclasses set :attr:`name`, :attr:`tag_field`, :attr:`known_tags`, build
-    :attr:`decoder` / :attr:`element_decoder` / :attr:`filler`, and implement
-    :meth:`_auth_messages`, :meth:`_subscribe_message`, :meth:`_unsubscribe_message`,
-    :meth:`_check_topic` and :meth:`_handle_other`.
+    :attr:`decoder` / :attr:`element_decoder` and their filler (:meth:`_bind`), and
+    implement :meth:`_auth_messages`, :meth:`_subscribe_message`,
+    :meth:`_unsubscribe_message`, :meth:`_check_topic` and :meth:`_handle_other`.
+
+    ``on_batch(rows, T)`` is called after each engine update that accepted bars;
+    ``on_gap(before, after)`` when the first update after :meth:`expect_gap` skipped
+    whole seconds; ``on_event(kind, info)`` for control events.
     """
 
     name = "base"
@@ -137,6 +109,7 @@ class BaseSession:
         api_key: str | None = None,
         on_batch: BatchCallback | None = None,
         on_event: EventCallback | None = None,
+        on_gap: GapCallback | None = None,
     ) -> None:
         self.engine = engine
         self.universe = universe
@@ -144,6 +117,7 @@ class BaseSession:
         self._api_key = api_key or None
         self.on_batch = on_batch
         self.on_event = on_event
+        self.on_gap = on_gap
         self.fatal: BaseException | None = None
         self.state: dict[str, Any] = {
             "connected": False,
@@ -154,11 +128,15 @@ class BaseSession:
         }
         self._send: Callable[[bytes], None] | None = None
         self._topics: dict[str, None] = {}  # ordered set
-        self._overflow_exc = _overflow_exc()
-        self._logger = RateLimitedLog()
+        self._logger = RateLimitedLog(log)
         self._add_topics(_as_topic_list(topics))
 
     # ------------------------------------------------------------------ identity
+    @property
+    def api_key_env(self) -> str:
+        """The environment variable of this feed's key (from the registry)."""
+        return FEEDS[self.name].api_key_env
+
     def __repr__(self) -> str:  # never the key
         return (
             f"{type(self).__name__}(topics={len(self._topics)}, "
@@ -258,12 +236,37 @@ class BaseSession:
     def _reset_connection_state(self) -> None:
         """Forget what belonged to the previous connection (e.g. sequence numbers)."""
 
-    def _bind_fast_path(self) -> None:
-        """Make ``on_message`` the Cython path of :attr:`filler` (bar feeds)."""
-        self.filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch,
-                         self._after_fill, self.flush_stats, self._decode_failed, self._internal_error)
-        self.on_message = self.filler.on_message  # type: ignore[method-assign]
-        self.on_buffer_end = self.filler.flush_pending  # type: ignore[method-assign]  # same, one call less
+    def _bind(self, filler: BarFiller) -> None:
+        """Make ``filler`` this session's message path: it decodes with :attr:`decoder`,
+        upserts, calls ``on_batch``/``on_gap`` and this session's slow paths."""
+        self.filler = filler
+        filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch, self._after_fill,
+                    self.flush_stats, self._decode_failed, self._internal_error, self.on_gap)
+
+    def expect_gap(self, before: int) -> None:
+        """The connection was re-established with the clock at ``before``: the first engine
+        update after it reports a gap (``on_gap(before, T)``) if it skipped whole seconds."""
+        self.filler.gap_from = before
+
+    # ------------------------------------------------------------------ the message path
+    @property
+    def on_message(self) -> Callable[[Any, int], None]:
+        """``on_message(payload, recv_ns)``: the filler's (Cython) decode, fill and upsert of
+        one complete text message; never raises. ``stats.messages`` / ``stats.bytes`` are
+        counted by the transport's listener."""
+        return self.filler.on_message
+
+    @property
+    def on_buffer_end(self) -> Callable[[], int]:
+        """``on_buffer_end()``: the transport finished handing over one read buffer: upsert
+        what waits (the filler's ``flush_pending``). Never raises."""
+        return self.filler.flush_pending
+
+    def message_sink(self) -> Any:
+        """The filler's C sink (a capsule, ``ext/sink.pxd``) for the transport's listener: each
+        message is handed over with one C call, its read's end with another. The pointer is
+        borrowed: the listener keeps this session referenced."""
+        return self.filler.message_sink()
 
     # ------------------------------------------------------------------ read-buffer batching
     @property
@@ -282,25 +285,6 @@ class BaseSession:
             self.filler.flush_pending()
         self.filler.deferred = bool(on)
 
-    def on_buffer_end(self) -> None:
-        """The transport finished handing over one read buffer: upsert what waits. Never raises."""
-        self.filler.flush_pending()
-
-    def on_message(self, payload: Any, recv_ns: int) -> None:
-        """Decode one complete text message and apply it; never raises.
-
-        (Bar feeds replace this with the same path in Cython: :meth:`_bind_fast_path`.)
-        ``stats.messages`` / ``stats.bytes`` are counted by the transport's listener.
-        """
-        try:
-            try:
-                msg = self.decoder.decode(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as e:
-                msg = self._decode_elements(payload, e)
-            self._apply(msg, recv_ns)
-        except Exception as e:
-            self._internal_error(e)
-
     def _internal_error(self, e: BaseException) -> None:
         """A bug, not bad input: count it, log it (rate-limited), keep the connection."""
         try:
@@ -314,14 +298,11 @@ class BaseSession:
         """The slow path of the Cython ``on_message``: decoding the whole message raised."""
         try:
             if isinstance(err, (msgspec.DecodeError, UnicodeDecodeError)):
-                self._apply(self._decode_elements(payload, err), recv_ns)
+                self.filler.apply(self._decode_elements(payload, err), recv_ns)
             else:
                 self._internal_error(err)
         except Exception as e:
             self._internal_error(e)
-
-    def _apply(self, msg: Any, recv_ns: int) -> None:
-        self.filler.apply(msg, recv_ns)
 
     def _after_fill(self, recv_ns: int) -> None:
         """What a message had beyond bars: values errors, overflow, control elements."""
@@ -372,7 +353,9 @@ class BaseSession:
             return
         if not isinstance(err, msgspec.ValidationError):
             self.stats.count_decode_error("json")
-            self._logger("json", "%s: malformed JSON (%s): %s", self.name, err, self._scrub(_snippet(raw)))
+            # str(err), not err: a log record keeping the exception would keep its traceback's
+            # frames, and with them views of the transport's buffer
+            self._logger("json", "%s: malformed JSON (%s): %s", self.name, str(err), self._scrub(_snippet(raw)))
             return
         try:
             tag = getattr(_probe.decode(raw), self.tag_field)
@@ -384,7 +367,8 @@ class BaseSession:
                          level=logging.INFO)
             return
         self.stats.count_decode_error("validation")
-        self._logger("validation", "%s: invalid message (%s): %s", self.name, err, self._scrub(_snippet(raw)))
+        self._logger("validation", "%s: invalid message (%s): %s", self.name, str(err),
+                     self._scrub(_snippet(raw)))
 
     # ------------------------------------------------------------------ stats
     def flush_stats(self, now_ns: int | None = None) -> None:
@@ -400,5 +384,4 @@ class BaseSession:
         stats = self.stats
         self.filler.processing_latency.flush_into(stats.processing_latency)
         self.filler.feed_latency.flush_into(stats.feed_latency)
-        if hasattr(self.engine, "counters"):
-            sync_engine_counters(stats, self.engine)
+        sync_engine_counters(stats, self.engine)

@@ -18,8 +18,6 @@ from .vantafin import VantafinSession, auth_message, check_topic, subscribe_mess
 
 __all__ = ["Agg", "Status", "MassiveSession", "auth_message", "subscribe_message", "unsubscribe_message"]
 
-URL = "wss://socket.massive.com/stocks"
-API_KEY_ENV = "MASSIVE_API_KEY"
 
 _TOPIC = re.compile(r"A\.(\*|[A-Za-z0-9][A-Za-z0-9._/:\-]{0,31})")
 
@@ -61,7 +59,6 @@ class MassiveSession(VantafinSession):
     tag_field = "ev"
     known_tags = frozenset({"A", "status"})
     topic_prefix = "A"
-    api_key_env = API_KEY_ENV
     decoder = decoder
     element_decoder = element_decoder
     bar_type = Agg
@@ -73,5 +70,3 @@ class MassiveSession(VantafinSession):
     def _check_topic(self, topic: str) -> str:
         return check_topic(topic, "A", _TOPIC)
 
-
-SESSION = MassiveSession

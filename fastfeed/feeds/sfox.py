@@ -3,22 +3,23 @@
 Data messages are envelopes without a tag, ``{sequence, recipient, timestamp, payload}``;
 acknowledgements carry ``type`` (``success`` / ``error``) and ``action``. One Struct
 with optional fields decodes both in one pass (``type`` present → ack), so there is no
-second parse. Ticker values are cumulative since 00:00 UTC; :class:`SfoxState` (Cython)
-differences them into per-second bars and keeps the 24-hour values as given.
+second parse. Ticker values are cumulative since 00:00 UTC; the feed's filler
+(:class:`fastfeed._ext.decode.SfoxFiller`, the same Cython path as the bar feeds')
+differences them into per-second bars and keeps the 24-hour values as given; what it
+notes (sequence gaps, unknown recipients, invalid updates, disorder) and the acks reach
+:meth:`SfoxSession._handle_other`.
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import msgspec
 
-from .._ext.decode import BarFiller, SfoxState
-from .base import AuthError, BaseSession
+from .._ext.decode import SfoxFiller
+from ..errors import AuthError, UniverseFull
+from .base import BaseSession
 
-URL = "wss://ws.sfox.com/ws"
-API_KEY_ENV = "SFOX_API_KEY"
 TOPIC_PREFIX = "ticker.sfox."
 
 _TOPIC = re.compile(r"ticker\.sfox\.([a-z0-9]{2,24})")
@@ -92,15 +93,14 @@ class SfoxSession(BaseSession):
     name = "sfox"
     tag_field = "type"
     known_tags = frozenset({"success", "error"})
-    api_key_env = API_KEY_ENV
     decoder = decoder
     element_decoder = element_decoder
 
     def __init__(self, engine: Any, universe: Any, stats: Any, **kw: Any) -> None:
         super().__init__(engine, universe, stats, **kw)
-        self.filler = BarFiller(None, None, universe, self._overflow_exc, engine, capacity=1)
-        self.sfox = SfoxState(universe.capacity)
-        self._seq: int | None = None
+        self._bind(SfoxFiller(Envelope, Payload, universe, UniverseFull, engine, TOPIC_PREFIX))
+        #: the per-pair state (previous update, current bar, 24-hour values)
+        self.sfox = self.filler.state
 
     # topics
     def _check_topic(self, topic: str) -> str:
@@ -122,7 +122,7 @@ class SfoxSession(BaseSession):
     def _reset_connection_state(self) -> None:
         # sequence numbers are per connection; the per-pair cumulative state is kept: the
         # first update after a reconnect differences against the last one before it
-        self._seq = None
+        self.filler.reset_sequence()
 
     # data
     def daily(self, pair: str) -> dict[str, float] | None:
@@ -138,20 +138,10 @@ class SfoxSession(BaseSession):
             "timestamp_ns": int(st.day_t[row]),
         }
 
-    def _apply(self, msg: Any, recv_ns: int) -> None:
-        if type(msg) is list:  # the fallback yields a list (sFOX sends single objects)
-            for m in msg:
-                self._apply_one(m, recv_ns)
-        else:
-            self._apply_one(msg, recv_ns)
-
-    def _note_sequence(self, seq: int, recipient: str | None) -> None:
-        prev = self._seq
-        if prev is not None and seq != prev + 1:
-            self.stats.sequence_gaps += 1
-            self._emit("sequence_gap", {"expected": prev + 1, "got": seq, "recipient": recipient})
-            self._logger("sequence_gap", "sfox: sequence gap: expected %d, got %d", prev + 1, seq)
-        self._seq = seq
+    def _on_sequence_gap(self, expected: int, got: int, recipient: str | None) -> None:
+        self.stats.sequence_gaps += 1
+        self._emit("sequence_gap", {"expected": expected, "got": got, "recipient": recipient})
+        self._logger("sequence_gap", "sfox: sequence gap: expected %d, got %d", expected, got)
 
     def _decode_elements(self, payload: Any, err: Exception) -> list:
         good = super()._decode_elements(payload, err)
@@ -161,54 +151,27 @@ class SfoxSession(BaseSession):
             except Exception:
                 seq = None
             if isinstance(seq, int):
-                self._note_sequence(seq, None)
+                expected = self.filler.note_sequence(seq)
+                if expected >= 0:
+                    self._on_sequence_gap(expected, seq, None)
         return good
 
-    def _apply_one(self, env: Envelope, recv_ns: int) -> None:
-        if env.sequence is not None:
-            self._note_sequence(env.sequence, env.recipient)
-        if env.type is not None:
-            self._on_ack(env)
+    def _handle_other(self, msg: Any, recv_ns: int) -> None:
+        """An ack (``Envelope``), or a note of the filler (a tuple, see ``SfoxFiller``)."""
+        if type(msg) is not tuple:
+            self._on_ack(msg)
             return
-        recipient = env.recipient
-        if recipient is None or not recipient.startswith(TOPIC_PREFIX):
+        kind = msg[0]
+        if kind == "sequence_gap":
+            self._on_sequence_gap(msg[1], msg[2], msg[3])
+        elif kind == "unknown":
             self.stats.unknown_messages += 1
-            self._logger("unknown", "sfox: message for unknown recipient %r skipped", recipient)
-            return
-        p = env.payload
-        t = env.timestamp
-        if p is None or t is None or p.last is None or p.volume is None:
+            self._logger("unknown", "sfox: message for unknown recipient %r skipped", msg[1])
+        elif kind == "validation":
             self.stats.count_decode_error("validation")
             self._logger("validation", "sfox: ticker without timestamp/last/volume skipped")
-            return
-        last, volume = p.last, p.volume
-        vwap = p.vwap if p.vwap is not None else (0.0 if volume == 0 else math.nan)
-        if not (math.isfinite(last) and math.isfinite(volume) and math.isfinite(vwap)) or volume < 0 or t < 0:
-            self.stats.count_decode_error("values")
-            self._logger("values", "sfox: ticker with impossible numbers skipped (%r)", p)
-            return
-        pair = recipient[len(TOPIC_PREFIX):]
-        row = self.universe.index.get(pair)
-        if row is None:
-            try:
-                row = self.universe.row(pair)
-            except self._overflow_exc:
-                self.stats.universe_overflow += 1
-                return
-        nan = math.nan
-        st = self.sfox
-        if not st.update(self.filler, row, t, last, volume, vwap,
-                         nan if p.open is None else p.open, nan if p.high is None else p.high,
-                         nan if p.low is None else p.low):
-            self._logger("disorder", "sfox: update older than the previous one for %s skipped", pair)
-            return
-        accepted = st.commit(self.filler, recv_ns)
-        stats = self.stats
-        stats.bars += accepted
-        if accepted < 1 or recv_ns >= self.filler.next_flush:
-            self.flush_stats(recv_ns)
-        if accepted and self.on_batch is not None:
-            self.on_batch(self.engine.last_rows(), self.engine.T)
+        elif kind == "disorder":
+            self._logger("disorder", "sfox: update older than the previous one for %s skipped", msg[1])
 
     def _on_ack(self, env: Envelope) -> None:
         action = env.action or (env.payload.action if env.payload is not None else None)
@@ -227,7 +190,7 @@ class SfoxSession(BaseSession):
             if action == "authenticate":
                 state["authenticated"] = False
                 self.fatal = AuthError(
-                    f"sfox refused the API key ({error!r}); check the key (env {API_KEY_ENV}) "
+                    f"sfox refused the API key ({error!r}); check the key (env {self.api_key_env}) "
                     "— not retrying"
                 )
                 self._emit("auth_failed", {"message": error})
@@ -239,5 +202,3 @@ class SfoxSession(BaseSession):
             self.stats.unknown_messages += 1
             self._logger("unknown", "sfox: unknown message type %r skipped", env.type)
 
-
-SESSION = SfoxSession

@@ -13,10 +13,9 @@ from typing import Any, Union
 import msgspec
 
 from .._ext.decode import PV_CLOSE, PV_TYPICAL, BarFiller
-from .base import AuthError, BaseSession
+from ..errors import AuthError, UniverseFull
+from .base import BaseSession
 
-URL = "wss://socket.vantafin.com/v1/stocks"
-API_KEY_ENV = "VANTAFIN_API_KEY"
 
 _TOPIC = re.compile(r"LS\.(\*|[A-Za-z0-9][A-Za-z0-9._/:\-]{0,31})")
 
@@ -94,7 +93,6 @@ class VantafinSession(BaseSession):
     tag_field = "type"
     known_tags = frozenset({"live_quote_second", "status", "market_status"})
     topic_prefix = "LS"
-    api_key_env = API_KEY_ENV
     decoder = decoder
     element_decoder = element_decoder
 
@@ -111,9 +109,8 @@ class VantafinSession(BaseSession):
             raise ValueError(f"pv must be one of {', '.join(map(repr, self.pv_modes))}, not {pv!r}")
         super().__init__(engine, universe, stats, **kw)
         self.pv = pv
-        self.filler = BarFiller(self.bar_type, self.bar_fields, universe, self._overflow_exc, engine,
-                                self.pv_modes[pv], batch_capacity)
-        self._bind_fast_path()
+        self._bind(BarFiller(self.bar_type, self.bar_fields, universe, UniverseFull, engine,
+                             self.pv_modes[pv], batch_capacity))
 
     # topics
     def _check_topic(self, topic: str) -> str:
@@ -170,4 +167,4 @@ class VantafinSession(BaseSession):
             state["last_error"] = message
             self._emit("error", {"message": message})
             self._logger("status_error", "%s: server error: %s", self.name, message)
-SESSION = VantafinSession
+

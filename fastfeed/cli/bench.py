@@ -1,0 +1,162 @@
+"""``fastfeed bench``: fastfeed and its peers on the same simulated market (:mod:`fastfeed.bench`)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shlex
+import sys
+import textwrap
+from typing import Any, Optional, Sequence
+
+from .common import add_command
+
+__all__ = ["add_parser", "cmd_bench", "config_from_args", "main"]
+
+EPILOG = textwrap.dedent(
+    """\
+    Every case runs a fresh simulator process (same seed: identical data for every client),
+    pinned to the other core when there are two, and the client in its own process.
+    Peers: floor (picows + msgspec decode only), websockets-json (websockets + json +
+    dataclass + rolling in Python), massive (the official client + the same Python rolling),
+    massive-raw (the official client, callback only counts). Definitions: docs/BENCHMARKS.md.
+
+    exit code: 0 all cases measured (targets missed are reported, not failures); 1 a case failed.
+
+    examples:
+      fastfeed bench --quick
+      fastfeed bench --json > bench.json
+      fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
+    """
+)
+
+
+def _ints(s: str) -> tuple[int, ...]:
+    try:
+        v = tuple(int(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not v or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return v
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = add_command(subparsers, "bench", cmd_bench,
+                    help="benchmark fastfeed and its peers against the simulator (throughput, burst latency, CPU, RSS)",
+                    description="Max-rate throughput at 1 and 100 bars/frame, real-cadence burst -> cross-section "
+                    "latency, CPU seconds per million bars and peak RSS, for fastfeed and its peers "
+                    "on the same simulated market.",
+                    epilog=EPILOG)
+    p.add_argument("--quick", action="store_true", help="short run (under 2 minutes on 2 cores)")
+    p.add_argument("--json", action="store_true", help="print the result document as JSON (stdout)")
+    p.add_argument("--output", metavar="FILE", help="also write the JSON document to FILE")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (README) instead of the report")
+    p.add_argument("--plot", metavar="FILE.png", help="latency/throughput plot (needs matplotlib)")
+    p.add_argument("--tickers", type=int, default=12_000, help="universe size (default 12000)")
+    p.add_argument("--bars-per-frame", type=_ints, default=None, metavar="N[,N]",
+                   help="max-rate frame sizes (default 1,100)")
+    p.add_argument("--windows", type=_ints, default=None, metavar="W[,W]", help="windows, s (default 60,300,900)")
+    p.add_argument("--duration", type=float, default=None, help="measured seconds per max-rate case")
+    p.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each max-rate case")
+    p.add_argument("--speed", type=float, default=None,
+                   help="real-cadence time compression: simulated seconds per wall second (default 10)")
+    p.add_argument("--bursts", type=int, default=None, help="bursts measured in real-cadence mode")
+    p.add_argument("--peers", default=None, metavar="LIST",
+                   help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
+    p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """(BenchConfig, notes about peers left out)."""
+    from ..bench.planning import PEER_DIALECT, BenchConfig
+
+    kw: dict[str, Any] = {"tickers": args.tickers, "seed": args.seed}
+    for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts"):
+        v = getattr(args, name)
+        if v is not None:
+            kw[name] = v
+    notes: list[str] = []
+    if args.peers is not None:
+        peers = tuple(x.strip() for x in args.peers.split(",") if x.strip() and x.strip() != "none")
+        bad = [x for x in peers if x not in PEER_DIALECT]
+        if bad:
+            raise SystemExit(f"fastfeed bench: unknown peer(s) {', '.join(bad)} (known: {', '.join(PEER_DIALECT)})")
+    else:
+        peers = tuple(PEER_DIALECT)
+    kept = []
+    for peer in peers:
+        need = {"websockets-json": "websockets", "massive": "massive", "massive-raw": "massive"}.get(peer)
+        if need and importlib.util.find_spec(need) is None:
+            notes.append(f"peer {peer} skipped: {need} is not installed (pip install 'fastfeed[bench]')")
+            continue
+        kept.append(peer)
+    kw["peers"] = tuple(kept)
+    if args.no_peer_cadence:
+        kw["peer_cadence"] = False
+    cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
+    return cfg, notes
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..bench import report
+    from ..bench.orchestration import run_bench
+    from ..bench.planning import plan
+
+    cfg, notes = config_from_args(args)
+    argv = getattr(args, "_argv", None)
+    command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
+    err = Console(file=sys.stderr)
+    for n in notes:
+        err.print(f"[yellow]{n}[/yellow]")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        err.print("[yellow]--plot ignored: matplotlib is not installed (pip install 'fastfeed[bench]')[/yellow]")
+        args.plot = None
+    n_cases = len(plan(cfg))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=False, refresh_per_second=2) as prog:
+        task = prog.add_task("fastfeed bench", total=n_cases)
+
+        def on_progress(i: int, total: int, case: Any, result: Optional[dict]) -> None:
+            if result is None:
+                prog.update(task, completed=i, description=f"[{i + 1}/{total}] {case.label}")
+            else:
+                prog.update(task, completed=i)
+                if result.get("error"):
+                    prog.console.print(f"[red]{case.label}: {result['error']}[/red]")
+
+        doc = run_bench(cfg, progress=on_progress, command=command)
+        prog.update(task, description="fastfeed bench: done")
+    doc["notes"] = notes
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report.to_json(doc))
+    if args.plot:
+        report.plot(doc, args.plot)
+        err.print(f"plot written to {args.plot}")
+    if args.json:
+        sys.stdout.write(report.to_json(doc) + "\n")
+    elif args.markdown:
+        sys.stdout.write(report.render_markdown(doc))
+    else:
+        sys.stdout.write(report.render_table(doc))
+    return 1 if any(r.get("error") for r in doc["results"]) else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m fastfeed.cli.bench [options]`` (same as ``fastfeed bench``)."""
+    parser = argparse.ArgumentParser(prog="fastfeed")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(["bench", *argv])
+    args._argv = ["bench", *argv]
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""``fastfeed snapshot``: listen for a while, then print the rolling windows."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import textwrap
+from typing import Any
+
+from .common import EXIT_OK, CliError, add_connection_args, add_command, listen, make_feed, parse_windows_arg, report_recording
+
+SNAPSHOT_EPILOG = textwrap.dedent(
+    """\
+    Prints one document and exits 0:
+      {"feed": ..., "as_of": T, "windows": {"60": {"AAPL": {"open", "high", "low",
+       "close", "volume", "vwap", "count"}}}, "stats": {...}}
+    Instruments with no bar in a window are omitted; NaN is null.
+    Exit 2 when the key is refused, 1 on any other failure.
+
+    examples:
+      fastfeed snapshot --url ws://127.0.0.1:8765/v1/stocks --api-key sim-key --duration 5 --windows 60
+      fastfeed snapshot --feed sfox --url ws://127.0.0.1:8765/ws --api-key sim-key \\
+          --subscribe ticker.sfox.btcusd ticker.sfox.ethusd --duration 10 --windows 60,300 --format table
+    """
+)
+
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = add_command(sub, "snapshot", cmd_snapshot,
+                    help="listen for a while, then print the rolling windows (JSON, CSV or a table)",
+                    description="Connect, listen for --duration seconds (reconnecting as usual), print the windows.",
+                    epilog=SNAPSHOT_EPILOG)
+    add_connection_args(p)
+    p.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to listen")
+    p.add_argument("--windows", default="60,300,900", help="comma-separated window lengths in seconds (default 60,300,900)")
+    p.add_argument("--format", choices=("json", "csv", "table"), default="json", help="output format (default json)")
+    p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE (see `fastfeed replay`)")
+    return p
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from ..snapshot import print_document
+
+    windows = parse_windows_arg(args.windows)
+    if args.duration <= 0:
+        raise CliError("--duration must be a positive number of seconds")
+    feed = make_feed(args, windows)
+    asyncio.run(listen(feed, args.duration))
+    report_recording(feed)
+    if feed.error is not None:
+        raise feed.error
+    if not feed.connected_once:
+        raise CliError(f"could not connect to {feed.url} within {args.duration:g} s: "
+                       f"{feed.last_error or 'no connection'}")
+    doc = feed.snapshot(windows)
+    print_document(doc, args.format)
+    return EXIT_OK

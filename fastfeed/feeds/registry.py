@@ -1,0 +1,73 @@
+"""The single home of each feed's facts: name, production URL, API-key variable, default
+topics, simulator path and session class.
+
+The Feed, the CLI, the simulator, replay and the bench read them from here; nothing else
+spells a feed's URL, key variable or path. Importing this module imports no feed module
+(the session class is loaded on first use).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["FEEDS", "FeedInfo", "get", "names"]
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    """What fastfeed knows about one feed."""
+
+    #: the feed's name: ``Feed(feed=...)``, ``--feed``, the recording header
+    name: str
+    #: the vendor's production WebSocket URL (no key in it)
+    url: str
+    #: environment variable holding the API key
+    api_key_env: str
+    #: topics subscribed when none are given; empty: they must be named
+    default_topics: tuple[str, ...]
+    #: a valid topic, for messages and for replaying a recording that stored none
+    example_topic: str
+    #: the path the simulator serves this feed on
+    simulator_path: str
+    #: whether the key may travel in the URL (``?apiKey=``) rather than in an auth message
+    key_in_url: bool
+    #: ``"module:Class"`` of the feed's session (``fastfeed.feeds.<name>``)
+    session: str
+
+    def session_class(self) -> Any:
+        """The feed's session class (imports its module)."""
+        module, cls = self.session.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+#: every feed fastfeed speaks, by name
+FEEDS: dict[str, FeedInfo] = {
+    "vantafin": FeedInfo(
+        name="vantafin", url="wss://socket.vantafin.com/v1/stocks", api_key_env="VANTAFIN_API_KEY",
+        default_topics=("LS.*",), example_topic="LS.AAPL", simulator_path="/v1/stocks",
+        key_in_url=True, session="fastfeed.feeds.vantafin:VantafinSession"),
+    "sfox": FeedInfo(
+        name="sfox", url="wss://ws.sfox.com/ws", api_key_env="SFOX_API_KEY",
+        default_topics=(), example_topic="ticker.sfox.btcusd", simulator_path="/ws",
+        key_in_url=False, session="fastfeed.feeds.sfox:SfoxSession"),
+    "massive": FeedInfo(
+        name="massive", url="wss://socket.massive.com/stocks", api_key_env="MASSIVE_API_KEY",
+        default_topics=("A.*",), example_topic="A.AAPL", simulator_path="/stocks",
+        key_in_url=True, session="fastfeed.feeds.massive:MassiveSession"),
+}
+
+
+def names() -> tuple[str, ...]:
+    """The feed names, in their declared order."""
+    return tuple(FEEDS)
+
+
+def get(name: str) -> FeedInfo:
+    """The facts of feed ``name``; :class:`ConfigurationError` (a ``ValueError``) if unknown."""
+    info = FEEDS.get(name)
+    if info is None:
+        raise ConfigurationError(f"unknown feed {name!r}: choose one of {', '.join(FEEDS)}")
+    return info

@@ -1,0 +1,204 @@
+"""Property tests: random and adversarial sequences through Engine and the reference.
+
+After every step: T, counters, accepted count, last_rows, every window (high/low/open/
+close/count exact; volume/vwap within 1e-9 relative of math.fsum, vwap NaN iff
+volume 0) and the history of a row must agree.
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastfeed._ext.engine import Engine
+from fastfeed.engine.reference import ReferenceEngine, assert_history_match, assert_windows_match
+
+N = 4
+BASE = 1_000
+
+# price levels: constants, ties, a 1e6 -> 1.0 level jump, awkward decimals
+PRICES = st.one_of(
+    st.sampled_from([1.0, 1.0, 2.0, 3.0, 0.1, 0.3, 1e6, 1e6 + 0.5, 1e6 - 0.25]),
+    st.floats(min_value=1e-3, max_value=1e7, allow_nan=False, allow_infinity=False),
+)
+VOLUMES = st.one_of(
+    st.sampled_from([0.0, 0.0, 1.0, 0.1, 0.2, 0.3, 1e6, 1e-6, 12345.678]),
+    st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False),
+    # 24 orders of magnitude: makes compensated add/remove leave residues
+    st.builds(lambda m, e: m * 10.0 ** e, st.floats(0.0, 1.0), st.integers(-8, 16)),
+)
+BAD = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@st.composite
+def bar(draw, nrows):
+    row = draw(st.one_of(st.integers(0, nrows - 1), st.integers(0, nrows - 1),
+                         st.sampled_from([-1, nrows, 2**40])))
+    # offset relative to the current clock: mostly near it, some far past/future
+    off = draw(st.one_of(st.integers(-3, 2), st.integers(-25, 25), st.sampled_from([-200, 0, 0, 1, 500])))
+    a, b = draw(PRICES), draw(PRICES)
+    h, l = max(a, b), min(a, b)
+    o = draw(st.sampled_from([h, l, (h + l) / 2, a]))
+    c = draw(st.sampled_from([h, l, (h + l) / 2, b]))
+    v = draw(VOLUMES)
+    pv = v * draw(st.sampled_from([c, (h + l) / 2, o]))
+    kind = draw(st.integers(0, 40))
+    if kind == 0:
+        v = -1.0                       # invalid: negative volume
+    elif kind == 1:
+        h, l = l - 1.0, h              # invalid: high < low
+    elif kind == 2:
+        o = draw(BAD)                  # invalid: non-finite
+    elif kind == 3:
+        pv = draw(BAD)
+    return (row, off, o, h, l, c, v, pv)
+
+
+@st.composite
+def scenario(draw):
+    windows = draw(st.sampled_from([(3, 7), (5,), (2, 4, 9), (1, 6), (10, 4, 2)]))
+    depth = max(windows) + draw(st.sampled_from([0, 0, 1, 5]))
+    steps = draw(st.lists(st.one_of(
+        st.tuples(st.just("upsert"), st.lists(bar(N), min_size=1, max_size=8),
+                  st.one_of(st.just(math.nan), st.floats(-3, 3))),
+        st.tuples(st.just("advance"), st.one_of(st.integers(0, 3), st.integers(0, 40))),
+    ), min_size=1, max_size=40))
+    return windows, depth, steps
+
+
+def run(windows, depth, steps, skew=2.0):
+    eng = Engine(N, windows, depth, max_future_skew=skew)
+    ref = ReferenceEngine(N, windows, depth, max_future_skew=skew)
+    for step in steps:
+        base = max(ref.T, BASE)
+        if step[0] == "advance":
+            eng.advance_to(base + step[1])
+            ref.advance_to(base + step[1])
+        else:
+            batch, now_off = step[1], step[2]
+            cols = list(zip(*batch))
+            rows = np.array(cols[0], dtype=np.int64)
+            secs = np.array([base + off for off in cols[1]], dtype=np.int64)
+            vals = [np.array(c, dtype=np.float64) for c in cols[2:]]
+            now = base + now_off if not math.isnan(now_off) else math.nan
+            got = eng.upsert(rows, secs, *vals, now=now)
+            want = ref.upsert(rows, secs, *vals, now=now)
+            assert got == want
+            assert sorted(eng.last_rows().tolist()) == sorted(ref.last_rows().tolist())
+        assert eng.counters == ref.counters
+        assert_windows_match(eng, ref)
+    for r in range(N):
+        assert_history_match(eng, ref, r)
+    return eng
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_engine_matches_reference_on_random_sequences(sc):
+    run(*sc)
+
+
+@st.composite
+def trending(draw):
+    """Long monotone / constant / level-jump runs: stress deque fronts and sum cancellation."""
+    windows = draw(st.sampled_from([(3, 7), (2, 4, 9), (8,)]))
+    depth = max(windows) + draw(st.sampled_from([0, 3]))
+    shape = draw(st.sampled_from(["up", "down", "const", "jump", "zigzag"]))
+    n = draw(st.integers(5, 40))
+    gaps = draw(st.lists(st.sampled_from([1, 1, 1, 0, 2, 3, 12]), min_size=n, max_size=n))
+    steps = []
+    for i in range(n):
+        if shape == "up":
+            p = 1.0 + i
+        elif shape == "down":
+            p = 100.0 - i
+        elif shape == "const":
+            p = 5.0
+        elif shape == "jump":
+            p = 1e6 if i < n // 2 else 1.0
+        else:
+            p = 1.0 if i % 2 else 1e6
+        v = 1e6 if (shape == "jump" and i < n // 2) else draw(st.sampled_from([0.0, 1.0, 0.1]))
+        rows = draw(st.lists(st.integers(0, N - 1), min_size=1, max_size=N, unique=True))
+        batch = [(r, gaps[i], p, p, p, p, v, v * p) for r in rows]
+        steps.append(("upsert", batch, math.nan))
+        if draw(st.integers(0, 4)) == 0:      # a correction of a bar just sent
+            r, off, *_ = batch[0]
+            q, v = draw(PRICES), draw(VOLUMES)
+            steps.append(("upsert", [(r, 0, q, q, q, q, v, v * q)], math.nan))
+    return windows, depth, steps
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trending())
+def test_engine_matches_reference_on_adversarial_runs(sc):
+    # trending(): each batch offset is "gap seconds after the current clock"
+    windows, depth, steps = sc
+    run(windows, depth, steps)
+
+
+@st.composite
+def late_and_corrected(draw):
+    """Bars arriving out of order and corrections (better and worse) inside windows."""
+    windows = draw(st.sampled_from([(4, 9), (6,), (2, 5, 9)]))
+    depth = max(windows) + draw(st.sampled_from([0, 4]))
+    steps = [("upsert", [(r, 0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0) for r in range(N)], math.nan)]
+    for _ in range(draw(st.integers(5, 40))):
+        row = draw(st.integers(0, N - 1))
+        off = draw(st.integers(-depth - 1, 1))
+        a, b = draw(PRICES), draw(PRICES)
+        v = draw(VOLUMES)
+        steps.append(("upsert", [(row, off, a, max(a, b), min(a, b), b, v, v * b)], math.nan))
+    return windows, depth, steps
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(late_and_corrected())
+def test_engine_matches_reference_with_late_bars_and_corrections(sc):
+    run(*sc)
+
+
+
+
+@st.composite
+def worse_corrections(draw):
+    """A random walk filling the windows, then corrections that make held bars less
+    extreme (a deque member gets a lower high / higher low: the segment rescan path),
+    mixed with new bars and clock steps."""
+    windows = draw(st.sampled_from([(4, 9), (3, 6, 12), (10,)]))
+    depth = max(windows) + draw(st.sampled_from([0, 3]))
+    n = max(windows) + draw(st.integers(0, 6))
+    walk = draw(st.lists(st.sampled_from([-2.0, -1.0, 0.0, 1.0, 2.0]), min_size=n, max_size=n))
+    steps = []
+    price = 100.0
+    for i, d in enumerate(walk):
+        price += d
+        steps.append(("upsert", [(r, 1 if i else 0, price, price + r, price - r, price, 1.0, price)
+                                 for r in range(N)], math.nan))
+    for _ in range(draw(st.integers(1, 30))):
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
+            steps.append(("advance", draw(st.integers(0, 3))))
+            continue
+        r = draw(st.integers(0, N - 1))
+        off = draw(st.integers(-max(windows), 0))
+        mid = draw(st.sampled_from([90.0, 95.0, 100.0, 105.0, 110.0]))
+        spread = draw(st.sampled_from([0.0, 0.5, 3.0]))
+        steps.append(("upsert", [(r, off, mid, mid + spread, mid - spread, mid, 2.0, 2 * mid)],
+                      math.nan))
+    return windows, depth, steps
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worse_corrections())
+def test_engine_matches_reference_with_worse_corrections(sc):
+    run(*sc)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(scenario(), trending(), late_and_corrected(), worse_corrections()))
+def test_engine_matches_reference_long_fuzz(sc):
+    """Opt-in (-m slow): all the generators above, many more examples."""
+    run(*sc)

@@ -5,10 +5,11 @@ Semantics (DESIGN.md "Rolling semantics"; details in ``docs/ENGINE.md``):
 
 * ``T`` is the largest second accepted (or passed to :meth:`Engine.advance_to`).
 * A bar is rejected, in this order, as ``bad_row`` (row outside ``[0, capacity)``),
-  ``invalid_rejected`` (non-finite number, ``volume < 0``, ``high < low``, negative
-  second), ``future_rejected`` (``second > now + max_future_skew``, unless ``now`` is
-  NaN), ``stale_dropped`` (``second <= T - depth``).  Otherwise it is accepted and
-  replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
+  ``invalid_rejected`` (non-finite number, ``volume < 0``, a price <= 0, open or close
+  outside ``[low, high]``, negative second), ``future_rejected`` (``second > now +
+  max_future_skew``, unless ``now`` is NaN), ``stale_dropped`` (``second <= T -
+  depth``) — the rule is :func:`bar_fate` in ``engine.pxd``.  Otherwise it is accepted
+  and replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
 * Window ``W`` as of ``T`` holds the bars with ``T - W < second <= T``.
 
 Layout: the bar store is slot-major ``[depth, capacity]`` (slot = second % depth), so a
@@ -942,8 +943,8 @@ cdef class Engine:
                               Py_ssize_t n, double now) noexcept nogil:
         cdef Py_ssize_t i, accepted = 0
         cdef int64_t r, s
-        cdef double o, h, l, c, v, pv, limit = now + self.max_future_skew
-        cdef bint check_future = not isnan(now)
+        cdef double o, h, l, c, v, pv
+        cdef int fate
         cdef uint32_t epoch
         self.epoch += 1
         if self.epoch == 0:
@@ -972,16 +973,14 @@ cdef class Engine:
             if r < 0 or r >= self.N:
                 self.n_bad_row += 1
                 continue
-            # x * 0.0 is 0.0 for finite x and NaN for NaN/inf: one test for all six
-            if not ((o * 0.0 + h * 0.0 + l * 0.0 + c * 0.0 + v * 0.0 + pv * 0.0) == 0.0) \
-                    or v < 0.0 or h < l or s < 0:
-                self.n_invalid += 1
-                continue
-            if check_future and s > limit:
-                self.n_future += 1
-                continue
-            if self._T >= 0 and s <= self._T - self.D:
-                self.n_stale += 1
+            fate = bar_fate(s, o, h, l, c, v, pv, self._T, self.D, self.max_future_skew, now)
+            if fate != BAR_ACCEPTED:
+                if fate == BAR_INVALID:
+                    self.n_invalid += 1
+                elif fate == BAR_FUTURE:
+                    self.n_future += 1
+                else:
+                    self.n_stale += 1
                 continue
             if s > self._T:
                 self._advance(s)
@@ -1039,6 +1038,31 @@ cdef class Engine:
             for j in range(got):
                 PyBuffer_Release(&b[j])
         return accepted
+
+    def accepts(self, seconds, open, high, low, close, volume, double now=NAN, pv=None):
+        """Would each bar be accepted now (one at a time, against the current clock)?
+
+        The engine's own rule (:func:`bar_fate` in ``engine.pxd``): valid numbers (see
+        ``docs/ENGINE.md``), not in the future of ``now`` (NaN: no check), not stale.
+        ``pv`` defaults to 0 (not checked).  Returns a bool array; changes nothing.
+        """
+        cdef const int64_t[:] sec = np.ascontiguousarray(seconds, dtype=np.int64)
+        cdef const double[:] o = np.ascontiguousarray(open, dtype=np.float64)
+        cdef const double[:] h = np.ascontiguousarray(high, dtype=np.float64)
+        cdef const double[:] l = np.ascontiguousarray(low, dtype=np.float64)
+        cdef const double[:] c = np.ascontiguousarray(close, dtype=np.float64)
+        cdef const double[:] v = np.ascontiguousarray(volume, dtype=np.float64)
+        cdef Py_ssize_t n = sec.shape[0], i
+        pva = np.zeros(n) if pv is None else np.ascontiguousarray(pv, dtype=np.float64)
+        cdef const double[:] p = pva
+        if not (o.shape[0] == h.shape[0] == l.shape[0] == c.shape[0] == v.shape[0] == p.shape[0] == n):
+            raise ValueError("array lengths differ")
+        out = np.empty(n, dtype=np.bool_)
+        cdef uint8_t[:] res = out.view(np.uint8)
+        for i in range(n):
+            res[i] = bar_fate(sec[i], o[i], h[i], l[i], c[i], v[i], p[i], self._T, self.D,
+                              self.max_future_skew, now) == BAR_ACCEPTED
+        return out
 
     def advance_to(self, second):
         """Move the clock ``T`` forward to ``second`` without a bar (no-op if not later)."""

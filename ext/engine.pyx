@@ -72,37 +72,6 @@ cdef enum:
     PF_FAR = 16
     PF_NEAR = 6
 
-# Per (row, window) rolling state: one 64-byte record (one cache line, the array is
-# 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.
-# Fields that name a bar hold its slot (second % depth): unique within a window.
-ctypedef struct WState:
-    double vs, vc       # Neumaier sum of volume and its compensation
-    double ps, pc       # Neumaier sum of pv and its compensation
-    int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
-    float va, pa        # ~ sum of |x| added + removed since the last exact recompute
-    uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
-    uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
-    uint16_t _pad
-
-
-# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
-# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
-# and pops compare against ``v`` (reading the store only on float32 ties).
-cdef packed struct DQE:
-    float v
-    uint16_t slot
-
-
-# Per row: everything an in-order bar needs besides its window records, in one cache line.
-ctypedef struct RState:
-    int64_t last        # latest second accepted for the row (-1: none)
-    int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
-    double back[2]      # value of the back element of each deque (valid when non-empty)
-    double back2[2]     # value of the entry before the back (valid when b2ok[which])
-    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
-    uint8_t b2ok[2]     # back2 is exact: set by in-order pushes, cleared by other changes
-    char _pad[2]
-
 __all__ = ["Engine", "WindowView"]
 
 # |sum| < CANCEL * (sum of |x| added and removed since the last recompute) triggers an
@@ -227,7 +196,6 @@ cdef int64_t _next_pow2(int64_t x):
     return p
 
 
-@cython.final
 cdef class Engine:
     """Bar store + rolling OHLCV/VWAP of every row, for each configured window.
 
@@ -245,53 +213,6 @@ cdef class Engine:
     ``C`` = next power of two >= max(windows) and ``K`` = number of windows (see
     ``docs/ENGINE.md``); 931 MB (888 MiB) for the default 16384 x 900 x 3 windows.
     """
-    cdef readonly Py_ssize_t capacity
-    cdef readonly Py_ssize_t depth
-    cdef readonly tuple windows
-    cdef readonly double max_future_skew
-    cdef readonly bint prefault
-
-    cdef Py_ssize_t N, D, K, kmax, C, mask
-    cdef int64_t Wmax
-    cdef int64_t _T, _Tslot
-    cdef int64_t *win
-    # bar store, slot-major [depth, capacity]; slot = second % depth
-    cdef double *so
-    cdef double *sh
-    cdef double *sl
-    cdef double *sc
-    cdef double *sv
-    cdef double *spv
-    cdef uint8_t *present
-    # per row
-    cdef RState *rs
-    cdef DQE *qmax              # [capacity, C] ring, C = next power of two >= max(windows)
-    cdef DQE *qmin
-    cdef WState *st             # [capacity, K]
-    # outputs, [capacity, K] each: the K windows of a row share a cache line; the
-    # numpy views handed to readers are columns (stride K * 8 bytes)
-    cdef double *oo
-    cdef double *oh
-    cdef double *ol
-    cdef double *oc
-    cdef double *ov
-    cdef double *ow
-    cdef int64_t *ocnt
-    cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
-    cdef DQE *tmpq              # deque-correction scratch: C entries
-    # last_rows bookkeeping
-    cdef int64_t *lrows
-    cdef uint32_t epoch
-    cdef Py_ssize_t nlast
-    # counters
-    cdef int64_t n_accepted, n_inserted, n_replaced, n_stale, n_future, n_invalid, n_bad_row
-    cdef int64_t n_rebuilds, n_recomputes
-    # python-side objects
-    cdef list _keep
-    cdef dict _views
-    cdef object _lrows_arr
-
-
     def __cinit__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0,
                   prefault=True):
         cdef Py_ssize_t k, r, j
@@ -409,13 +330,13 @@ cdef class Engine:
         pass
 
     # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
-    cdef inline int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
+    cdef int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
         cdef int64_t d = self._Tslot - slot
         if d < 0:
             d += self.D
         return self._T - d
 
-    cdef inline Py_ssize_t _slot(self, int64_t s) noexcept nogil:
+    cdef Py_ssize_t _slot(self, int64_t s) noexcept nogil:
         cdef int64_t x = self._Tslot - (self._T - s)
         if x < 0:
             x += self.D
@@ -575,14 +496,14 @@ cdef class Engine:
         self.ow[kr] = vwap_of(ws)
 
     # -- monotonic deques ----------------------------------------------------------------
-    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val, bint ismax,
-                         bint inorder) noexcept nogil:
+    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+                         bint ismax) noexcept nogil:
         """Insert second s (value already in the store) into row r's max/min deque.
 
-        Handles in-order pushes (``inorder``: s >= every second held for the row),
-        out-of-order inserts and replacements whose value did not get worse (a worse
-        replacement of a deque member needs ``_dq_worse``).  Deque invariant: seconds
-        ascending, values strictly decreasing (max) / increasing (min).
+        Handles out-of-order inserts and replacements whose value did not get worse (a
+        worse replacement of a deque member needs ``_dq_worse``; in-order pushes are
+        ``_dq_push``).  Deque invariant: seconds ascending, values strictly decreasing
+        (max) / increasing (min).
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef float fval = f32(val)
@@ -593,22 +514,13 @@ cdef class Engine:
         cdef Py_ssize_t N = self.N, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
         cdef int64_t t = row.tail[which], i = t, p, delta, j, fk, T = self._T
-        if inorder:
-            # fast path: s goes to the back; the back's value is mirrored in RState, so a
-            # push that pops nothing reads neither the deque nor the store
-            p = t
-            if p > head and dominates(val, row.back[which], ismax):
-                p -= 1
-                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
-                    p -= 1
-        else:
-            while i > head and self._sec(q[(i - 1) & mask].slot) > s:
-                i -= 1
-            if i < t and dom_by_hint(val, fval, q, i & mask, col, N, r, ismax):
-                return          # a later bar is at least as extreme: s never becomes a front
-            p = i
-            while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
-                p -= 1
+        while i > head and self._sec(q[(i - 1) & mask].slot) > s:
+            i -= 1
+        if i < t and dom_by_hint(val, fval, q, i & mask, col, N, r, ismax):
+            return          # a later bar is at least as extreme: s never becomes a front
+        p = i
+        while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
+            p -= 1
         delta = p + 1 - i
         if delta > 0:
             j = t
@@ -644,7 +556,7 @@ cdef class Engine:
                 if fk == p:
                     ws[k].lslot = slot
 
-    cdef inline void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+    cdef void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
                               bint ismax) noexcept nogil:
         """In-order case of ``_dq_insert`` (s >= every second held for the row)."""
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
@@ -855,7 +767,7 @@ cdef class Engine:
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, h, True)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, h, True, False)
+            self._dq_insert(r, s, <uint16_t>slot, h, True)
         # min deque
         if replaced and l > oldl:
             if self._dq_contains(r, s, False):
@@ -864,7 +776,7 @@ cdef class Engine:
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, l, False)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, l, False, False)
+            self._dq_insert(r, s, <uint16_t>slot, l, False)
         for k in range(K):
             if s <= T - self.win[k]:
                 continue
@@ -904,7 +816,7 @@ cdef class Engine:
                 self.ol[kr] = l
         return replaced
 
-    cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
+    cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
         cdef Py_ssize_t kr = r * self.K, off, b
         cdef const char *w = <const char *>(self.st + kr)
         FF_PREFETCH(&self.rs[r])
@@ -929,7 +841,7 @@ cdef class Engine:
             FF_PREFETCH(self.sv + off)
             FF_PREFETCH(self.spv + off)
 
-    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
+    cdef void _prefetch_near(self, int64_t r) noexcept nogil:
         cdef RState *row = &self.rs[r]
         cdef Py_ssize_t a = r * self.C + ((row.tail[0] - 1) & self.mask)
         cdef Py_ssize_t b = r * self.C + ((row.tail[1] - 1) & self.mask)
@@ -992,6 +904,83 @@ cdef class Engine:
                 self.nlast += 1
         self.n_accepted += accepted
         return accepted
+
+    # -- public Cython API (fastfeed/_ext/engine.pxd) --------------------------------------
+    cdef bint upsert_bar(self, int64_t row, int64_t second, double open, double high,
+                         double low, double close, double volume, double pv,
+                         double now) noexcept nogil:
+        """One bar, as ``upsert`` of a batch of one (last_rows: this row or none)."""
+        return self._upsert_c(<const char *>&row, 8, <const char *>&second, 8,
+                              <const char *>&open, 8, <const char *>&high, 8,
+                              <const char *>&low, 8, <const char *>&close, 8,
+                              <const char *>&volume, 8, <const char *>&pv, 8, 1, now) == 1
+
+    cdef Py_ssize_t upsert_bars(self, Py_ssize_t n, const int64_t *rows, const int64_t *seconds,
+                                const double *open, const double *high, const double *low,
+                                const double *close, const double *volume, const double *pv,
+                                double now) noexcept nogil:
+        """``upsert`` of ``n`` bars from contiguous C arrays; returns the number accepted."""
+        if n <= 0:
+            n = 0
+        return self._upsert_c(<const char *>rows, 8, <const char *>seconds, 8,
+                              <const char *>open, 8, <const char *>high, 8,
+                              <const char *>low, 8, <const char *>close, 8,
+                              <const char *>volume, 8, <const char *>pv, 8, n, now)
+
+    cdef void advance(self, int64_t second) noexcept nogil:
+        """``advance_to``: move the clock forward (no-op if ``second`` is not later)."""
+        self._advance(second)
+
+    cdef int64_t clock(self) noexcept nogil:
+        """``T``: the largest second accepted or advanced to; -1 before any."""
+        return self._T
+
+    cdef Py_ssize_t window_index(self, int64_t W) noexcept nogil:
+        """Index ``k`` of window ``W`` (its position in ``windows``), -1 if none."""
+        cdef Py_ssize_t k
+        for k in range(self.K):
+            if self.win[k] == W:
+                return k
+        return -1
+
+    cdef WindowRow read(self, Py_ssize_t k, Py_ssize_t row) noexcept nogil:
+        """Window ``k`` of ``row`` as of ``T`` (``count == -1``: no such window or row)."""
+        cdef WindowRow w
+        cdef Py_ssize_t kr
+        if k < 0 or k >= self.K or row < 0 or row >= self.N:
+            w.open = w.high = w.low = w.close = w.volume = w.vwap = NAN
+            w.count = -1
+            return w
+        kr = row * self.K + k
+        w.open = self.oo[kr]
+        w.high = self.oh[kr]
+        w.low = self.ol[kr]
+        w.close = self.oc[kr]
+        w.volume = self.ov[kr]
+        w.vwap = self.ow[kr]
+        w.count = self.ocnt[kr]
+        return w
+
+    cdef void read_rows(self, Py_ssize_t k, const int64_t *rows, Py_ssize_t n,
+                        WindowRow *out) noexcept nogil:
+        """``out[i] = read(k, rows[i])`` for ``i < n``, prefetching rows ahead."""
+        cdef Py_ssize_t i, r
+        for i in range(n):
+            if i + PF_NEAR < n:
+                r = rows[i + PF_NEAR]
+                if 0 <= r < self.N and 0 <= k < self.K:
+                    self._prefetch_out(k, r)
+            out[i] = self.read(k, rows[i])
+
+    cdef void _prefetch_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
+        cdef Py_ssize_t kr = r * self.K + k
+        FF_PREFETCH(self.oo + kr)
+        FF_PREFETCH(self.oh + kr)
+        FF_PREFETCH(self.ol + kr)
+        FF_PREFETCH(self.oc + kr)
+        FF_PREFETCH(self.ov + kr)
+        FF_PREFETCH(self.ow + kr)
+        FF_PREFETCH(self.ocnt + kr)
 
     # -- Python API ------------------------------------------------------------------------
     def upsert(self, rows, seconds, open, high, low, close, volume, pv,

@@ -1,14 +1,28 @@
 # cython: language_level=3
 """Cython API of :mod:`fastfeed._ext.engine` (source: ``ext/engine.pyx``).
 
-``cimport`` it from the installed package::
+``cimport`` it from the installed package (this file is installed beside the module)::
 
-    from fastfeed._ext.engine cimport bar_fate, BAR_ACCEPTED
+    from fastfeed._ext.engine cimport Engine, WindowRow, bar_fate, BAR_ACCEPTED
 
-The accept rule of a bar lives here, once: the engine applies it to every bar, and
-other code (the decoder) can ask "would this bar be accepted" without repeating it.
+Public, for a strategy written in Cython (all ``nogil``, no allocation, no locking —
+one writer at a time, readers between writes, as for the Python API):
+
+* ``Engine.upsert_bar(row, second, open, high, low, close, volume, pv, now)`` -> accepted?
+* ``Engine.upsert_bars(n, rows, seconds, open, high, low, close, volume, pv, now)``
+  (contiguous C arrays) -> number accepted;
+* ``Engine.advance(second)``; ``Engine.clock()`` (``T``, -1 before any bar);
+* ``Engine.window_index(W)`` (-1 if ``W`` is not a window), ``Engine.read(k, row)`` ->
+  :c:type:`WindowRow`, ``Engine.read_rows(k, rows, n, out)`` (prefetches across rows);
+* ``bar_fate(...)`` / ``bar_valid(...)``: the accept rule of a bar, written once here:
+  the engine applies it to every bar, and other code (the decoder) can ask "would this
+  bar be accepted" without repeating it.
+
+Everything whose name starts with ``_`` (and the raw fields) is the engine's private
+layout: it changes between releases (see docs/ENGINE.md for its meaning).
 """
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+cimport cython
 
 # What the engine does with a bar (``bad_row`` aside: a row outside the universe is
 # the caller's to check).  The counters of docs/ENGINE.md, in the order checked.
@@ -45,3 +59,132 @@ cdef inline int bar_fate(int64_t second, double open, double high, double low, d
     if T >= 0 and second <= T - depth:
         return BAR_STALE
     return BAR_ACCEPTED
+
+
+# One window of one row as the engine reports it (count == -1: no such window/row).
+ctypedef struct WindowRow:
+    double open, high, low, close   # NaN when count == 0
+    double volume                   # 0.0 when count == 0
+    double vwap                     # NaN when volume == 0
+    int64_t count
+
+
+# Per (row, window) rolling state: one 64-byte record (one cache line, the array is
+# 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.
+# Fields that name a bar hold its slot (second % depth): unique within a window.
+ctypedef struct WState:
+    double vs, vc       # Neumaier sum of volume and its compensation
+    double ps, pc       # Neumaier sum of pv and its compensation
+    int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
+    float va, pa        # ~ sum of |x| added + removed since the last exact recompute
+    uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
+    uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
+    uint16_t _pad
+
+
+# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
+# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
+# and pops compare against ``v`` (reading the store only on float32 ties).
+cdef packed struct DQE:
+    float v
+    uint16_t slot
+
+
+# Per row: everything an in-order bar needs besides its window records, in one cache line.
+ctypedef struct RState:
+    int64_t last        # latest second accepted for the row (-1: none)
+    int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
+    double back[2]      # value of the back element of each deque (valid when non-empty)
+    double back2[2]     # value of the entry before the back (valid when b2ok[which])
+    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
+    uint8_t b2ok[2]     # back2 is exact: set by in-order pushes, cleared by other changes
+    char _pad[2]
+
+
+@cython.final
+cdef class Engine:
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t depth
+    cdef readonly tuple windows
+    cdef readonly double max_future_skew
+    cdef readonly bint prefault
+
+    cdef Py_ssize_t N, D, K, kmax, C, mask
+    cdef int64_t Wmax
+    cdef int64_t _T, _Tslot
+    cdef int64_t *win
+    # bar store, slot-major [depth, capacity]; slot = second % depth
+    cdef double *so
+    cdef double *sh
+    cdef double *sl
+    cdef double *sc
+    cdef double *sv
+    cdef double *spv
+    cdef uint8_t *present
+    # per row
+    cdef RState *rs
+    cdef DQE *qmax              # [capacity, C] ring, C = next power of two >= max(windows)
+    cdef DQE *qmin
+    cdef WState *st             # [capacity, K]
+    # outputs, [capacity, K] each: the K windows of a row share a cache line; the
+    # numpy views handed to readers are columns (stride K * 8 bytes)
+    cdef double *oo
+    cdef double *oh
+    cdef double *ol
+    cdef double *oc
+    cdef double *ov
+    cdef double *ow
+    cdef int64_t *ocnt
+    cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
+    cdef DQE *tmpq              # deque-correction scratch: C entries
+    # last_rows bookkeeping
+    cdef int64_t *lrows
+    cdef uint32_t epoch
+    cdef Py_ssize_t nlast
+    # counters
+    cdef int64_t n_accepted, n_inserted, n_replaced, n_stale, n_future, n_invalid, n_bad_row
+    cdef int64_t n_rebuilds, n_recomputes
+    # python-side objects
+    cdef list _keep
+    cdef dict _views
+    cdef object _lrows_arr
+
+    # -- public Cython API (nogil) -----------------------------------------------------
+    cdef bint upsert_bar(self, int64_t row, int64_t second, double open, double high,
+                         double low, double close, double volume, double pv,
+                         double now) noexcept nogil
+    cdef Py_ssize_t upsert_bars(self, Py_ssize_t n, const int64_t *rows, const int64_t *seconds,
+                                const double *open, const double *high, const double *low,
+                                const double *close, const double *volume, const double *pv,
+                                double now) noexcept nogil
+    cdef void advance(self, int64_t second) noexcept nogil
+    cdef int64_t clock(self) noexcept nogil
+    cdef Py_ssize_t window_index(self, int64_t W) noexcept nogil
+    cdef WindowRow read(self, Py_ssize_t k, Py_ssize_t row) noexcept nogil
+    cdef void read_rows(self, Py_ssize_t k, const int64_t *rows, Py_ssize_t n,
+                        WindowRow *out) noexcept nogil
+
+    # -- private -----------------------------------------------------------------------
+    cdef int64_t _sec(self, Py_ssize_t slot) noexcept nogil
+    cdef Py_ssize_t _slot(self, int64_t s) noexcept nogil
+    cdef void _advance(self, int64_t T1) noexcept nogil
+    cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
+    cdef void _evict(self, Py_ssize_t k, int64_t e) noexcept nogil
+    cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil
+    cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
+    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+                         bint ismax) noexcept nogil
+    cdef void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+                       bint ismax) noexcept nogil
+    cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
+    cdef void _dq_worse(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
+    cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
+                     double v, double pv) noexcept nogil
+    cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
+    cdef void _prefetch_near(self, int64_t r) noexcept nogil
+    cdef void _prefetch_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
+    cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
+                              const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
+                              const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,
+                              const char *vp, Py_ssize_t vs_, const char *pp, Py_ssize_t ps_,
+                              Py_ssize_t n, double now) noexcept nogil

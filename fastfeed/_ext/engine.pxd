@@ -21,7 +21,7 @@ one writer at a time, readers between writes, as for the Python API):
 Everything whose name starts with ``_`` (and the raw fields) is the engine's private
 layout: it changes between releases (see docs/ENGINE.md for its meaning).
 """
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 cimport cython
 
 # What the engine does with a bar (``bad_row`` aside: a row outside the universe is
@@ -69,18 +69,32 @@ ctypedef struct WindowRow:
     int64_t count
 
 
-# Per (row, window) rolling state: one 64-byte record (one cache line, the array is
-# 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.
+# -- private layout (docs/ENGINE.md, "Layout") -----------------------------------------
 # Fields that name a bar hold its slot (second % depth): unique within a window.
-ctypedef struct WState:
+# A row block is RowHead, then K WinState, then K WinOut, padded to a multiple of 64
+# bytes (384 = 6 cache lines for 3 windows); blocks are row-major and page-aligned.
+
+ctypedef struct RowHead:            # 48 bytes
+    int64_t last        # latest second accepted for the row (-1: none)
+    double back[2]      # exact value of the back entry of the max [0] / min [1] deque
+    float back2[2]      # float32 value of the entry before the back (valid when b2ok)
+    int32_t tail[2]     # tail index of each deque (rebased, see Engine._rebase)
+    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
+    uint8_t b2ok[2]     # back2 mirrors the entry before the back
+    uint8_t _pad[2]
+
+ctypedef struct WinState:           # 56 bytes, per (row, window)
     double vs, vc       # Neumaier sum of volume and its compensation
     double ps, pc       # Neumaier sum of pv and its compensation
-    int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
     float va, pa        # ~ sum of |x| added + removed since the last exact recompute
+    int32_t fmax, fmin  # index of this window's front in the row's max/min deque
     uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
     uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
     uint16_t _pad
 
+ctypedef struct WinOut:             # 56 bytes, per (row, window): what readers see
+    double open, high, low, close, volume, vwap
+    int64_t count
 
 # One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
 # (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
@@ -89,16 +103,11 @@ cdef packed struct DQE:
     float v
     uint16_t slot
 
-
-# Per row: everything an in-order bar needs besides its window records, in one cache line.
-ctypedef struct RState:
-    int64_t last        # latest second accepted for the row (-1: none)
-    int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
-    double back[2]      # value of the back element of each deque (valid when non-empty)
-    double back2[2]     # value of the entry before the back (valid when b2ok[which])
-    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
-    uint8_t b2ok[2]     # back2 is exact: set by in-order pushes, cleared by other changes
-    char _pad[2]
+# The bar store, slot-major [depth, NP] (NP = capacity rounded up to 64).
+ctypedef struct VP:
+    double v, pv
+ctypedef struct OHLC:
+    double o, h, l, c
 
 
 @cython.final
@@ -109,33 +118,21 @@ cdef class Engine:
     cdef readonly double max_future_skew
     cdef readonly bint prefault
 
-    cdef Py_ssize_t N, D, K, kmax, C, mask
-    cdef int64_t Wmax
+    cdef Py_ssize_t N, NP, D, K, kmax, C, mask, RB, wo_off
+    cdef int64_t Wmax, Wmin
     cdef int64_t _T, _Tslot
     cdef int64_t *win
-    # bar store, slot-major [depth, capacity]; slot = second % depth
-    cdef double *so
-    cdef double *sh
-    cdef double *sl
-    cdef double *sc
-    cdef double *sv
-    cdef double *spv
+    cdef VP *svp                # store [depth, NP]
+    cdef OHLC *soh
     cdef uint8_t *present
-    # per row
-    cdef RState *rs
-    cdef DQE *qmax              # [capacity, C] ring, C = next power of two >= max(windows)
+    cdef char *blk              # row blocks [capacity, RB]
+    cdef DQE *qmax              # [capacity, C] rings, C = next power of two >= max(windows)
     cdef DQE *qmin
-    cdef WState *st             # [capacity, K]
-    # outputs, [capacity, K] each: the K windows of a row share a cache line; the
-    # numpy views handed to readers are columns (stride K * 8 bytes)
-    cdef double *oo
-    cdef double *oh
-    cdef double *ol
-    cdef double *oc
-    cdef double *ov
-    cdef double *ow
-    cdef int64_t *ocnt
-    cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
+    cdef int64_t *pend          # eviction scratch: deferred front moves, 2 * K * capacity
+    cdef int64_t *elo           # eviction scratch: per window, the seconds evicted
+    cdef int64_t *ehi
+    cdef int64_t *eslot         # eviction scratch: slot of elo[k]
+    cdef uint64_t *rowmask      # eviction scratch: presence OR-ed 8 rows per word
     cdef DQE *tmpq              # deque-correction scratch: C entries
     # last_rows bookkeeping
     cdef int64_t *lrows
@@ -148,6 +145,7 @@ cdef class Engine:
     cdef list _keep
     cdef dict _views
     cdef object _lrows_arr
+    cdef tuple _store_views
 
     # -- public Cython API (nogil) -----------------------------------------------------
     cdef bint upsert_bar(self, int64_t row, int64_t second, double open, double high,
@@ -165,24 +163,34 @@ cdef class Engine:
                         WindowRow *out) noexcept nogil
 
     # -- private -----------------------------------------------------------------------
+    cdef RowHead *_head(self, Py_ssize_t r) noexcept nogil
+    cdef WinState *_ws(self, Py_ssize_t r) noexcept nogil
+    cdef WinOut *_wo(self, Py_ssize_t r) noexcept nogil
     cdef int64_t _sec(self, Py_ssize_t slot) noexcept nogil
     cdef Py_ssize_t _slot(self, int64_t s) noexcept nogil
     cdef void _advance(self, int64_t T1) noexcept nogil
+    cdef Py_ssize_t _evict_row(self, Py_ssize_t r, bint defer, Py_ssize_t npend) noexcept nogil
+    cdef Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, WinState *w, WinOut *out,
+                               int64_t e, Py_ssize_t eslot, bint defer,
+                               Py_ssize_t npend) noexcept nogil
+    cdef void _resolve_fronts(self, Py_ssize_t npend) noexcept nogil
     cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
-    cdef void _evict(self, Py_ssize_t k, int64_t e) noexcept nogil
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil
     cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
+    cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil
     cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
                          bint ismax) noexcept nogil
     cdef void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
                        bint ismax) noexcept nogil
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
     cdef void _dq_worse(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
+    cdef void _apply_new(self, Py_ssize_t r, RowHead *hd, WinState *ws, WinOut *wo,
+                         uint16_t slot, double o, double h, double l, double c,
+                         double v, double pv) noexcept nogil
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil
     cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
     cdef void _prefetch_near(self, int64_t r) noexcept nogil
-    cdef void _prefetch_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,

@@ -63,7 +63,8 @@ setup(
     ext_modules=cythonize(
         [ext(n) for n in NAMES if not ONLY or n in ONLY],
         compiler_directives=DIRECTIVES,
-        include_path=["ext"],
+        # ".": a module's own .pxd is found by its qualified name (fastfeed/_ext/engine.pxd)
+        include_path=["ext", "."],
         annotate=os.environ.get("FASTFEED_ANNOTATE") == "1",
     ),
 )

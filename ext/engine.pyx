@@ -1,31 +1,35 @@
 # cython: language_level=3
 """Bar store and rolling OHLCV/VWAP kernels: :class:`Engine`.
 
-Semantics (DESIGN.md "Rolling semantics"; details in ``docs/ENGINE.md``):
+Semantics (details in ``docs/ENGINE.md``):
 
 * ``T`` is the largest second accepted (or passed to :meth:`Engine.advance_to`).
 * A bar is rejected, in this order, as ``bad_row`` (row outside ``[0, capacity)``),
-  ``invalid_rejected`` (non-finite number, ``volume < 0``, ``high < low``, negative
-  second), ``future_rejected`` (``second > now + max_future_skew``, unless ``now`` is
-  NaN), ``stale_dropped`` (``second <= T - depth``).  Otherwise it is accepted and
-  replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
+  ``invalid_rejected`` (non-finite number, ``volume < 0``, a price <= 0, open or close
+  outside ``[low, high]``, negative second), ``future_rejected`` (``second > now +
+  max_future_skew``, unless ``now`` is NaN), ``stale_dropped`` (``second <= T -
+  depth``) — the rule is :func:`bar_fate` in ``engine.pxd``.  Otherwise it is accepted
+  and replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
 * Window ``W`` as of ``T`` holds the bars with ``T - W < second <= T``.
 
-Layout: the bar store is slot-major ``[depth, capacity]`` (slot = second % depth), so a
-burst for one second writes contiguous memory and evicting a second reads one
-contiguous row of each column.  Per (row, window): Neumaier-compensated sums with an
-exact recompute on heavy cancellation; one max and one min monotonic deque per row
-(shared by all windows: a bar's membership of the deque depends only on later bars,
-so the deque of a shorter window is a suffix of the longest window's deque — each
-window keeps its own front index into it).
+Layout (``docs/ENGINE.md``, "Layout"; types in ``engine.pxd``): everything a bar of a
+row reads or writes besides the store and its deques sits in the row's **row block**
+(head, then the K window states, then the K window outputs: 384 bytes = 6 cache lines
+for 3 windows), so a bar in a random row touches few lines and one page.  The bar store
+is slot-major (slot = second % depth): a burst for one second writes one contiguous
+stretch and evicting a second reads one; per slot and row it holds ``(volume, pv)``
+(16 bytes) and ``(open, high, low, close)`` (32 bytes), so a bar writes two lines.
+Per (row, window): Neumaier-compensated sums with an exact recompute on heavy
+cancellation.  One max and one min monotonic deque per row, shared by all windows (a
+bar's membership depends only on later bars, so a shorter window's deque is a suffix
+of the longest window's deque — each window keeps its own front index into it).
 """
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_STRIDES, PyBUF_FORMAT
-from libc.math cimport isfinite, isnan, fabs, NAN
+from libc.math cimport fabs, NAN
 from libc.float cimport FLT_MAX
 from libc.string cimport memset
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-import math
 import operator
 
 import numpy as np
@@ -41,6 +45,9 @@ cdef extern from *:
     #include <unistd.h>
     #ifndef MADV_POPULATE_WRITE
     #define MADV_POPULATE_WRITE 23
+    #endif
+    #ifndef MADV_HUGEPAGE
+    #define MADV_HUGEPAGE 14
     #endif
     /* Make every page of [p, p + n) resident now (the kernel zeroes it here, not on the
        first write in upsert): MADV_POPULATE_WRITE (Linux >= 5.14), else write each page
@@ -59,48 +66,35 @@ cdef extern from *:
         if (n) { q = (volatile char *)(end - 1); *q = *q; }
         return 0;
     }
+    /* Ask for transparent huge pages over the whole 2 MiB pages inside [p, p + n)
+       (numpy does it too for its large arrays; harmless when THP is off).  */
+    static void ff_hugepages(char *p, size_t n) {
+        size_t hp = (size_t)2 << 20;
+        char *a = (char *)(((size_t)p + hp - 1) & ~(hp - 1));
+        if (a + hp <= p + n) madvise(a, (size_t)(p + n - a) & ~(hp - 1), MADV_HUGEPAGE);
+    }
+    static inline uint64_t ff_load8(const unsigned char *p) {
+        uint64_t x; __builtin_memcpy(&x, p, 8); return x;
+    }
+    #define ff_ctz64(x) __builtin_ctzll(x)
     """
     void FF_PREFETCH(const void *p) noexcept nogil
     int ff_prefault(char *p, size_t n) noexcept nogil
+    void ff_hugepages(char *p, size_t n) noexcept nogil
+    uint64_t ff_load8(const uint8_t *p) noexcept nogil
+    int ff_ctz64(uint64_t x) noexcept nogil
 
-# upsert prefetches the memory of the bar PF_FAR ahead (its row's records, outputs and
-# store cells) and the deque backs of the bar PF_NEAR ahead (their address needs the
-# row record fetched earlier): a burst's rows come in random order, so without this
-# every bar waits on ~20 cache misses in turn.
+# upsert prefetches the row block and store cells of the bar PF_FAR ahead, and the deque
+# backs of the bar PF_NEAR ahead (their address needs the row head fetched earlier): a
+# burst's rows come in random order, so without this every bar waits on its misses in
+# turn.  The first PF_FAR bars of a call are prefetched before the loop.
 cdef enum:
     PF_FAR = 16
     PF_NEAR = 6
 
-# Per (row, window) rolling state: one 64-byte record (one cache line, the array is
-# 64-byte aligned), row-major ([row, window]) so the K records of a bar are adjacent.
-# Fields that name a bar hold its slot (second % depth): unique within a window.
-ctypedef struct WState:
-    double vs, vc       # Neumaier sum of volume and its compensation
-    double ps, pc       # Neumaier sum of pv and its compensation
-    int64_t fmax, fmin  # absolute index of this window's front in the row's max/min deque
-    float va, pa        # ~ sum of |x| added + removed since the last exact recompute
-    uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
-    uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
-    uint16_t _pad
-
-
-# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
-# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
-# and pops compare against ``v`` (reading the store only on float32 ties).
-cdef packed struct DQE:
-    float v
-    uint16_t slot
-
-
-# Per row: everything an in-order bar needs besides its window records, in one cache line.
-ctypedef struct RState:
-    int64_t last        # latest second accepted for the row (-1: none)
-    int64_t tail[2]     # absolute tail index of the row's max [0] / min [1] deque
-    double back[2]      # value of the back element of each deque (valid when non-empty)
-    double back2[2]     # value of the entry before the back (valid when b2ok[which])
-    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
-    uint8_t b2ok[2]     # back2 is exact: set by in-order pushes, cleared by other changes
-    char _pad[2]
+# deque indices are int32: a row's indices are moved back by a multiple of the ring
+# size when its tail passes this (the ring positions, index & mask, do not change)
+cdef int64_t REBASE_AT = 1 << 30
 
 __all__ = ["Engine", "WindowView"]
 
@@ -136,35 +130,39 @@ cdef inline float f32(double x) noexcept nogil:
     return <float>x
 
 
-cdef inline bint dom_hint(double later, float flater, const DQE *q,
-                          Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
-                          bint ismax) noexcept nogil:
+cdef inline double hl(const OHLC *b, bint ismax) noexcept nogil:
+    """The bar's high (max deque) or low (min deque)."""
+    return b.h if ismax else b.l
+
+
+cdef inline bint dom_hint(double later, float flater, const DQE *q, Py_ssize_t at,
+                          const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
     """dominates(later, value of deque entry ``at``), deciding on the float32 copy of
-    the entry when it differs (rounding is monotone) and reading the store only on ties."""
+    the entry when it differs (rounding is monotone) and reading the store only on ties.
+    ``col`` is the row's store column (``store + row``, stride ``NP`` per slot)."""
     cdef float fe = q[at].v
     if flater != fe:
         return (flater > fe) if ismax else (flater < fe)
-    return dominates(later, col[q[at].slot * N + r], ismax)
+    return dominates(later, hl(&col[q[at].slot * NP], ismax), ismax)
 
 
-cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q,
-                             Py_ssize_t at, const double *col, Py_ssize_t N, Py_ssize_t r,
-                             bint ismax) noexcept nogil:
+cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q, Py_ssize_t at,
+                             const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
     """dominates(value of deque entry ``at``, earlier): the entry is a later bar."""
     cdef float fl = q[at].v
     if fl != fearlier:
         return (fl > fearlier) if ismax else (fl < fearlier)
-    return dominates(col[q[at].slot * N + r], earlier, ismax)
+    return dominates(hl(&col[q[at].slot * NP], ismax), earlier, ismax)
 
 
-cdef inline double vwap_of(WState *ws) noexcept nogil:
+cdef inline double vwap_of(const WinState *ws) noexcept nogil:
     cdef double vol = ws.vs + ws.vc
     if vol != 0.0:
         return (ws.ps + ws.pc) / vol
     return NAN
 
 
-cdef inline bint cancelled(WState *ws) noexcept nogil:
+cdef inline bint cancelled(const WinState *ws) noexcept nogil:
     return (fabs(ws.vs + ws.vc) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
 
 
@@ -211,12 +209,16 @@ cdef int _getbuf(object obj, Py_buffer *b, bint is_int, str name) except -1:
     return 0
 
 
-cdef void *_own(list keep, cnp.ndarray a) except NULL:
-    """Keep ``a`` alive (in ``keep``) and return its data pointer."""
-    if not a.flags.c_contiguous or a.size == 0:
-        raise ValueError("internal: array must be non-empty and C-contiguous")
-    keep.append(a)
-    return cnp.PyArray_DATA(a)
+cdef char *_alloc(list keep, Py_ssize_t nbytes, Py_ssize_t align=4096) except NULL:
+    """Zeroed memory of ``nbytes`` aligned to ``align``, kept alive by ``keep``.
+
+    Appends ``(array, aligned byte view)`` to ``keep``: the view is what the prefault
+    touches and what numpy views of the memory are made from."""
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    cdef size_t base = <size_t>cnp.PyArray_DATA(raw)
+    cdef Py_ssize_t start = <Py_ssize_t>(((base + align - 1) & ~(<size_t>align - 1)) - base)
+    keep.append((raw, raw[start:start + nbytes]))
+    return <char *>cnp.PyArray_DATA(raw) + start
 
 
 cdef int64_t _next_pow2(int64_t x):
@@ -226,7 +228,6 @@ cdef int64_t _next_pow2(int64_t x):
     return p
 
 
-@cython.final
 cdef class Engine:
     """Bar store + rolling OHLCV/VWAP of every row, for each configured window.
 
@@ -240,56 +241,11 @@ cdef class Engine:
         seconds (full RSS from the start; ~1.4 s for the default size on the 2-core VM).
         ``False``: pages become resident as they are first written.
 
-    Memory: ``capacity * (49 * depth + 12 * C + 120 * K + 88)`` bytes, where
-    ``C`` = next power of two >= max(windows) and ``K`` = number of windows (see
-    ``docs/ENGINE.md``); 931 MB (888 MiB) for the default 16384 x 900 x 3 windows.
+    Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 8)`` bytes, where ``C`` =
+    next power of two >= max(windows), ``K`` = number of windows and ``B`` = the row
+    block, ``48 + 112 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 930 MB (887 MiB)
+    for the default 16384 x 900 x 3 windows.
     """
-    cdef readonly Py_ssize_t capacity
-    cdef readonly Py_ssize_t depth
-    cdef readonly tuple windows
-    cdef readonly double max_future_skew
-    cdef readonly bint prefault
-
-    cdef Py_ssize_t N, D, K, kmax, C, mask
-    cdef int64_t Wmax
-    cdef int64_t _T, _Tslot
-    cdef int64_t *win
-    # bar store, slot-major [depth, capacity]; slot = second % depth
-    cdef double *so
-    cdef double *sh
-    cdef double *sl
-    cdef double *sc
-    cdef double *sv
-    cdef double *spv
-    cdef uint8_t *present
-    # per row
-    cdef RState *rs
-    cdef DQE *qmax              # [capacity, C] ring, C = next power of two >= max(windows)
-    cdef DQE *qmin
-    cdef WState *st             # [capacity, K]
-    # outputs, [capacity, K] each: the K windows of a row share a cache line; the
-    # numpy views handed to readers are columns (stride K * 8 bytes)
-    cdef double *oo
-    cdef double *oh
-    cdef double *ol
-    cdef double *oc
-    cdef double *ov
-    cdef double *ow
-    cdef int64_t *ocnt
-    cdef int64_t *pend          # eviction scratch: pending front moves, 2 * capacity
-    cdef DQE *tmpq              # deque-correction scratch: C entries
-    # last_rows bookkeeping
-    cdef int64_t *lrows
-    cdef uint32_t epoch
-    cdef Py_ssize_t nlast
-    # counters
-    cdef int64_t n_accepted, n_inserted, n_replaced, n_stale, n_future, n_invalid, n_bad_row
-    cdef int64_t n_rebuilds, n_recomputes
-    # python-side objects
-    cdef list _keep
-    cdef dict _views
-    cdef object _lrows_arr
-
 
     def __cinit__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0,
                   prefault=True):
@@ -308,6 +264,8 @@ cdef class Engine:
             raise ValueError(f"windows must be a sequence of ints, got {windows!r}") from None
         if not wins:
             raise ValueError("windows must not be empty")
+        if len(wins) > 1000:
+            raise ValueError(f"at most 1000 windows, got {len(wins)}")
         for w in wins:
             if not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w <= 0:
                 raise ValueError(f"each window must be a positive int (seconds), got {w!r}")
@@ -328,11 +286,13 @@ cdef class Engine:
             raise ValueError(f"max_future_skew must be >= 0, got {max_future_skew!r}")
 
         self.capacity = self.N = capacity
+        self.NP = (capacity + 63) & ~63
         self.depth = self.D = depth
         self.windows = wins
         self.K = len(wins)
         self.kmax = wins.index(max(wins))
         self.Wmax = max(wins)
+        self.Wmin = min(wins)
         self.max_future_skew = skew
         self.C = _next_pow2(self.Wmax)
         self.mask = self.C - 1
@@ -342,70 +302,77 @@ cdef class Engine:
         self.nlast = 0
         self._keep = []
 
-        N, D, K = self.N, self.D, self.K
-        win = np.array(wins, dtype=np.int64)
-        self.win = <int64_t *>_own(self._keep, win)
-        # store: np.zeros maps lazily, so RSS grows only as seconds are filled
-        self.so = <double *>_own(self._keep, np.zeros((D, N)))
-        self.sh = <double *>_own(self._keep, np.zeros((D, N)))
-        self.sl = <double *>_own(self._keep, np.zeros((D, N)))
-        self.sc = <double *>_own(self._keep, np.zeros((D, N)))
-        self.sv = <double *>_own(self._keep, np.zeros((D, N)))
-        self.spv = <double *>_own(self._keep, np.zeros((D, N)))
-        self.present = <uint8_t *>_own(self._keep, np.zeros((D, N), dtype=np.uint8))
-        assert sizeof(RState) == 64
-        self.rs = <RState *>_own(self._keep, np.zeros(N * sizeof(RState), dtype=np.uint8))
-        assert sizeof(DQE) == 6
-        self.qmax = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
-        self.qmin = <DQE *>_own(self._keep, np.zeros(N * self.C * sizeof(DQE), dtype=np.uint8))
-        assert sizeof(WState) == 64
-        raw = np.zeros(N * K * sizeof(WState) + 64, dtype=np.uint8)
-        self.st = <WState *>_own(self._keep, raw)
-        self.st = <WState *>((<size_t>self.st + 63) & ~(<size_t>63))
-        self.pend = <int64_t *>_own(self._keep, np.zeros(2 * N, dtype=np.int64))
-        self.tmpq = <DQE *>_own(self._keep, np.zeros(self.C * sizeof(DQE), dtype=np.uint8))
+        N, NP, D, K = self.N, self.NP, self.D, self.K
+        assert sizeof(RowHead) == 48 and sizeof(WinState) == 56 and sizeof(WinOut) == 56
+        assert sizeof(DQE) == 6 and sizeof(VP) == 16 and sizeof(OHLC) == 32
+        self.wo_off = sizeof(RowHead) + K * sizeof(WinState)
+        self.RB = (self.wo_off + K * sizeof(WinOut) + 63) & ~63
+        self.win = <int64_t *>_alloc(self._keep, K * 8, 64)
+        for k in range(K):
+            self.win[k] = wins[k]
+        # bar store, slot-major [depth, NP]: (volume, pv) and (open, high, low, close)
+        self.svp = <VP *>_alloc(self._keep, D * NP * sizeof(VP))
+        self.soh = <OHLC *>_alloc(self._keep, D * NP * sizeof(OHLC))
+        self.present = <uint8_t *>_alloc(self._keep, D * NP)
+        # row blocks [N, RB]
+        self.blk = _alloc(self._keep, N * self.RB)
+        self.qmax = <DQE *>_alloc(self._keep, N * self.C * sizeof(DQE))
+        self.qmin = <DQE *>_alloc(self._keep, N * self.C * sizeof(DQE))
+        self.pend = <int64_t *>_alloc(self._keep, 2 * K * N * 8, 64)
+        self.tmpq = <DQE *>_alloc(self._keep, self.C * sizeof(DQE), 64)
+        self.elo = <int64_t *>_alloc(self._keep, K * 8, 64)
+        self.ehi = <int64_t *>_alloc(self._keep, K * 8, 64)
+        self.eslot = <int64_t *>_alloc(self._keep, K * 8, 64)
+        self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
         lrows = np.zeros(N, dtype=np.int64)
-        self.lrows = <int64_t *>_own(self._keep, lrows)
+        self._keep.append((lrows, lrows.view(np.uint8)))
+        self.lrows = <int64_t *>cnp.PyArray_DATA(lrows)
         self._lrows_arr = lrows
-        outs = {}
-        for name in ("open", "high", "low", "close", "vwap"):
-            outs[name] = np.full((N, K), np.nan)
-        outs["volume"] = np.zeros((N, K))
-        outs["count"] = np.zeros((N, K), dtype=np.int64)
-        self.oo = <double *>_own(self._keep, outs["open"])
-        self.oh = <double *>_own(self._keep, outs["high"])
-        self.ol = <double *>_own(self._keep, outs["low"])
-        self.oc = <double *>_own(self._keep, outs["close"])
-        self.ov = <double *>_own(self._keep, outs["volume"])
-        self.ow = <double *>_own(self._keep, outs["vwap"])
-        self.ocnt = <int64_t *>_own(self._keep, outs["count"])
+        self._store_views = (self._keep[1][1].view(np.float64).reshape(D, NP, 2),
+                             self._keep[2][1].view(np.float64).reshape(D, NP, 4))
+        # the outputs are fields of the row blocks: numpy views with a stride of RB bytes
+        cdef Py_ssize_t qw = self.RB // 8
+        f64 = self._keep[4][1].view(np.float64).reshape(N, qw)
+        i64 = self._keep[4][1].view(np.int64).reshape(N, qw)
         self._views = {}
         for k in range(K):
-            cols = []
-            for name in ("open", "high", "low", "close", "volume", "vwap", "count"):
-                v = outs[name][:, k]
+            col = (self.wo_off + k * sizeof(WinOut)) // 8
+            cols = [f64[:, col + j] for j in range(6)] + [i64[:, col + 6]]
+            for v in cols:
                 v.flags.writeable = False
-                cols.append(v)
             self._views[wins[k]] = WindowView(wins[k], *cols)
         for r in range(N):
-            self.rs[r].last = -1
+            self._head(r).last = -1
+            for k in range(K):
+                self._clear_rw(k, r)
         # prefault: make all of the memory resident now (see docs/ENGINE.md, Memory).  The
         # kernel zeroes a page on its first write; without this, the first ``depth``
-        # seconds pay it inside upsert (~0.9 ms per second of a 12k-row market here, in
-        # 2 MiB steps of ~3 ms each with transparent huge pages: burst latency spikes).
+        # seconds pay it inside upsert (in 2 MiB steps with transparent huge pages:
+        # burst latency spikes).
         self.prefault = bool(prefault)
-        if self.prefault:
-            for j in range(len(self._keep)):
-                arr = self._keep[j]
-                ptr = <char *>cnp.PyArray_DATA(arr)
-                nb = <size_t>cnp.PyArray_NBYTES(arr)
-                with nogil:
+        for j in range(len(self._keep)):
+            arr = self._keep[j][1]
+            ptr = <char *>cnp.PyArray_DATA(arr)
+            nb = <size_t>cnp.PyArray_NBYTES(arr)
+            with nogil:
+                ff_hugepages(ptr, nb)
+                if self.prefault:
                     ff_prefault(ptr, nb)
 
     def __init__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0,
                  prefault=True):
         # everything happens in __cinit__; this gives the class a visible signature
         pass
+
+    # -- row blocks ------------------------------------------------------------------------
+    cdef inline RowHead *_head(self, Py_ssize_t r) noexcept nogil:
+        return <RowHead *>(self.blk + r * self.RB)
+
+    cdef inline WinState *_ws(self, Py_ssize_t r) noexcept nogil:
+        return <WinState *>(self.blk + r * self.RB + sizeof(RowHead))
+
+    cdef inline WinOut *_wo(self, Py_ssize_t r) noexcept nogil:
+        return <WinOut *>(self.blk + r * self.RB + self.wo_off)
 
     # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
     cdef inline int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
@@ -422,8 +389,19 @@ cdef class Engine:
 
     # -- clock -------------------------------------------------------------------------
     cdef void _advance(self, int64_t T1) noexcept nogil:
+        """Move the clock to T1: every window of every row drops the seconds that leave it.
+
+        One pass over the rows (row-major: a row's block is read once for all windows);
+        only rows with a bar in some evicted second are visited: the presence rows of
+        the evicted seconds are OR-ed 8 rows at a time first (sequential reads).  A
+        window the jump empties entirely is cleared in its own pass."""
         cdef int64_t T0 = self._T, gap, e, x, W
-        cdef Py_ssize_t k, r
+        cdef Py_ssize_t k, r, c, nw = self.NP >> 3, NP = self.NP, D = self.D, K = self.K
+        cdef Py_ssize_t npend = 0
+        cdef bint single = True, any_evict = False
+        cdef uint64_t word
+        cdef uint64_t *acc = self.rowmask
+        cdef const uint8_t *pres
         if T1 <= T0:
             return
         if T0 < 0:
@@ -431,183 +409,244 @@ cdef class Engine:
             self._Tslot = T1 % self.D
             return
         gap = T1 - T0
-        for k in range(self.K):
+        for k in range(K):
             W = self.win[k]
             if gap >= W:
+                self.elo[k] = 1
+                self.ehi[k] = 0          # nothing to evict one by one: cleared here
                 for r in range(self.N):
-                    if self.ocnt[r * self.K + k] != 0:
+                    if self._wo(r)[k].count != 0:
                         self._clear_rw(k, r)
             else:
                 e = T0 - W + 1
                 if e < 0:
                     e = 0
-                while e <= T1 - W:
-                    self._evict(k, e)
-                    e += 1
-        if gap >= self.D:
-            memset(self.present, 0, self.D * self.N)
+                self.elo[k] = e
+                self.ehi[k] = T1 - W
+                self.eslot[k] = e % D
+                if self.ehi[k] >= e:
+                    if not any_evict:
+                        memset(acc, 0, nw * 8)
+                    any_evict = True
+                    if self.ehi[k] > e:
+                        single = False
+                    while e <= self.ehi[k]:
+                        pres = self.present + (e % D) * NP
+                        for c in range(nw):
+                            acc[c] |= ff_load8(pres + (c << 3))
+                        e += 1
+        if any_evict:
+            for c in range(nw):
+                word = acc[c]
+                while word:
+                    r = (c << 3) + (ff_ctz64(word) >> 3)    # presence bytes are 0 or 1
+                    word &= word - 1
+                    npend = self._evict_row(r, single, npend)
+            self._resolve_fronts(npend)
+        if gap >= D:
+            memset(self.present, 0, D * NP)
         else:
             x = T0 + 1
             while x <= T1:
-                memset(self.present + (x % self.D) * self.N, 0, self.N)
+                memset(self.present + (x % D) * NP, 0, NP)
                 x += 1
         self._T = T1
         self._Tslot = T1 % self.D
 
-    cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
-        cdef WState *ws = &self.st[r * self.K + k]
-        cdef Py_ssize_t kr = r * self.K + k
-        ws.vs = ws.vc = ws.ps = ws.pc = 0.0
-        ws.va = ws.pa = 0.0
-        ws.fmax = self.rs[r].tail[0]
-        ws.fmin = self.rs[r].tail[1]
-        self.oo[kr] = self.oh[kr] = self.ol[kr] = self.oc[kr] = self.ow[kr] = NAN
-        self.ov[kr] = 0.0
-        self.ocnt[kr] = 0
+    cdef Py_ssize_t _evict_row(self, Py_ssize_t r, bint defer, Py_ssize_t npend) noexcept nogil:
+        """Evict row r's seconds elo[k]..ehi[k] from each window k (T not yet moved).
 
-    cdef void _evict(self, Py_ssize_t k, int64_t e) noexcept nogil:
-        """Second ``e`` leaves window ``k`` for every row (T not yet moved)."""
-        cdef Py_ssize_t N = self.N, K = self.K, r, kr, C = self.C
-        cdef Py_ssize_t eslot = e % self.D, base = eslot * N, sl
-        cdef const uint8_t *pres = self.present + base
-        cdef WState *ws
-        cdef int64_t cnt, x
-        cdef int64_t *pend = self.pend
-        cdef Py_ssize_t npend = 0, j
-        cdef double v, pv
-        for r in range(N):
-            if not pres[r]:
-                continue
-            kr = r * K + k
-            ws = &self.st[kr]
-            cnt = self.ocnt[kr] - 1
-            if cnt <= 0:
-                self._clear_rw(k, r)
-                continue
-            self.ocnt[kr] = cnt
-            v = self.sv[base + r]
-            pv = self.spv[base + r]
-            nadd(&ws.vs, &ws.vc, -v)
-            nadd(&ws.ps, &ws.pc, -pv)
-            ws.va += fabs(v)
-            ws.pa += fabs(pv)
-            if cancelled(ws):
-                self._recompute(k, r, e, self._T)
-            self.ov[kr] = ws.vs + ws.vc
-            self.ow[kr] = vwap_of(ws)
-            # the front left: the next deque entry is the new front.  Its slot and value
-            # live at random addresses, so they are read in the passes below, whose
-            # loads are independent of each other (the CPU overlaps the misses).
-            if ws.hslot == eslot:
-                ws.fmax += 1
-                pend[npend] = kr * 2
+        With ``defer`` (one second per window), a front that leaves is only noted in
+        ``pend``: its new slot and value are read in ``_resolve_fronts`` after the pass,
+        whose loads are independent of each other (the CPU overlaps those misses)."""
+        cdef Py_ssize_t NP = self.NP, D = self.D, k, eslot
+        cdef WinState *ws = self._ws(r)
+        cdef WinOut *wo = self._wo(r)
+        cdef int64_t e
+        for k in range(self.K):
+            e = self.elo[k]
+            eslot = self.eslot[k]
+            while e <= self.ehi[k]:
+                if self.present[eslot * NP + r]:
+                    npend = self._evict_one(r, k, &ws[k], &wo[k], e, eslot, defer, npend)
+                e += 1
+                eslot += 1
+                if eslot == D:
+                    eslot = 0
+        return npend
+
+    cdef inline Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, WinState *w, WinOut *out,
+                                      int64_t e, Py_ssize_t eslot, bint defer,
+                                      Py_ssize_t npend) noexcept nogil:
+        """Second e (held by row r) leaves window k."""
+        cdef Py_ssize_t NP = self.NP, sl
+        cdef const VP *vp
+        cdef double v, pv, vol
+        if out.count <= 1:
+            self._clear_rw(k, r)
+            return npend
+        out.count -= 1
+        vp = &self.svp[eslot * NP + r]
+        v = vp.v
+        pv = vp.pv
+        nadd(&w.vs, &w.vc, -v)
+        nadd(&w.ps, &w.pc, -pv)
+        w.va += <float>fabs(v)
+        w.pa += <float>fabs(pv)
+        if cancelled(w):
+            self._recompute(k, r, e, self._T)
+        vol = w.vs + w.vc
+        out.volume = vol
+        out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
+        if w.hslot == eslot:
+            w.fmax += 1
+            if defer:
+                self.pend[npend] = (r << 16) | (k << 1)
                 npend += 1
-            if ws.lslot == eslot:
-                ws.fmin += 1
-                pend[npend] = kr * 2 + 1
+            else:
+                w.hslot = self.qmax[r * self.C + (w.fmax & self.mask)].slot
+                out.high = self.soh[w.hslot * NP + r].h
+        if w.lslot == eslot:
+            w.fmin += 1
+            if defer:
+                self.pend[npend] = (r << 16) | (k << 1) | 1
                 npend += 1
-            if ws.fslot == eslot:
-                # the earliest bar left: scan forward to the next held second (it exists:
-                # count > 0); amortized O(1), the scan never passes a second twice
-                sl = eslot + 1
+            else:
+                w.lslot = self.qmin[r * self.C + (w.fmin & self.mask)].slot
+                out.low = self.soh[w.lslot * NP + r].l
+        if w.fslot == eslot:
+            # the earliest bar left: scan forward to the next held second (it exists:
+            # count > 0); amortized O(1), the scan never passes a second twice
+            sl = eslot + 1
+            if sl == self.D:
+                sl = 0
+            while not self.present[sl * NP + r]:
+                sl += 1
                 if sl == self.D:
                     sl = 0
-                while not self.present[sl * N + r]:
-                    sl += 1
-                    if sl == self.D:
-                        sl = 0
-                ws.fslot = <uint16_t>sl
-                self.oo[kr] = self.so[sl * N + r]
+            w.fslot = <uint16_t>sl
+            out.open = self.soh[sl * NP + r].o
+        return npend
+
+    cdef void _resolve_fronts(self, Py_ssize_t npend) noexcept nogil:
+        """The deferred front moves of one eviction pass: new front slots, then values.
+        An entry of ``pend`` is ``row << 16 | window << 1 | (1 for the min deque)``."""
+        cdef Py_ssize_t j, r, k, NP = self.NP, C = self.C
+        cdef int64_t x
+        cdef WinState *w
         for j in range(npend):
-            kr = pend[j] >> 1
-            r = kr // K
-            ws = &self.st[kr]
-            if pend[j] & 1:
-                ws.lslot = self.qmin[r * C + (ws.fmin & self.mask)].slot
+            x = self.pend[j]
+            r = x >> 16
+            w = &self._ws(r)[(x & 0xFFFF) >> 1]
+            if x & 1:
+                w.lslot = self.qmin[r * C + (w.fmin & self.mask)].slot
             else:
-                ws.hslot = self.qmax[r * C + (ws.fmax & self.mask)].slot
+                w.hslot = self.qmax[r * C + (w.fmax & self.mask)].slot
         for j in range(npend):
-            kr = pend[j] >> 1
-            r = kr // K
-            ws = &self.st[kr]
-            if pend[j] & 1:
-                self.ol[kr] = self.sl[ws.lslot * N + r]
+            x = self.pend[j]
+            r = x >> 16
+            k = (x & 0xFFFF) >> 1
+            w = &self._ws(r)[k]
+            if x & 1:
+                self._wo(r)[k].low = self.soh[w.lslot * NP + r].l
             else:
-                self.oh[kr] = self.sh[ws.hslot * N + r]
+                self._wo(r)[k].high = self.soh[w.hslot * NP + r].h
+
+    cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
+        """Window k of row r holds no bar."""
+        cdef WinState *w = &self._ws(r)[k]
+        cdef WinOut *out = &self._wo(r)[k]
+        cdef RowHead *hd = self._head(r)
+        w.vs = w.vc = w.ps = w.pc = 0.0
+        w.va = w.pa = 0.0
+        w.fmax = hd.tail[0]
+        w.fmin = hd.tail[1]
+        out.open = out.high = out.low = out.close = out.vwap = NAN
+        out.volume = 0.0
+        out.count = 0
 
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
         """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""
-        cdef WState *ws = &self.st[r * self.K + k]
+        cdef WinState *w = &self._ws(r)[k]
         cdef int64_t x = lo + 1
         cdef Py_ssize_t sl, off
+        cdef const VP *vp
         if x < 0:
             x = 0
-        ws.vs = ws.vc = ws.ps = ws.pc = 0.0
-        ws.va = ws.pa = 0.0
+        w.vs = w.vc = w.ps = w.pc = 0.0
+        w.va = w.pa = 0.0
         self.n_recomputes += 1
         if x > hi:
             return
         sl = x % self.D
         while x <= hi:
-            off = sl * self.N + r
+            off = sl * self.NP + r
             if self.present[off]:
-                nadd(&ws.vs, &ws.vc, self.sv[off])
-                nadd(&ws.ps, &ws.pc, self.spv[off])
-                ws.va += fabs(self.sv[off])
-                ws.pa += fabs(self.spv[off])
+                vp = &self.svp[off]
+                nadd(&w.vs, &w.vc, vp.v)
+                nadd(&w.ps, &w.pc, vp.pv)
+                w.va += fabs(vp.v)
+                w.pa += fabs(vp.pv)
             x += 1
             sl += 1
             if sl == self.D:
                 sl = 0
 
     cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
-        cdef WState *ws = &self.st[r * self.K + k]
-        cdef Py_ssize_t kr = r * self.K + k, N = self.N
-        if self.ocnt[kr] == 0:
+        """Window k's outputs of row r, from its state and the store."""
+        cdef WinState *w = &self._ws(r)[k]
+        cdef WinOut *out = &self._wo(r)[k]
+        cdef Py_ssize_t NP = self.NP
+        if out.count == 0:
             self._clear_rw(k, r)
             return
-        self.oo[kr] = self.so[ws.fslot * N + r]
-        self.oh[kr] = self.sh[ws.hslot * N + r]
-        self.ol[kr] = self.sl[ws.lslot * N + r]
-        self.oc[kr] = self.sc[self._slot(self.rs[r].last) * N + r]
-        self.ov[kr] = ws.vs + ws.vc
-        self.ow[kr] = vwap_of(ws)
+        out.open = self.soh[w.fslot * NP + r].o
+        out.high = self.soh[w.hslot * NP + r].h
+        out.low = self.soh[w.lslot * NP + r].l
+        out.close = self.soh[self._slot(self._head(r).last) * NP + r].c
+        out.volume = w.vs + w.vc
+        out.vwap = vwap_of(w)
 
     # -- monotonic deques ----------------------------------------------------------------
-    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val, bint ismax,
-                         bint inorder) noexcept nogil:
+    cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil:
+        """Keep row r's deque indices in int32: move them back by a multiple of C."""
+        cdef RowHead *hd = self._head(r)
+        cdef WinState *ws = self._ws(r)
+        cdef int which = 0 if ismax else 1
+        cdef int64_t R = (<int64_t>hd.tail[which] - self.C) & ~(<int64_t>self.mask)
+        cdef Py_ssize_t k
+        hd.tail[which] = <int32_t>(hd.tail[which] - R)
+        for k in range(self.K):
+            if ismax:
+                ws[k].fmax = <int32_t>(ws[k].fmax - R)
+            else:
+                ws[k].fmin = <int32_t>(ws[k].fmin - R)
+
+    cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
+                         bint ismax) noexcept nogil:
         """Insert second s (value already in the store) into row r's max/min deque.
 
-        Handles in-order pushes (``inorder``: s >= every second held for the row),
-        out-of-order inserts and replacements whose value did not get worse (a worse
-        replacement of a deque member needs ``_dq_worse``).  Deque invariant: seconds
-        ascending, values strictly decreasing (max) / increasing (min).
+        Handles out-of-order inserts and replacements whose value did not get worse (a
+        worse replacement of a deque member needs ``_dq_worse``; in-order pushes are
+        ``_dq_push``).  Deque invariant: seconds ascending, values strictly decreasing
+        (max) / increasing (min).
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef float fval = f32(val)
-        cdef const double *col = self.sh if ismax else self.sl
+        cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
-        cdef RState *row = &self.rs[r]
-        cdef WState *ws = self.st + r * self.K
-        cdef Py_ssize_t N = self.N, mask = self.mask, k
+        cdef RowHead *hd = self._head(r)
+        cdef WinState *ws = self._ws(r)
+        cdef Py_ssize_t NP = self.NP, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = row.tail[which], i = t, p, delta, j, fk, T = self._T
-        if inorder:
-            # fast path: s goes to the back; the back's value is mirrored in RState, so a
-            # push that pops nothing reads neither the deque nor the store
-            p = t
-            if p > head and dominates(val, row.back[which], ismax):
-                p -= 1
-                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
-                    p -= 1
-        else:
-            while i > head and self._sec(q[(i - 1) & mask].slot) > s:
-                i -= 1
-            if i < t and dom_by_hint(val, fval, q, i & mask, col, N, r, ismax):
-                return          # a later bar is at least as extreme: s never becomes a front
-            p = i
-            while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
-                p -= 1
+        cdef int64_t t = hd.tail[which], i = t, p, delta, j, fk, T = self._T
+        while i > head and self._sec(q[(i - 1) & mask].slot) > s:
+            i -= 1
+        if i < t and dom_by_hint(val, fval, q, i & mask, col, NP, ismax):
+            return          # a later bar is at least as extreme: s never becomes a front
+        p = i
+        while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
+            p -= 1
         delta = p + 1 - i
         if delta > 0:
             j = t
@@ -622,10 +661,10 @@ cdef class Engine:
         q[p & mask].slot = slot
         q[p & mask].v = fval
         if i == t:
-            row.back[which] = val
-        row.b2ok[which] = 0
+            hd.back[which] = val
+        hd.b2ok[which] = 0
         t += delta
-        row.tail[which] = t
+        hd.tail[which] = <int32_t>t
         for k in range(self.K):
             # the front of window k is either unchanged (same entry, maybe shifted) or s
             fk = ws[k].fmax if ismax else ws[k].fmin
@@ -635,64 +674,75 @@ cdef class Engine:
             elif fk >= i:
                 fk += delta
             if ismax:
-                ws[k].fmax = fk
+                ws[k].fmax = <int32_t>fk
                 if fk == p:
                     ws[k].hslot = slot
             else:
-                ws[k].fmin = fk
+                ws[k].fmin = <int32_t>fk
                 if fk == p:
                     ws[k].lslot = slot
+        if t >= REBASE_AT:
+            self._rebase(r, ismax)
 
     cdef inline void _dq_push(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
                               bint ismax) noexcept nogil:
         """In-order case of ``_dq_insert`` (s >= every second held for the row)."""
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef const double *col = self.sh if ismax else self.sl
+        cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
-        cdef RState *row = &self.rs[r]
-        cdef WState *ws = self.st + r * self.K
-        cdef Py_ssize_t N = self.N, mask = self.mask, k
+        cdef RowHead *hd = self._head(r)
+        cdef WinState *ws = self._ws(r)
+        cdef Py_ssize_t NP = self.NP, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = row.tail[which], p = t, T = self._T
-        cdef float fval = f32(val)
-        if p > head and dominates(val, row.back[which], ismax):
+        cdef int64_t t = hd.tail[which], p = t, T = self._T
+        cdef float fval = f32(val), fb2
+        cdef bint pop2
+        if p > head and dominates(val, hd.back[which], ismax):
             p -= 1
-            # the entry before the back is mirrored too (back2): a push that pops one
-            # entry reads neither the deque nor the store (the deque line is a cache miss)
-            if p > head and (dominates(val, row.back2[which], ismax) if row.b2ok[which]
-                             else dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax)):
-                p -= 1
-                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, N, r, ismax):
+            # the entry before the back is mirrored too (float32 copy in back2): a push
+            # that pops one entry reads neither the deque nor the store (the deque line
+            # is a cache miss) unless the float32 copies tie
+            if p > head:
+                fb2 = hd.back2[which]
+                if hd.b2ok[which] and fval != fb2:
+                    pop2 = (fval > fb2) if ismax else (fval < fb2)
+                else:
+                    pop2 = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
+                if pop2:
                     p -= 1
-                row.b2ok[which] = 0         # the new entry before the back: not read exactly
+                    while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
+                        p -= 1
+                    hd.b2ok[which] = 0      # the new entry before the back: not mirrored
             # popped one: the entry before the back is the same as before (back2 unchanged)
         else:
             # nothing popped: the old back is now the entry before the back
-            row.back2[which] = row.back[which]
-            row.b2ok[which] = 1
+            hd.back2[which] = f32(hd.back[which])
+            hd.b2ok[which] = 1
         q[p & mask].v = fval
         q[p & mask].slot = slot
-        row.back[which] = val
-        row.tail[which] = p + 1
+        hd.back[which] = val
+        hd.tail[which] = <int32_t>(p + 1)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
-                    ws[k].fmax = p + 1          # window k holds no bar (all are older)
+                    ws[k].fmax = <int32_t>(p + 1)   # window k holds no bar (all are older)
                 elif ws[k].fmax >= p:
-                    ws[k].fmax = p
+                    ws[k].fmax = <int32_t>p
                     ws[k].hslot = slot
             else:
                 if s <= T - self.win[k]:
-                    ws[k].fmin = p + 1
+                    ws[k].fmin = <int32_t>(p + 1)
                 elif ws[k].fmin >= p:
-                    ws[k].fmin = p
+                    ws[k].fmin = <int32_t>p
                     ws[k].lslot = slot
+        if p + 1 >= REBASE_AT:
+            self._rebase(r, ismax)
 
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef WState *ws = self.st + r * self.K
+        cdef WinState *ws = self._ws(r)
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t i = self.rs[r].tail[0 if ismax else 1]
+        cdef int64_t i = self._head(r).tail[0 if ismax else 1]
         cdef int64_t x
         while i > head:
             x = self._sec(q[(i - 1) & self.mask].slot)
@@ -714,13 +764,13 @@ cdef class Engine:
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef DQE *tmp = self.tmpq
-        cdef const double *col = self.sh if ismax else self.sl
+        cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
-        cdef RState *row = &self.rs[r]
-        cdef WState *ws = self.st + r * self.K
-        cdef Py_ssize_t N = self.N, mask = self.mask, k, sl, m = 0, a
+        cdef RowHead *hd = self._head(r)
+        cdef WinState *ws = self._ws(r)
+        cdef Py_ssize_t NP = self.NP, mask = self.mask, k, sl, m = 0, a
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = row.tail[which], js = t - 1, lo, x, delta, j, fk, T = self._T
+        cdef int64_t t = hd.tail[which], js = t - 1, lo, x, delta, j, fk, T = self._T
         cdef double best, v
         cdef bint have_best
         self.n_rebuilds += 1
@@ -733,13 +783,13 @@ cdef class Engine:
             if lo < -1:
                 lo = -1
         have_best = js + 1 < t
-        best = col[q[(js + 1) & mask].slot * N + r] if have_best else 0.0
+        best = hl(&col[q[(js + 1) & mask].slot * NP], ismax) if have_best else 0.0
         # backward scan over (lo, s]: keep the bars strictly more extreme than all later
         x = s
         sl = self._slot(s)
         while x > lo:
-            if self.present[sl * N + r]:
-                v = col[sl * N + r]
+            if self.present[sl * NP + r]:
+                v = hl(&col[sl * NP], ismax)
                 if not have_best or not dominates(best, v, ismax):
                     tmp[m].slot = <uint16_t>sl
                     tmp[m].v = f32(v)
@@ -765,8 +815,8 @@ cdef class Engine:
         for a in range(m):
             q[(js + a) & mask] = tmp[m - 1 - a]
         t += delta
-        row.tail[which] = t
-        row.b2ok[which] = 0
+        hd.tail[which] = <int32_t>t
+        hd.b2ok[which] = 0
         for k in range(self.K):
             fk = ws[k].fmax if ismax else ws[k].fmin
             if fk == js:
@@ -778,44 +828,152 @@ cdef class Engine:
             elif fk > js:
                 fk += delta
             if ismax:
-                ws[k].fmax = fk
+                ws[k].fmax = <int32_t>fk
                 if fk < t:
                     ws[k].hslot = q[fk & mask].slot
             else:
-                ws[k].fmin = fk
+                ws[k].fmin = <int32_t>fk
                 if fk < t:
                     ws[k].lslot = q[fk & mask].slot
         head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
         if t > head:
-            row.back[which] = col[q[(t - 1) & mask].slot * N + r]
+            hd.back[which] = hl(&col[q[(t - 1) & mask].slot * NP], ismax)
+        if t >= REBASE_AT:
+            self._rebase(r, ismax)
 
     # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
+    cdef inline void _apply_new(self, Py_ssize_t r, RowHead *hd, WinState *ws, WinOut *wo,
+                                uint16_t slot, double o, double h, double l, double c,
+                                double v, double pv) noexcept nogil:
+        """A new latest bar of row r inside every window (bar already stored).
+
+        Both deques and all windows in one pass over the row block: each deque pushes
+        at its back (mirrors in the head decide the first two pops without reading the
+        ring), then each window takes the bar: count, sums, close, and the new entry as
+        its max/min front when it popped everything up to that front."""
+        cdef DQE *qx = self.qmax + r * self.C
+        cdef DQE *qn = self.qmin + r * self.C
+        cdef const OHLC *col = self.soh + r
+        cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
+        cdef int64_t hx = ws[self.kmax].fmax, hn = ws[self.kmax].fmin
+        cdef int64_t px = hd.tail[0], pn = hd.tail[1], cnt
+        cdef float fh = f32(h), fl = f32(l), fb
+        cdef bint pop
+        cdef WinState *w
+        cdef WinOut *out
+        cdef double vol
+        # max deque: pop the entries the new high dominates (ties: keep the latest)
+        if px > hx and h >= hd.back[0]:
+            px -= 1
+            if px > hx:
+                fb = hd.back2[0]
+                if hd.b2ok[0] and fh != fb:
+                    pop = fh > fb
+                else:
+                    pop = dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True)
+                if pop:
+                    px -= 1
+                    while px > hx and dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True):
+                        px -= 1
+                    hd.b2ok[0] = 0
+        else:
+            hd.back2[0] = f32(hd.back[0])
+            hd.b2ok[0] = 1
+        qx[px & mask].v = fh
+        qx[px & mask].slot = slot
+        hd.back[0] = h
+        hd.tail[0] = <int32_t>(px + 1)
+        # min deque
+        if pn > hn and l <= hd.back[1]:
+            pn -= 1
+            if pn > hn:
+                fb = hd.back2[1]
+                if hd.b2ok[1] and fl != fb:
+                    pop = fl < fb
+                else:
+                    pop = dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False)
+                if pop:
+                    pn -= 1
+                    while pn > hn and dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False):
+                        pn -= 1
+                    hd.b2ok[1] = 0
+        else:
+            hd.back2[1] = f32(hd.back[1])
+            hd.b2ok[1] = 1
+        qn[pn & mask].v = fl
+        qn[pn & mask].slot = slot
+        hd.back[1] = l
+        hd.tail[1] = <int32_t>(pn + 1)
+        for k in range(K):
+            w = &ws[k]
+            out = &wo[k]
+            if w.fmax >= px:
+                w.fmax = <int32_t>px
+                w.hslot = slot
+                out.high = h
+            if w.fmin >= pn:
+                w.fmin = <int32_t>pn
+                w.lslot = slot
+                out.low = l
+            cnt = out.count + 1
+            out.count = cnt
+            if cnt == 1:
+                w.fslot = slot
+                out.open = o
+            nadd(&w.vs, &w.vc, v)
+            nadd(&w.ps, &w.pc, pv)
+            w.va += <float>fabs(v)
+            w.pa += <float>fabs(pv)
+            if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+                self._recompute(k, r, self._T - self.win[k], self._T)
+            vol = w.vs + w.vc
+            out.volume = vol
+            out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
+            out.close = c
+        if px + 1 >= REBASE_AT:
+            self._rebase(r, True)
+        if pn + 1 >= REBASE_AT:
+            self._rebase(r, False)
+
+
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil:
-        cdef Py_ssize_t N = self.N, K = self.K, k, kr
-        cdef Py_ssize_t slot = self._slot(s), off = slot * N + r
-        cdef bint replaced = self.present[off], rebuilt = False, inorder
+        cdef Py_ssize_t K = self.K, k
+        cdef Py_ssize_t slot = self._slot(s), off = slot * self.NP + r
+        cdef RowHead *hd = self._head(r)
+        cdef WinState *ws = self._ws(r)
+        cdef WinOut *wo = self._wo(r)
+        cdef WinState *w
+        cdef WinOut *out
+        cdef int64_t last = hd.last
+        # a second after the row's latest bar cannot be held yet: no presence read
+        cdef bint replaced = s <= last and self.present[off], rebuilt = False
+        cdef bint inorder = s >= last
         cdef double oldv = 0.0, oldpv = 0.0, oldh = 0.0, oldl = 0.0
         cdef int64_t T = self._T, cnt
-        cdef WState *ws
+        cdef VP *vp = &self.svp[off]
+        cdef OHLC *b = &self.soh[off]
         if replaced:
-            oldv = self.sv[off]
-            oldpv = self.spv[off]
-            oldh = self.sh[off]
-            oldl = self.sl[off]
+            oldv = vp.v
+            oldpv = vp.pv
+            oldh = b.h
+            oldl = b.l
             self.n_replaced += 1
         else:
             self.n_inserted += 1
-        self.so[off] = o
-        self.sh[off] = h
-        self.sl[off] = l
-        self.sc[off] = c
-        self.sv[off] = v
-        self.spv[off] = pv
+        b.o = o
+        b.h = h
+        b.l = l
+        b.c = c
+        vp.v = v
+        vp.pv = pv
         self.present[off] = 1
-        inorder = s >= self.rs[r].last
-        if s > self.rs[r].last:
-            self.rs[r].last = s
+        if s > last:
+            hd.last = s
+            if s > T - self.Wmin:
+                # the common case: a new latest bar, inside every window
+                self._apply_new(r, hd, ws, wo, <uint16_t>slot, o, h, l, c, v, pv)
+                return False
         if s <= T - self.Wmax:
             return replaced      # held (history) but in no window
         if inorder and not replaced:
@@ -825,26 +983,26 @@ cdef class Engine:
             for k in range(K):
                 if s <= T - self.win[k]:
                     continue
-                kr = r * K + k
-                ws = &self.st[kr]
-                cnt = self.ocnt[kr] + 1
-                self.ocnt[kr] = cnt
-                nadd(&ws.vs, &ws.vc, v)
-                nadd(&ws.ps, &ws.pc, pv)
-                ws.va += fabs(v)
-                ws.pa += fabs(pv)
-                if pv < 0.0 and cancelled(ws):      # volume >= 0: only pv can cancel on add
+                w = &ws[k]
+                out = &wo[k]
+                cnt = out.count + 1
+                out.count = cnt
+                nadd(&w.vs, &w.vc, v)
+                nadd(&w.ps, &w.pc, pv)
+                w.va += fabs(v)
+                w.pa += fabs(pv)
+                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if cnt == 1:
-                    ws.fslot = <uint16_t>slot
-                    self.oo[kr] = o
-                self.ov[kr] = ws.vs + ws.vc
-                self.ow[kr] = vwap_of(ws)
-                self.oc[kr] = c
-                if ws.hslot == slot:
-                    self.oh[kr] = h
-                if ws.lslot == slot:
-                    self.ol[kr] = l
+                    w.fslot = <uint16_t>slot
+                    out.open = o
+                out.volume = w.vs + w.vc
+                out.vwap = vwap_of(w)
+                out.close = c
+                if w.hslot == slot:
+                    out.high = h
+                if w.lslot == slot:
+                    out.low = l
             return False
         # max deque
         if replaced and h < oldh:
@@ -854,7 +1012,7 @@ cdef class Engine:
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, h, True)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, h, True, False)
+            self._dq_insert(r, s, <uint16_t>slot, h, True)
         # min deque
         if replaced and l > oldl:
             if self._dq_contains(r, s, False):
@@ -863,77 +1021,62 @@ cdef class Engine:
         elif inorder:
             self._dq_push(r, s, <uint16_t>slot, l, False)
         else:
-            self._dq_insert(r, s, <uint16_t>slot, l, False, False)
+            self._dq_insert(r, s, <uint16_t>slot, l, False)
         for k in range(K):
             if s <= T - self.win[k]:
                 continue
-            kr = r * K + k
-            ws = &self.st[kr]
+            w = &ws[k]
+            out = &wo[k]
             if replaced:
-                nadd(&ws.vs, &ws.vc, -oldv)
-                nadd(&ws.ps, &ws.pc, -oldpv)
-                nadd(&ws.vs, &ws.vc, v)
-                nadd(&ws.ps, &ws.pc, pv)
-                ws.va += fabs(oldv) + fabs(v)
-                ws.pa += fabs(oldpv) + fabs(pv)
-                if cancelled(ws):
+                nadd(&w.vs, &w.vc, -oldv)
+                nadd(&w.ps, &w.pc, -oldpv)
+                nadd(&w.vs, &w.vc, v)
+                nadd(&w.ps, &w.pc, pv)
+                w.va += fabs(oldv) + fabs(v)
+                w.pa += fabs(oldpv) + fabs(pv)
+                if cancelled(w):
                     self._recompute(k, r, T - self.win[k], T)
             else:
-                self.ocnt[kr] += 1
-                nadd(&ws.vs, &ws.vc, v)
-                nadd(&ws.ps, &ws.pc, pv)
-                ws.va += fabs(v)
-                ws.pa += fabs(pv)
-                if pv < 0.0 and cancelled(ws):      # volume >= 0: only pv can cancel on add
+                out.count += 1
+                nadd(&w.vs, &w.vc, v)
+                nadd(&w.ps, &w.pc, pv)
+                w.va += fabs(v)
+                w.pa += fabs(pv)
+                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
-                if self.ocnt[kr] == 1 or s < self._sec(ws.fslot):
-                    ws.fslot = <uint16_t>slot
-            self.ov[kr] = ws.vs + ws.vc
-            self.ow[kr] = vwap_of(ws)
+                if out.count == 1 or s < self._sec(w.fslot):
+                    w.fslot = <uint16_t>slot
+            out.volume = w.vs + w.vc
+            out.vwap = vwap_of(w)
             if rebuilt:
                 self._refresh_out(k, r)
                 continue
-            if ws.fslot == slot:
-                self.oo[kr] = o
-            if self.rs[r].last == s:
-                self.oc[kr] = c
-            if ws.hslot == slot:
-                self.oh[kr] = h
-            if ws.lslot == slot:
-                self.ol[kr] = l
+            if w.fslot == slot:
+                out.open = o
+            if hd.last == s:
+                out.close = c
+            if w.hslot == slot:
+                out.high = h
+            if w.lslot == slot:
+                out.low = l
         return replaced
 
     cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
-        cdef Py_ssize_t kr = r * self.K, off, b
-        cdef const char *w = <const char *>(self.st + kr)
-        FF_PREFETCH(&self.rs[r])
-        b = 0
-        while b < self.K * <Py_ssize_t>sizeof(WState):
-            FF_PREFETCH(w + b)
+        cdef const char *p = self.blk + r * self.RB
+        cdef Py_ssize_t b = 0, off
+        while b < self.RB:
+            FF_PREFETCH(p + b)
             b += 64
-        FF_PREFETCH(self.oo + kr)
-        FF_PREFETCH(self.oh + kr)
-        FF_PREFETCH(self.ol + kr)
-        FF_PREFETCH(self.oc + kr)
-        FF_PREFETCH(self.ov + kr)
-        FF_PREFETCH(self.ow + kr)
-        FF_PREFETCH(self.ocnt + kr)
         if s <= self._T and s > self._T - self.D:
-            off = self._slot(s) * self.N + r
+            off = self._slot(s) * self.NP + r
             FF_PREFETCH(self.present + off)
-            FF_PREFETCH(self.so + off)
-            FF_PREFETCH(self.sh + off)
-            FF_PREFETCH(self.sl + off)
-            FF_PREFETCH(self.sc + off)
-            FF_PREFETCH(self.sv + off)
-            FF_PREFETCH(self.spv + off)
+            FF_PREFETCH(self.svp + off)
+            FF_PREFETCH(self.soh + off)
 
     cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
-        cdef RState *row = &self.rs[r]
-        cdef Py_ssize_t a = r * self.C + ((row.tail[0] - 1) & self.mask)
-        cdef Py_ssize_t b = r * self.C + ((row.tail[1] - 1) & self.mask)
-        FF_PREFETCH(self.qmax + a)
-        FF_PREFETCH(self.qmin + b)
+        cdef RowHead *hd = self._head(r)
+        FF_PREFETCH(self.qmax + r * self.C + ((hd.tail[0] - 1) & self.mask))
+        FF_PREFETCH(self.qmin + r * self.C + ((hd.tail[1] - 1) & self.mask))
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
@@ -942,16 +1085,20 @@ cdef class Engine:
                               Py_ssize_t n, double now) noexcept nogil:
         cdef Py_ssize_t i, accepted = 0
         cdef int64_t r, s
-        cdef double o, h, l, c, v, pv, limit = now + self.max_future_skew
-        cdef bint check_future = not isnan(now)
+        cdef double o, h, l, c, v, pv
+        cdef int fate
         cdef uint32_t epoch
         self.epoch += 1
         if self.epoch == 0:
             for i in range(self.N):
-                self.rs[i].mark = 0
+                self._head(i).mark = 0
             self.epoch = 1
         epoch = self.epoch
         self.nlast = 0
+        for i in range(PF_FAR if PF_FAR < n else n):
+            r = (<const int64_t *>(rp + i * rs))[0]
+            if r >= 0 and r < self.N:
+                self._prefetch_far(r, (<const int64_t *>(sp + i * ss))[0])
         for i in range(n):
             if i + PF_FAR < n:
                 r = (<const int64_t *>(rp + (i + PF_FAR) * rs))[0]
@@ -972,27 +1119,95 @@ cdef class Engine:
             if r < 0 or r >= self.N:
                 self.n_bad_row += 1
                 continue
-            # x * 0.0 is 0.0 for finite x and NaN for NaN/inf: one test for all six
-            if not ((o * 0.0 + h * 0.0 + l * 0.0 + c * 0.0 + v * 0.0 + pv * 0.0) == 0.0) \
-                    or v < 0.0 or h < l or s < 0:
-                self.n_invalid += 1
-                continue
-            if check_future and s > limit:
-                self.n_future += 1
-                continue
-            if self._T >= 0 and s <= self._T - self.D:
-                self.n_stale += 1
+            fate = bar_fate(s, o, h, l, c, v, pv, self._T, self.D, self.max_future_skew, now)
+            if fate != BAR_ACCEPTED:
+                if fate == BAR_INVALID:
+                    self.n_invalid += 1
+                elif fate == BAR_FUTURE:
+                    self.n_future += 1
+                else:
+                    self.n_stale += 1
                 continue
             if s > self._T:
                 self._advance(s)
             self._apply(r, s, o, h, l, c, v, pv)
             accepted += 1
-            if self.rs[r].mark != epoch:
-                self.rs[r].mark = epoch
+            if self._head(r).mark != epoch:
+                self._head(r).mark = epoch
                 self.lrows[self.nlast] = r
                 self.nlast += 1
         self.n_accepted += accepted
         return accepted
+
+    # -- public Cython API (fastfeed/_ext/engine.pxd) --------------------------------------
+    cdef bint upsert_bar(self, int64_t row, int64_t second, double open, double high,
+                         double low, double close, double volume, double pv,
+                         double now) noexcept nogil:
+        """One bar, as ``upsert`` of a batch of one (last_rows: this row or none)."""
+        return self._upsert_c(<const char *>&row, 8, <const char *>&second, 8,
+                              <const char *>&open, 8, <const char *>&high, 8,
+                              <const char *>&low, 8, <const char *>&close, 8,
+                              <const char *>&volume, 8, <const char *>&pv, 8, 1, now) == 1
+
+    cdef Py_ssize_t upsert_bars(self, Py_ssize_t n, const int64_t *rows, const int64_t *seconds,
+                                const double *open, const double *high, const double *low,
+                                const double *close, const double *volume, const double *pv,
+                                double now) noexcept nogil:
+        """``upsert`` of ``n`` bars from contiguous C arrays; returns the number accepted."""
+        if n <= 0:
+            n = 0
+        return self._upsert_c(<const char *>rows, 8, <const char *>seconds, 8,
+                              <const char *>open, 8, <const char *>high, 8,
+                              <const char *>low, 8, <const char *>close, 8,
+                              <const char *>volume, 8, <const char *>pv, 8, n, now)
+
+    cdef void advance(self, int64_t second) noexcept nogil:
+        """``advance_to``: move the clock forward (no-op if ``second`` is not later)."""
+        self._advance(second)
+
+    cdef int64_t clock(self) noexcept nogil:
+        """``T``: the largest second accepted or advanced to; -1 before any."""
+        return self._T
+
+    cdef Py_ssize_t window_index(self, int64_t W) noexcept nogil:
+        """Index ``k`` of window ``W`` (its position in ``windows``), -1 if none."""
+        cdef Py_ssize_t k
+        for k in range(self.K):
+            if self.win[k] == W:
+                return k
+        return -1
+
+    cdef WindowRow read(self, Py_ssize_t k, Py_ssize_t row) noexcept nogil:
+        """Window ``k`` of ``row`` as of ``T`` (``count == -1``: no such window or row)."""
+        cdef WindowRow w
+        cdef const WinOut *out
+        if k < 0 or k >= self.K or row < 0 or row >= self.N:
+            w.open = w.high = w.low = w.close = w.volume = w.vwap = NAN
+            w.count = -1
+            return w
+        out = &self._wo(row)[k]
+        w.open = out.open
+        w.high = out.high
+        w.low = out.low
+        w.close = out.close
+        w.volume = out.volume
+        w.vwap = out.vwap
+        w.count = out.count
+        return w
+
+    cdef void read_rows(self, Py_ssize_t k, const int64_t *rows, Py_ssize_t n,
+                        WindowRow *out) noexcept nogil:
+        """``out[i] = read(k, rows[i])`` for ``i < n``, prefetching the rows ahead."""
+        cdef Py_ssize_t i, r
+        cdef const char *p
+        for i in range(n):
+            if i + PF_FAR < n and 0 <= k < self.K:
+                r = rows[i + PF_FAR]
+                if 0 <= r < self.N:
+                    p = <const char *>&self._wo(r)[k]
+                    FF_PREFETCH(p)
+                    FF_PREFETCH(p + sizeof(WinOut) - 1)
+            out[i] = self.read(k, rows[i])
 
     # -- Python API ------------------------------------------------------------------------
     def upsert(self, rows, seconds, open, high, low, close, volume, pv,
@@ -1040,6 +1255,31 @@ cdef class Engine:
                 PyBuffer_Release(&b[j])
         return accepted
 
+    def accepts(self, seconds, open, high, low, close, volume, double now=NAN, pv=None):
+        """Would each bar be accepted now (one at a time, against the current clock)?
+
+        The engine's own rule (:func:`bar_fate` in ``engine.pxd``): valid numbers (see
+        ``docs/ENGINE.md``), not in the future of ``now`` (NaN: no check), not stale.
+        ``pv`` defaults to 0 (not checked).  Returns a bool array; changes nothing.
+        """
+        cdef const int64_t[:] sec = np.ascontiguousarray(seconds, dtype=np.int64)
+        cdef const double[:] o = np.ascontiguousarray(open, dtype=np.float64)
+        cdef const double[:] h = np.ascontiguousarray(high, dtype=np.float64)
+        cdef const double[:] l = np.ascontiguousarray(low, dtype=np.float64)
+        cdef const double[:] c = np.ascontiguousarray(close, dtype=np.float64)
+        cdef const double[:] v = np.ascontiguousarray(volume, dtype=np.float64)
+        cdef Py_ssize_t n = sec.shape[0], i
+        pva = np.zeros(n) if pv is None else np.ascontiguousarray(pv, dtype=np.float64)
+        cdef const double[:] p = pva
+        if not (o.shape[0] == h.shape[0] == l.shape[0] == c.shape[0] == v.shape[0] == p.shape[0] == n):
+            raise ValueError("array lengths differ")
+        out = np.empty(n, dtype=np.bool_)
+        cdef uint8_t[:] res = out.view(np.uint8)
+        for i in range(n):
+            res[i] = bar_fate(sec[i], o[i], h[i], l[i], c[i], v[i], p[i], self._T, self.D,
+                              self.max_future_skew, now) == BAR_ACCEPTED
+        return out
+
     def advance_to(self, second):
         """Move the clock ``T`` forward to ``second`` without a bar (no-op if not later)."""
         cdef int64_t s = operator.index(second)
@@ -1074,15 +1314,14 @@ cdef class Engine:
         secs = []
         if self._T >= 0 and span > 0:
             for x in range(max(self._T - span + 1, 0), self._T + 1):
-                if self.present[self._slot(x) * self.N + row]:
+                if self.present[self._slot(x) * self.NP + row]:
                     secs.append(x)
-        sec = np.array(secs, dtype=np.int64)
-        out = {"second": sec}
-        cols = (("open", 0), ("high", 1), ("low", 2), ("close", 3), ("volume", 4), ("pv", 5))
-        store = self._keep[1:7]
         slots = np.array([self._slot(x) for x in secs], dtype=np.int64)
-        for name, j in cols:
-            out[name] = store[j][slots, row].copy() if len(secs) else np.empty(0)
+        vp, ohlc = self._store_views
+        out = {"second": np.array(secs, dtype=np.int64)}
+        for name, a, j in (("open", ohlc, 0), ("high", ohlc, 1), ("low", ohlc, 2),
+                           ("close", ohlc, 3), ("volume", vp, 0), ("pv", vp, 1)):
+            out[name] = a[slots, row, j].copy() if len(secs) else np.empty(0)
         return out
 
     @property

@@ -66,6 +66,17 @@ class Engine:
         n: int = ...,                        # Py_ssize_t; -1: all
         now: float = ...,                    # double; NaN: no future check
     ) -> int: ...
+    def accepts(
+        self,
+        seconds: npt.NDArray[np.int64],
+        open: npt.NDArray[np.float64],
+        high: npt.NDArray[np.float64],
+        low: npt.NDArray[np.float64],
+        close: npt.NDArray[np.float64],
+        volume: npt.NDArray[np.float64],
+        now: float = ...,                    # NaN: no future check
+        pv: npt.NDArray[np.float64] | None = ...,   # None: not checked
+    ) -> npt.NDArray[np.bool_]: ...          # one per bar, against the current clock
     def advance_to(self, second: int) -> None: ...   # int64_t
     @property
     def T(self) -> int: ...

@@ -7,9 +7,10 @@ compare after every step.  The rules (see ``docs/ENGINE.md`` and DESIGN.md
 "Rolling semantics"):
 
 * a bar is rejected, in this order, as ``bad_row`` (row outside ``[0, capacity)``),
-  ``invalid_rejected`` (a non-finite number, ``volume < 0``, ``high < low`` or
-  ``second < 0``), ``future_rejected`` (``second > now + max_future_skew`` when
-  ``now`` is not NaN), ``stale_dropped`` (``second <= T - depth``);
+  ``invalid_rejected`` (a non-finite number, ``volume < 0``, a price <= 0, open or
+  close outside ``[low, high]``, or ``second < 0``), ``future_rejected`` (``second >
+  now + max_future_skew`` when ``now`` is not NaN), ``stale_dropped`` (``second <= T
+  - depth``);
 * otherwise it is accepted: the clock ``T`` moves to ``max(T, second)`` and the bar
   is stored, replacing (``replaced``) or adding (``inserted``) the bar of its
   ``(row, second)``;
@@ -38,6 +39,13 @@ class ReferenceWindow:
     count: np.ndarray
 
 
+def valid_bar(second, o, h, l, c, v, pv):
+    """Finite numbers, second >= 0, volume >= 0, every price > 0, low <= open, close <= high."""
+    prices = (o, h, l, c)
+    return (all(math.isfinite(x) for x in (*prices, v, pv)) and second >= 0 and v >= 0
+            and all(p > 0 for p in prices) and l <= o <= h and l <= c <= h)
+
+
 class ReferenceEngine:
     def __init__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0):
         self.capacity = int(capacity)
@@ -58,14 +66,9 @@ class ReferenceEngine:
         if not 0 <= row < self.capacity:
             self.counters["bad_row"] += 1
             return False
-        if not all(math.isfinite(x) for x in bar) or bar[4] < 0 or bar[1] < bar[2] or second < 0:
-            self.counters["invalid_rejected"] += 1
-            return False
-        if not math.isnan(now) and second > now + self.max_future_skew:
-            self.counters["future_rejected"] += 1
-            return False
-        if self.T >= 0 and second <= self.T - self.depth:
-            self.counters["stale_dropped"] += 1
+        fate = self._fate(second, bar, now)
+        if fate is not None:
+            self.counters[fate] += 1
             return False
         self.advance_to(second)
         key = (row, second)
@@ -73,6 +76,21 @@ class ReferenceEngine:
         self.bars[key] = bar
         self.counters["accepted"] += 1
         return True
+
+    def _fate(self, second, bar, now):
+        """The counter that rejects the bar now, or None when it would be accepted."""
+        if not valid_bar(second, *bar):
+            return "invalid_rejected"
+        if not math.isnan(now) and second > now + self.max_future_skew:
+            return "future_rejected"
+        if self.T >= 0 and second <= self.T - self.depth:
+            return "stale_dropped"
+        return None
+
+    def accepts(self, seconds, o, h, l, c, v, now=math.nan, pv=None):
+        pv = [0.0] * len(seconds) if pv is None else pv
+        return np.array([self._fate(int(seconds[i]), tuple(float(x[i]) for x in (o, h, l, c, v, pv)), now)
+                         is None for i in range(len(seconds))], dtype=bool)
 
     def upsert(self, rows, seconds, o, h, l, c, v, pv, n=-1, now=math.nan):
         n = len(rows) if n < 0 else n

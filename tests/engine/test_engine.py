@@ -187,6 +187,47 @@ def test_invalid_bars_and_bad_rows_are_counted_never_raised():
     assert e.window(5).count.tolist() == [1, 0, 0, 0]
 
 
+@pytest.mark.parametrize("o, h, l, c, ok", [
+    (2.0, 2.0, 1.0, 1.0, True),          # open at the high, close at the low: fine
+    (1.5, 1.5, 1.5, 1.5, True),
+    (2.5, 2.0, 1.0, 1.5, False),         # open above high
+    (0.5, 2.0, 1.0, 1.5, False),         # open below low
+    (1.5, 2.0, 1.0, 2.5, False),         # close above high
+    (1.5, 2.0, 1.0, 0.9, False),         # close below low
+    (0.0, 0.0, 0.0, 0.0, False),         # a zero price
+    (1.0, 1.0, 0.0, 0.5, False),         # low 0, the rest consistent
+    (-1.0, -0.5, -2.0, -1.0, False),     # negative prices, in order
+])
+def test_bars_that_contradict_themselves_are_invalid(o, h, l, c, ok):
+    """open/close outside [low, high] or a price <= 0: invalid_rejected, nothing stored."""
+    e = Engine(2, (5,))
+    batch = bars([1], [T0], o, h, l, c, v=2.0)
+    assert e.accepts(batch[1], *batch[2:7]).tolist() == [ok]
+    assert e.upsert(*batch) == int(ok)
+    assert e.counters["invalid_rejected"] == int(not ok)
+    w = e.window(5)
+    assert w.count[1] == int(ok)
+    if ok:
+        assert (w.open[1], w.high[1], w.low[1], w.close[1]) == (o, h, l, c)
+    else:
+        assert e.T == -1 and math.isnan(w.close[1])
+
+
+def test_accepts_applies_the_clock_without_changing_anything():
+    e = Engine(2, (5,), depth=10, max_future_skew=2.0)
+    e.upsert(*bars([0], [T0], 1.0))
+    secs = np.array([T0 - 10, T0 - 9, T0 + 2, T0 + 3, -1], dtype=np.int64)
+    ones = np.ones(5)
+    got = e.accepts(secs, ones, ones, ones, ones, ones, now=float(T0))
+    assert got.dtype == np.bool_ and got.tolist() == [False, True, True, False, False]
+    assert e.accepts(secs[3:4], ones[:1], ones[:1], ones[:1], ones[:1], ones[:1]).tolist() == [True]
+    assert e.accepts(secs[:1], ones[:1], ones[:1], ones[:1], ones[:1], ones[:1],
+                     pv=np.array([math.nan])).tolist() == [False]
+    assert e.T == T0 and e.counters["accepted"] == 1 and sum(e.counters.values()) == 2
+    with pytest.raises(ValueError, match="lengths"):
+        e.accepts(secs, ones[:2], ones, ones, ones, ones)
+
+
 # -- reads ----------------------------------------------------------------------------------
 def test_window_views_are_zero_copy_read_only_and_copy_is_consistent():
     e = Engine(4, (5,))

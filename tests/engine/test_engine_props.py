@@ -43,7 +43,7 @@ def bar(draw, nrows):
     c = draw(st.sampled_from([h, l, (h + l) / 2, b]))
     v = draw(VOLUMES)
     pv = v * draw(st.sampled_from([c, (h + l) / 2, o]))
-    kind = draw(st.integers(0, 40))
+    kind = draw(st.integers(0, 44))
     if kind == 0:
         v = -1.0                       # invalid: negative volume
     elif kind == 1:
@@ -52,6 +52,15 @@ def bar(draw, nrows):
         o = draw(BAD)                  # invalid: non-finite
     elif kind == 3:
         pv = draw(BAD)
+    elif kind == 4:
+        o = h * 1.5 + 1.0              # invalid: open above high
+    elif kind == 5:
+        c = l * 0.5                    # invalid: close below low
+    elif kind == 6:                    # invalid: a price <= 0 (the bar is otherwise consistent)
+        l = draw(st.sampled_from([0.0, -0.0, -1.0]))
+        o = c = draw(st.sampled_from([l, h]))
+    elif kind == 7:                    # invalid: every price negative, in order
+        o, h, l, c = -o, -l, -h, -c
     return (row, off, o, h, l, c, v, pv)
 
 
@@ -82,6 +91,9 @@ def run(windows, depth, steps, skew=2.0):
             secs = np.array([base + off for off in cols[1]], dtype=np.int64)
             vals = [np.array(c, dtype=np.float64) for c in cols[2:]]
             now = base + now_off if not math.isnan(now_off) else math.nan
+            # the accept rule asked before the batch, each bar against the current clock
+            assert eng.accepts(secs, *vals[:5], now=now, pv=vals[5]).tolist() == \
+                ref.accepts(secs, *vals[:5], now=now, pv=vals[5]).tolist()
             got = eng.upsert(rows, secs, *vals, now=now)
             want = ref.upsert(rows, secs, *vals, now=now)
             assert got == want

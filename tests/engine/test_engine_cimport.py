@@ -16,7 +16,7 @@ import pytest
 
 import fastfeed
 from fastfeed._ext.engine import Engine
-from fastfeed._reference import bars
+from fastfeed.engine.reference import bars
 
 T0 = 1_700_000_000
 PACKAGE_ROOT = pathlib.Path(fastfeed.__file__).resolve().parent.parent

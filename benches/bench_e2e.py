@@ -19,6 +19,7 @@ Run: ``python -m pytest benches/bench_e2e.py --benchmark-only``
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import time
@@ -128,6 +129,7 @@ def test_e2e_throughput(benchmark, maxrate_sim, windows):
     def setup():
         if clients:
             loop.run_until_complete(clients.pop().stop())
+            gc.collect()  # the stopped client's engine (~1 GiB) goes before the next one is built
         c = _Client(maxrate_sim.urls["vantafin"], tickers, WINDOWS[windows])
         loop.run_until_complete(c.start())
         clients.append(c)

@@ -173,6 +173,11 @@ cdef class BarFiller:
     ``None`` when there were none), ``max_s`` (latest bar second, -1 if none).
 
     The batch arrays (``rows``, ``seconds``, ...) are reused: valid until the next call.
+
+    During ``on_batch``: ``rows[:n]``/``seconds[:n]`` are the bars of that upsert (in
+    arrival order), ``batch_first_ns``/``batch_last_ns`` the receive times of its first and
+    last message, and ``waiting_s`` the latest second of a message already received that
+    waits behind this upsert because it starts a later second (-1 when none does).
     """
     cdef readonly object rows, seconds, open, high, low, close, volume, pv
     cdef int64_t* p_rows
@@ -207,7 +212,11 @@ cdef class BarFiller:
     cdef public bint deferred
     cdef public Py_ssize_t max_pending
     cdef readonly Py_ssize_t pending
-    cdef int64_t pending_recv_ns, pending_max_s
+    cdef int64_t pending_recv_ns, pending_last_ns, pending_max_s
+    # for on_batch: receive times (ns) of the first and last message of the batch just
+    # upserted, and the latest second of a message already received and waiting behind
+    # it (-1: none; set only while a later second's message waits: see _upsert_split)
+    cdef readonly int64_t batch_first_ns, batch_last_ns, waiting_s
 
     def __init__(self, bar_type, fields, universe, overflow_exc, engine,
                  int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
@@ -250,6 +259,9 @@ cdef class BarFiller:
         self.deferred = False
         self.max_pending = 16384
         self.pending = 0
+        self.batch_first_ns = 0
+        self.batch_last_ns = 0
+        self.waiting_s = -1
 
     cdef int _grow(self, Py_ssize_t need, Py_ssize_t keep=0) except -1:
         """Reallocate the columns for at least ``need`` bars, keeping the first ``keep``."""
@@ -424,6 +436,7 @@ cdef class BarFiller:
         self.accepted = 0
         if n == 0:
             return 0
+        self.batch_first_ns = self.batch_last_ns = recv_ns
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
@@ -480,10 +493,11 @@ cdef class BarFiller:
                     # the clock to at most one new second (on_batch's T, gap reports)
                     self._upsert_split(n, recv_ns)
                 elif self.pending == 0:
-                    self.pending_recv_ns = recv_ns
+                    self.pending_recv_ns = self.pending_last_ns = recv_ns
                     self.pending_max_s = self.max_s
                     self.pending = n
                 else:
+                    self.pending_last_ns = recv_ns
                     self.pending += n
             if self.values_errors or self.overflow or self.others is not None:
                 self.after_fill(recv_ns)
@@ -510,7 +524,11 @@ cdef class BarFiller:
         (one message, of a later second, received at ``recv_ns``) to the front."""
         cdef Py_ssize_t k = self.pending
         cdef int64_t max_s = self.max_s
-        self._upsert_pending()
+        self.waiting_s = max_s
+        try:
+            self._upsert_pending()
+        finally:
+            self.waiting_s = -1
         memmove(self.p_rows, self.p_rows + k, n * sizeof(int64_t))
         memmove(self.p_sec, self.p_sec + k, n * sizeof(int64_t))
         memmove(self.p_o, self.p_o + k, n * sizeof(double))
@@ -520,7 +538,7 @@ cdef class BarFiller:
         memmove(self.p_v, self.p_v + k, n * sizeof(double))
         memmove(self.p_pv, self.p_pv + k, n * sizeof(double))
         self.pending = n
-        self.pending_recv_ns = recv_ns
+        self.pending_recv_ns = self.pending_last_ns = recv_ns
         self.pending_max_s = max_s
         return 0
 
@@ -531,6 +549,8 @@ cdef class BarFiller:
             return 0
         self.pending = 0
         self.n = n
+        self.batch_first_ns = recv_ns
+        self.batch_last_ns = self.pending_last_ns
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
@@ -689,6 +709,7 @@ cdef class SfoxState:
 
     def commit(self, BarFiller out, int64_t recv_ns) -> int:
         """Upsert the one bar :meth:`update` wrote into ``out``; return accepted."""
+        out.batch_first_ns = out.batch_last_ns = recv_ns
         out.accepted = out.upsert(out.rows, out.seconds, out.open, out.high, out.low,
                                   out.close, out.volume, out.pv, 1, recv_ns / 1e9)
         out.processing_latency.record(now_ns() - recv_ns)

@@ -49,6 +49,9 @@ class BarFiller:
     deferred: bool          # bars wait in the arrays for flush_pending() (one upsert per buffer)
     max_pending: int        # deferred bars beyond this are upserted at once
     pending: int            # readonly: bars waiting for flush_pending()
+    batch_first_ns: int     # readonly, during on_batch: receive time (ns) of the batch's first message
+    batch_last_ns: int      # readonly, during on_batch: ... of its last message
+    waiting_s: int          # readonly, during on_batch: second of a message waiting behind this batch (-1 none)
     def fill(self, msg: Any) -> int: ...
     def process(self, msg: Any, recv_ns: int) -> int: ...
     def bind(self, decode: Any, stats: Any, engine: Any, on_batch: Any, after_fill: Any,

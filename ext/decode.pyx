@@ -176,8 +176,9 @@ cdef class BarFiller:
 
     During ``on_batch``: ``rows[:n]``/``seconds[:n]`` are the bars of that upsert (in
     arrival order), ``batch_first_ns``/``batch_last_ns`` the receive times of its first and
-    last message, and ``waiting_s`` the latest second of a message already received that
-    waits behind this upsert because it starts a later second (-1 when none does).
+    last message.  ``before_second(s)``, when set, is called before an upsert whose bars
+    reach a second ``s`` later than the engine's clock (the windows are still as of the
+    clock then).
     """
     cdef readonly object rows, seconds, open, high, low, close, volume, pv
     cdef int64_t* p_rows
@@ -213,10 +214,11 @@ cdef class BarFiller:
     cdef public Py_ssize_t max_pending
     cdef readonly Py_ssize_t pending
     cdef int64_t pending_recv_ns, pending_last_ns, pending_max_s
-    # for on_batch: receive times (ns) of the first and last message of the batch just
-    # upserted, and the latest second of a message already received and waiting behind
-    # it (-1: none; set only while a later second's message waits: see _upsert_split)
-    cdef readonly int64_t batch_first_ns, batch_last_ns, waiting_s
+    # for on_batch: receive times (ns) of the first and last message of the batch just upserted
+    cdef readonly int64_t batch_first_ns, batch_last_ns
+    # before_second(s): called before an upsert whose bars reach a second s later than the
+    # engine's clock (None: not called)
+    cdef public object before_second
 
     def __init__(self, bar_type, fields, universe, overflow_exc, engine,
                  int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
@@ -261,7 +263,8 @@ cdef class BarFiller:
         self.pending = 0
         self.batch_first_ns = 0
         self.batch_last_ns = 0
-        self.waiting_s = -1
+        self.before_second = None
+        self.engine = engine
 
     cdef int _grow(self, Py_ssize_t need, Py_ssize_t keep=0) except -1:
         """Reallocate the columns for at least ``need`` bars, keeping the first ``keep``."""
@@ -437,6 +440,8 @@ cdef class BarFiller:
         if n == 0:
             return 0
         self.batch_first_ns = self.batch_last_ns = recv_ns
+        if self.before_second is not None and self.max_s > self.engine.T:
+            self.before_second(self.max_s)
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
@@ -524,11 +529,7 @@ cdef class BarFiller:
         (one message, of a later second, received at ``recv_ns``) to the front."""
         cdef Py_ssize_t k = self.pending
         cdef int64_t max_s = self.max_s
-        self.waiting_s = max_s
-        try:
-            self._upsert_pending()
-        finally:
-            self.waiting_s = -1
+        self._upsert_pending()
         memmove(self.p_rows, self.p_rows + k, n * sizeof(int64_t))
         memmove(self.p_sec, self.p_sec + k, n * sizeof(int64_t))
         memmove(self.p_o, self.p_o + k, n * sizeof(double))
@@ -551,6 +552,8 @@ cdef class BarFiller:
         self.n = n
         self.batch_first_ns = recv_ns
         self.batch_last_ns = self.pending_last_ns
+        if self.before_second is not None and self.pending_max_s > self.engine.T:
+            self.before_second(self.pending_max_s)
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
@@ -710,6 +713,8 @@ cdef class SfoxState:
     def commit(self, BarFiller out, int64_t recv_ns) -> int:
         """Upsert the one bar :meth:`update` wrote into ``out``; return accepted."""
         out.batch_first_ns = out.batch_last_ns = recv_ns
+        if out.before_second is not None and out.max_s > out.engine.T:
+            out.before_second(out.max_s)
         out.accepted = out.upsert(out.rows, out.seconds, out.open, out.high, out.low,
                                   out.close, out.volume, out.pv, 1, recv_ns / 1e9)
         out.processing_latency.record(now_ns() - recv_ns)

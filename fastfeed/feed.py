@@ -13,6 +13,9 @@ Two ways to run it:
 Zero-copy reads (``feed.window(60)``) return views into the engine's arrays. They are
 valid until the next update: read them inside ``on_update`` (asyncio or thread mode)
 or on the event loop between awaits; elsewhere ask for a copy.
+
+The completed second (``on_second``, ``next_second``, ``wait_second``) and slow
+strategies (``strategy_thread``, ``lag_warn_s``): ``fastfeed.callbacks``, docs/SECONDS.md.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from . import feeds as _feeds
 from ._ext.engine import Engine
+from .callbacks import Callbacks, Second, check_options
 from .frame import WindowFrame
 from .snapshot import snapshot_document, sync_engine_counters
 from .stats import Stats
@@ -40,6 +44,7 @@ API_KEY_ENV = {"vantafin": "VANTAFIN_API_KEY", "sfox": "SFOX_API_KEY", "massive"
 DEFAULT_TOPICS = {"vantafin": ("LS.*",), "massive": ("A.*",)}
 
 UpdateCallback = Callable[[np.ndarray, int], None]
+SecondCallback = Callable[[int, dict], None]
 EventCallback = Callable[[str, dict], None]
 
 
@@ -61,6 +66,23 @@ class Feed:
     :param capacity: most instruments the universe holds (rows preallocated).
     :param on_update: ``on_update(rows, T)`` once per engine update that changed rows (one per socket read):
         ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
+    :param on_second: ``on_second(T, info)`` once per second ``T`` that received bars, in
+        order, when its cross-section is judged complete: ``info["reason"]`` is
+        ``"complete"`` (every expected instrument reported), ``"quiet"`` (nothing for
+        ``second_quiet_ms`` after ``T``'s last bar) or ``"next"`` (a later second began);
+        also ``reported``, ``expected``, ``latency_us``, ``since_last_bar_us``,
+        ``late_bars``, ``clock``.  Late bars of an announced second never call it again.
+    :param second_quiet_ms: the ``quiet`` silence, ms (default 20).
+    :param expect_seconds: an instrument is expected in ``T`` when it reported in one of
+        the ``expect_seconds`` seconds before ``T`` (default 3).
+    :param strategy_thread: run ``on_update``/``on_second`` on a thread of their own with
+        latest-state semantics: the feed never waits for them; they get consistent copies
+        (``feed.window(W)`` on that thread returns them); seconds they were too slow for
+        are counted in ``stats.seconds_skipped``.
+    :param lag_warn_s: warn (rate-limited log line, ``on_event("lag", ...)``) when the
+        feed falls this many seconds behind its own clock, naming the callback that causes it.
+    :param clock_rate: the feed's seconds per wall second, for the lag: 1 for a live feed,
+        ``k`` for a simulator running at ``--speed k``.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
     :param connection_options: more keyword arguments for the transport's ``Connection``
         (e.g. ``backoff_initial``, ``backoff_max``, ``max_message_size``).
@@ -81,6 +103,12 @@ class Feed:
         capacity: int = 16384,
         max_future_skew: float = 5.0,
         on_update: UpdateCallback | None = None,
+        on_second: SecondCallback | None = None,
+        second_quiet_ms: float = 20.0,
+        expect_seconds: int = 3,
+        strategy_thread: bool = False,
+        lag_warn_s: float = 1.0,
+        clock_rate: float = 1.0,
         on_event: EventCallback | None = None,
         ping_interval: float = 5.0,
         idle_timeout: float = 15.0,
@@ -109,8 +137,12 @@ class Feed:
         self.stats = Stats()
         self.universe = Universe(capacity)
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
-        self._user_on_update = on_update
         self._user_on_event = on_event
+        check_options(second_quiet_ms, expect_seconds, lag_warn_s, clock_rate)
+        self._callback_options = dict(on_update=on_update, on_second=on_second, second_quiet_ms=second_quiet_ms,
+                                      expect_seconds=expect_seconds, strategy_thread=strategy_thread,
+                                      lag_warn_s=lag_warn_s, clock_rate=clock_rate)
+        self._callbacks: Callbacks | None = None
         self._gap_from: int | None = None  # T when a reconnect succeeded, until bars arrive
         self._reconnecting = False
         self.session = _feeds.make_session(
@@ -124,6 +156,8 @@ class Feed:
             on_event=self._emit,
             **(session_options or {}),
         )
+        if on_update is not None or on_second is not None:
+            self._callbacks = Callbacks(self, **self._callback_options)
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
@@ -183,8 +217,8 @@ class Feed:
             if T > before + 1:  # whole seconds were missed: report the gap
                 self.stats.record_gap(before, int(T))
                 self._emit("gap", {"last_before": before, "first_after": int(T)})
-        if self._user_on_update is not None:
-            self._user_on_update(rows, T)
+        if self._callbacks is not None:
+            self._callbacks.on_batch(rows, T)
 
     # ------------------------------------------------------------------ asyncio mode
     async def __aenter__(self) -> "Feed":
@@ -236,6 +270,8 @@ class Feed:
             await self._conn.stop()
         if self._task is not None:
             await asyncio.wait([self._task])  # its error, if any, stays in ``self.error``
+        if self._callbacks is not None:
+            self._callbacks.close()
         if self._close_recording is not None:
             close, self._close_recording = self._close_recording, None
             self.recording = close()
@@ -339,6 +375,8 @@ class Feed:
         flush = getattr(self.session, "flush_stats", None)
         if flush is not None:
             flush()
+        if self._callbacks is not None:
+            self._callbacks.flush_stats()
 
     def window(self, seconds: int, copy: bool = False) -> WindowFrame:
         """One window's columns for the known instruments.
@@ -349,6 +387,10 @@ class Feed:
         """
         if seconds not in self.engine.windows:
             raise KeyError(f"no {seconds}s window: this feed keeps {self.windows}")
+        if self._callbacks is not None:
+            frames = self._callbacks.frames_here()
+            if frames is not None:  # inside a strategy-thread callback: its consistent copies
+                return frames[seconds]
 
         def read() -> WindowFrame:
             v = self.engine.window_copy(seconds) if copy else self.engine.window(seconds)
@@ -360,6 +402,34 @@ class Feed:
             )
 
         return self._on_feed_thread(read) if copy else read()
+
+    # ------------------------------------------------------------------ completed seconds
+    def _ensure_callbacks(self) -> Callbacks:
+        if self._callbacks is None:
+            self._callbacks = Callbacks(self, **self._callback_options)
+        return self._callbacks
+
+    def track_seconds(self) -> None:
+        """Apply the completed-second rule without a callback (its stats only; ``watch``)."""
+        self._on_feed_thread(lambda: self._ensure_callbacks().track_seconds())
+
+    async def next_second(self, timeout: float | None = None) -> Second:
+        """asyncio: wait for the next announced second; returns ``Second(T, info, frames)``
+        (``frames``: ``{W: WindowFrame}``, copies taken at the announcement).  When the
+        caller was slower than the feed, the newest second comes back and
+        ``info["skipped"]`` says how many it missed (``stats.seconds_skipped``).  Seconds
+        are announced from the first call on.  Raises ``TimeoutError``.
+        """
+        return await self._ensure_callbacks().next_second(timeout)
+
+    def wait_second(self, timeout: float | None = None) -> Second:
+        """Thread mode (``feed.start()``): block until the next announced second; returns
+        ``Second(T, info, frames)`` like :meth:`next_second`.  Raises ``TimeoutError``."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("wait_second() would block the feed's own thread: use next_second()")
+        cb = self._ensure_callbacks()
+        self._on_feed_thread(cb.start_consuming)
+        return cb.wait_second(timeout)
 
     def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
         """The ``fastfeed snapshot`` document (a consistent copy, safe from any thread)."""

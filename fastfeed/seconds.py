@@ -8,7 +8,8 @@ calls ``on_close(T, info)`` **exactly once per second that received bars, in ord
   each engine update);
 * ``"quiet"``: no bar of ``T`` arrived for ``quiet_ms`` after ``T``'s last bar
   (:meth:`SecondTracker.poll`, driven by a timer at :meth:`SecondTracker.deadline_ns`);
-* ``"next"``: a bar of a later second arrived first.
+* ``"next"``: a bar of a later second arrived first (:meth:`SecondTracker.before_second`
+  closes ``T`` before that bar reaches the engine, so the windows are still as of ``T``).
 
 The **expected set** of ``T`` is the instruments that reported in any of the
 ``expect_seconds`` seconds before ``T`` (late reports included): a halted or delisted
@@ -94,16 +95,22 @@ class SecondTracker:
         n = self.counter.late_of(second)
         return None if n < 0 else int(n)
 
+    def before_second(self, second: int) -> None:
+        """Bars of ``second`` are about to reach the engine: if later than the open second,
+        that one closes now (reason ``next``), while the windows are still as of it."""
+        open_s = self.counter.open_s
+        if 0 <= open_s < second:
+            self._close("next")
+
     def update(self, rows: np.ndarray, seconds: np.ndarray, n: int, first_ns: int, last_ns: int,
-               lo: int, hi: int, waiting_s: int = -1) -> None:
+               lo: int, hi: int) -> None:
         """One engine update: the bars ``(rows[i], seconds[i])``, ``i < n``, in arrival order.
 
         ``first_ns``/``last_ns``: receive times (epoch ns) of the update's first and last
         message; ``lo``/``hi``: bars with a second ``<= lo`` (dropped as too old) or
-        ``> hi`` (rejected: beyond the engine's clock) are not counted; ``waiting_s``: the
-        second of a message received and waiting behind this update (``-1``: none) — if
-        later than the open second, it closes with reason ``next`` before that message
-        reaches the engine.
+        ``> hi`` (rejected: beyond the engine's clock) are not counted.  A bar of a second
+        later than the open one closes it (reason ``next``) unless :meth:`before_second`
+        did already.
         """
         k = self.counter
         i = 0
@@ -116,11 +123,8 @@ class SecondTracker:
             if i >= n:
                 break
             self._close("next")
-        if k.open_s >= 0:
-            if waiting_s > k.open_s:
-                self._close("next")
-            elif k.complete():
-                self._close("complete")
+        if k.open_s >= 0 and k.complete():
+            self._close("complete")
 
     def deadline_ns(self) -> int | None:
         """When the open second goes quiet (epoch ns), ``None`` when none is open."""

@@ -29,13 +29,14 @@ class Recorder:
 
 # a step: an update (bars, lo, hi, waiting_s) or a quiet poll
 bar = st.tuples(st.integers(-1, CAP), st.integers(95, 112))
-update = st.tuples(st.just("update"), st.lists(bar, max_size=25), st.integers(90, 100), st.integers(100, 115),
-                   st.integers(-1, 114))
+update = st.tuples(st.just("update"), st.lists(bar, max_size=25), st.integers(90, 100), st.integers(100, 115))
+before = st.tuples(st.just("before"), st.integers(95, 114))
 quiet = st.tuples(st.just("quiet"))
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=st.lists(st.one_of(update, quiet), max_size=30), E=st.integers(1, 5), floor=st.integers(-1, 97))
+@given(steps=st.lists(st.one_of(update, quiet, before), max_size=30), E=st.integers(1, 5),
+       floor=st.integers(-1, 97))
 def test_counter_matches_the_reference(steps, E, floor):
     fast, ref = Recorder(), Recorder()
     a = SecondTracker(CAP, fast, quiet_ms=1, expect_seconds=E, floor=floor)
@@ -45,11 +46,14 @@ def test_counter_matches_the_reference(steps, E, floor):
         t += 10 * NS
         if step[0] == "quiet":
             assert a.poll(t) == b.poll(t)
+        elif step[0] == "before":
+            a.before_second(step[1])
+            b.before_second(step[1])
         else:
-            _, bars, lo, hi, waiting = step
+            _, bars, lo, hi = step
             rows, secs = _arrays(bars)
-            a.update(rows, secs, len(bars), t, t, lo, hi, waiting)
-            b.update(rows, secs, len(bars), t, t, lo, hi, waiting)
+            a.update(rows, secs, len(bars), t, t, lo, hi)
+            b.update(rows, secs, len(bars), t, t, lo, hi)
         ka, kb = a.counter, b.counter
         assert (ka.open_s, ka.closed_s, ka.late_bars, ka.late_since) == \
                (kb.open_s, kb.closed_s, kb.late_bars, kb.late_since)
@@ -117,7 +121,10 @@ def test_a_halted_row_leaves_the_expected_set_after_expect_seconds():
 def test_next_closes_before_the_waiting_message_and_bars_of_a_skipped_second_are_late():
     calls = Recorder()
     tr = SecondTracker(CAP, calls, quiet_ms=20, expect_seconds=2)
-    tr.update(*_arrays([(0, 100), (1, 100), (2, 100)]), 3, 0, 0, 0, 100, waiting_s=102)
+    tr.update(*_arrays([(0, 100), (1, 100), (2, 100)]), 3, 0, 0, 0, 100)
+    tr.before_second(100)  # not later than the open second: nothing
+    assert calls.calls == []
+    tr.before_second(102)
     assert calls.calls == [(100, {"reason": "next", "reported": 3, "expected": 0, "late_bars": 0})]
     tr.update(*_arrays([(0, 102), (1, 101), (1, 102)]), 3, NS, NS, 0, 102)
     assert tr.open_second == 102 and tr.late_bars == 1  # 101 opened after 102: never announced

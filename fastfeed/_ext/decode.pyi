@@ -1,5 +1,5 @@
 """Fill loops: decoded msgspec Structs -> preallocated batch arrays -> ``Engine.upsert``."""
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class BarFiller:
     pending: int            # readonly: bars waiting for flush_pending()
     batch_first_ns: int     # readonly, during on_batch: receive time (ns) of the batch's first message
     batch_last_ns: int      # readonly, during on_batch: ... of its last message
-    waiting_s: int          # readonly, during on_batch: second of a message waiting behind this batch (-1 none)
+    before_second: Callable[[int], None] | None  # called before an upsert that moves the clock to a new second
     def fill(self, msg: Any) -> int: ...
     def process(self, msg: Any, recv_ns: int) -> int: ...
     def bind(self, decode: Any, stats: Any, engine: Any, on_batch: Any, after_fill: Any,

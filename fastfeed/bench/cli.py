@@ -24,6 +24,7 @@ EPILOG = textwrap.dedent(
       fastfeed bench --quick
       fastfeed bench --json > bench.json
       fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
+      fastfeed bench --seconds --speed 10
     """
 )
 
@@ -69,6 +70,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--frame-cache", metavar="DIALECT[,DIALECT]", default=None,
                    help="serve these dialects' max-rate cases from recorded simulator frames "
                         "(for a simulator slower than the clients; see docs/BENCHMARKS.md)")
+    p.add_argument("--seconds", action="store_true",
+                   help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
+                        "the engine update (--tickers, --speed, --json apply; docs/SECONDS.md)")
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -113,6 +117,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import report
     from .harness import plan, run_bench
 
+    if getattr(args, "seconds", False):
+        return _cmd_seconds(args)
     cfg, notes = config_from_args(args)
     argv = getattr(args, "_argv", None)
     command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
@@ -151,6 +157,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.render_table(doc))
     return 1 if any(r.get("error") for r in doc["results"]) else 0
+
+
+def _cmd_seconds(args: argparse.Namespace) -> int:
+    from . import report
+    from .seconds import render, run_second_bench
+
+    doc = run_second_bench(tickers=args.tickers, speed=args.speed or 10.0, seed=args.seed,
+                           **({"windows": args.windows} if args.windows else {}))
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report.to_json(doc))
+    sys.stdout.write(report.to_json(doc) + "\n" if args.json else render(doc))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

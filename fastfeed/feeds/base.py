@@ -122,6 +122,8 @@ class BaseSession:
 
     name = "base"
     tag_field = "type"
+    #: seconds over which the bars of one second arrive (0: as a burst after the second)
+    bar_spread_s = 0.0
     known_tags: frozenset[str] = frozenset()
     decoder: msgspec.json.Decoder
     element_decoder: msgspec.json.Decoder

@@ -92,6 +92,7 @@ class SfoxSession(BaseSession):
     name = "sfox"
     tag_field = "type"
     known_tags = frozenset({"success", "error"})
+    bar_spread_s = 1.0  # a pair's update arrives during its second, not after it
     api_key_env = API_KEY_ENV
     decoder = decoder
     element_decoder = element_decoder

@@ -30,6 +30,7 @@ from picows import WSListener, WSMsgType, ws_create_server  # type: ignore[attr-
 
 from .._ext.simencode import encode_massive_frames, encode_vantafin_frames
 from ..transport import _MaskingAdapter
+from . import bursts
 from .faults import Faults
 from .market import CryptoUpdate, Market, StockSecond
 
@@ -153,6 +154,7 @@ class SimConnection(WSListener):
         self._pending_stall = False
         self._rec: list[tuple] = []
         self._rec_updates: list[tuple[int, CryptoUpdate]] = []
+        self._rec_seconds: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self._massive_acc: Optional[dict[str, np.ndarray]] = None
 
     # -- picows callbacks ----------------------------------------------------------------
@@ -514,8 +516,15 @@ class SimConnection(WSListener):
         if rows is not None and len(rows) == 0:
             return
         bars = sim.market.stock_second(s, rows)
-        self._emit_bars(bars, False)
         f = sim.config.faults
+        delayed, withheld = None, bursts.NO_ROWS
+        if self.faulty and (f.withhold_every or f.delay_every):
+            bars, delayed, withheld = bursts.shape(bars, s - sim.start_second, f)
+        if sim.config.record:
+            self._rec_seconds.append((s, bars.rows, delayed.rows if delayed is not None else bursts.NO_ROWS, withheld))
+        self._emit_bars(bars, False)
+        if delayed is not None:
+            asyncio.get_running_loop().call_later(f.delay_ms / 1000.0, self._emit_delayed, delayed)
         if self.faulty and f.correction_every and (s - sim.start_second) % f.correction_every == 0:
             s0 = s - f.correction_lag
             if self.first_second is not None and s0 >= self.first_second:
@@ -570,6 +579,11 @@ class SimConnection(WSListener):
                        if self.feed == "vantafin" else b'{"ev":"A","sym":"BAD","v":"oops"}')
                 chunk = chunk[: len(chunk) // 2] + [bad] + chunk[len(chunk) // 2:]
             self._data_frame(b"[" + b",".join(chunk) + b"]")
+
+    def _emit_delayed(self, bars: StockSecond) -> None:
+        if not self.closed:
+            self._emit_bars(bars, False)
+            self.flush()
 
     def _massive_arrays(self, bars: StockSecond) -> dict[str, np.ndarray]:
         """Per-bar fields of the ``A`` aggregates (day accumulators kept per connection)."""
@@ -670,6 +684,10 @@ class SimConnection(WSListener):
             a["correction"] = corr
             parts.append(a)
         return np.concatenate(parts) if parts else np.empty(0, BAR_DTYPE)
+
+    def sent_seconds(self) -> dict[int, bursts.SecondSent]:
+        """Per second (stocks feeds): the tickers sent in its burst, delayed past it, withheld."""
+        return bursts.per_second(self.sim.market.tickers, self._rec_seconds)
 
     def sent_updates(self) -> list[tuple[int, CryptoUpdate]]:
         """Every sFOX update this connection sent: ``(sequence, CryptoUpdate)`` in send order."""

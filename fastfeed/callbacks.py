@@ -82,8 +82,9 @@ class Callbacks:
         self._names = (callback_name("on_update", on_update), callback_name("on_second", on_second))
         self.quiet_ms = float(second_quiet_ms)
         self.expect_seconds = int(expect_seconds)
+        self._spread_s = float(getattr(feed.session, "bar_spread_s", 0.0))
         self.monitor = LagMonitor(feed.stats, lag_warn_s, emit=feed._emit, clock_rate=clock_rate,
-                                  spread_s=getattr(feed.session, "bar_spread_s", 0.0))
+                                  spread_s=self._spread_s)
         self.tracker: SecondTracker | None = None
         self._strategy_thread = bool(strategy_thread)
         self._thread: StrategyThread | None = None
@@ -103,7 +104,8 @@ class Callbacks:
         the current clock are not announced: the clock's second was already under way."""
         if self.tracker is None:
             self.tracker = SecondTracker(self.engine.capacity, self._announce, quiet_ms=self.quiet_ms,
-                                         expect_seconds=self.expect_seconds, floor=int(self.engine.T))
+                                         expect_seconds=self.expect_seconds, floor=int(self.engine.T),
+                                         spread_s=self._spread_s)
             self.feed.session.filler.before_second = self.tracker.before_second
         return self.tracker
 

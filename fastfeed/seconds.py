@@ -7,7 +7,10 @@ calls ``on_close(T, info)`` **exactly once per second that received bars, in ord
 * ``"complete"``: every instrument expected in ``T`` has reported ``T`` (checked after
   each engine update);
 * ``"quiet"``: no bar of ``T`` arrived for ``quiet_ms`` after ``T``'s last bar
-  (:meth:`SecondTracker.poll`, driven by a timer at :meth:`SecondTracker.deadline_ns`);
+  (:meth:`SecondTracker.poll`, driven by a timer at :meth:`SecondTracker.deadline_ns`).
+  For a feed whose bars arrive *during* their second (``spread_s`` = 1: sFOX), the
+  silence counts from the end of ``T`` at the earliest (at most ``spread_s`` after the
+  last bar): a lull inside the second does not close it;
 * ``"next"``: a bar of a later second arrived first (:meth:`SecondTracker.before_second`
   closes ``T`` before that bar reaches the engine, so the windows are still as of ``T``).
 
@@ -60,12 +63,15 @@ class SecondTracker:
         closes ``T``.
     :param expect_seconds: how many seconds back a report makes an instrument expected.
     :param floor: seconds ``<= floor`` are never announced (the clock when tracking began).
+    :param spread_s: how long after the start of ``T`` its bars may still arrive (0: bars
+        come as a burst after the second; 1.0: during the second, as sFOX updates do).
     :param counter: the counting kernel (default :class:`SecondCounter`; tests pass the
         plain reference).
     """
 
     def __init__(self, capacity: int, on_close: CloseCallback, *, quiet_ms: float = DEFAULT_QUIET_MS,
-                 expect_seconds: int = DEFAULT_EXPECT_SECONDS, floor: int = -1, counter: Any = None) -> None:
+                 expect_seconds: int = DEFAULT_EXPECT_SECONDS, floor: int = -1, spread_s: float = 0.0,
+                 counter: Any = None) -> None:
         if quiet_ms <= 0:
             raise ValueError("second_quiet_ms must be > 0")
         if int(expect_seconds) < 1:
@@ -75,6 +81,7 @@ class SecondTracker:
         self.quiet_ms = float(quiet_ms)
         self.quiet_ns = int(quiet_ms * 1e6)
         self.expect_seconds = int(expect_seconds)
+        self.spread_ns = int(spread_s * 1e9)
         self.first_ns = 0  # receive time of the open second's first bar
         self.last_ns = 0   # ... of its last bar so far
         self.completed = dict.fromkeys(REASONS, 0)
@@ -128,14 +135,21 @@ class SecondTracker:
 
     def deadline_ns(self) -> int | None:
         """When the open second goes quiet (epoch ns), ``None`` when none is open."""
-        return self.last_ns + self.quiet_ns if self.counter.open_s >= 0 else None
+        T = self.counter.open_s
+        if T < 0:
+            return None
+        last = self.last_ns
+        if self.spread_ns:  # not before T's bars can have arrived, nor spread_s after the last one
+            last = max(last, min(T * 1_000_000_000 + self.spread_ns, last + self.spread_ns))
+        return last + self.quiet_ns
 
     def poll(self, now_ns: int | None = None) -> bool:
         """Close the open second if it has been quiet for ``quiet_ms``; True if it closed."""
-        if self.counter.open_s < 0:
+        deadline = self.deadline_ns()
+        if deadline is None:
             return False
         now = time.time_ns() if now_ns is None else now_ns
-        if now < self.last_ns + self.quiet_ns:
+        if now < deadline:
             return False
         self._close("quiet", now)
         return True

@@ -140,6 +140,24 @@ def test_bars_beyond_the_engine_clock_or_too_old_are_not_counted():
     assert tr.open_second == 100 and tr.counter.reported == 1 and tr.late_bars == 0
 
 
+def test_bars_that_arrive_during_their_second_are_not_closed_by_a_lull_inside_it():
+    """sFOX-like (spread 1 s): quiet counts from the end of the second at the earliest."""
+    calls = Recorder()
+    sec = 1_700_000_100
+    tr = SecondTracker(CAP, calls, quiet_ms=20, expect_seconds=3, spread_s=1.0)
+    t = sec * 10**9 + 100 * NS  # a pair updates 100 ms into the second
+    tr.update(*_arrays([(0, sec)]), 1, t, t, 0, sec)
+    assert tr.deadline_ns() == (sec + 1) * 10**9 + 20 * NS
+    assert not tr.poll(t + 500 * NS)  # a lull inside the second
+    t2 = sec * 10**9 + 700 * NS
+    tr.update(*_arrays([(1, sec)]), 1, t2, t2, 0, sec)
+    assert tr.poll((sec + 1) * 10**9 + 20 * NS)
+    assert calls.calls == [(sec, {"reason": "quiet", "reported": 2, "expected": 0, "late_bars": 0})]
+    # a bar stamped far ahead of its receive time waits at most spread_s after it
+    tr.update(*_arrays([(0, sec + 5)]), 1, t2, t2, 0, sec + 5)
+    assert tr.deadline_ns() == t2 + 10**9 + 20 * NS
+
+
 def test_parameters_are_checked():
     with pytest.raises(ValueError, match="second_quiet_ms"):
         SecondTracker(CAP, print, quiet_ms=0)

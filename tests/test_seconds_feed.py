@@ -81,8 +81,9 @@ def test_every_second_completes_when_every_ticker_reports():
     feed, calls, sent, _ = run_seconds(6, sim=dict(n_tickers=100, trade_fraction=1.0, speed=4.0, bars_per_frame=25))
     check_announcements(calls, sent)
     reasons = [info["reason"] for _, info, _ in calls]
-    # nothing is expected in the first second: it can only go quiet
-    assert reasons == ["quiet"] + ["complete"] * (len(calls) - 1)
+    # nothing is expected in the first second: it goes quiet (or the next second comes first,
+    # when a loaded machine delayed the simulator into sending two seconds in one write)
+    assert reasons[0] in ("quiet", "next") and reasons[1:] == ["complete"] * (len(calls) - 1)
     assert all(info["reported"] == 100 for _, info, _ in calls)
     doc = feed.snapshot()["stats"]
     assert doc["seconds_completed"]["complete"] >= len(calls) - 1 and doc["late_bars"] == 0
@@ -98,9 +99,11 @@ def test_withheld_delayed_and_corrected_bars():
     for T, info, _ in calls:
         want = expected_set(sent, T)
         complete = bool(want) and want <= set(sent[T].burst)
-        assert info["reason"] == ("complete" if complete else "quiet"), (T, info)
-    reasons = {info["reason"] for _, info, _ in calls}
-    assert reasons == {"complete", "quiet"}
+        # not complete: quiet 20 ms after the burst, 250 ms before the next one (which comes
+        # first only if a loaded machine held the simulator up)
+        assert info["reason"] == "complete" if complete else info["reason"] in ("quiet", "next"), (T, info)
+    reasons = [info["reason"] for _, info, _ in calls]
+    assert "complete" in reasons and reasons.count("quiet") >= reasons.count("next") + 2
     assert any(sent[T].withheld for T, _, _ in calls) and any(sent[T].delayed for T, _, _ in calls)
     # bars that came after their second was announced are counted per second, never announced
     tracker = feed._callbacks.tracker
@@ -125,6 +128,38 @@ def test_a_later_second_closes_a_second_that_cannot_complete():
     check_announcements(calls, sent)
     assert [info["reason"] for _, info, _ in calls] == ["next"] * len(calls)
     assert calls[-1][1]["expected"] > calls[-1][1]["reported"]
+
+
+def test_sfox_pairs_every_three_seconds_close_through_quiet():
+    pairs = ["btcusd", "ethusd", "solusd", "ltcusd", "xrpusd"]
+    calls = []
+    with SimThread(n_tickers=10, speed=4.0) as s:
+        async def main():
+            feed = Feed("sfox", url=s.url("sfox"), api_key="sim-key", windows=(10,),
+                        subscribe=[f"ticker.sfox.{p}" for p in pairs], on_second=lambda T, i: calls.append((T, i)))
+            async with feed:
+                await feed.wait_connected(10)
+                await until(lambda: len(calls) >= 6)
+
+        asyncio.run(main())
+        updates = s.call(lambda sim: [u for c in sim.connections for _, u in c.sent_updates()])
+    per_second: dict[int, set[str]] = {}
+    for u in updates:
+        per_second.setdefault(u.ts_ns // 10**9, set()).add(u.pair)
+    announced = [T for T, _ in calls]
+    assert announced == [T for T in sorted(per_second) if T <= announced[-1]]
+    for i, (T, info) in enumerate(calls):
+        # each pair updates every 3 s: all of them are expected, about a third report (the
+        # first two seconds may come in one write: then a later second closes the first)
+        assert info["reason"] == "quiet" or (i == 0 and info["reason"] == "next")
+        assert info["reported"] == len(per_second[T])
+    assert calls[-1][1]["expected"] == len(pairs) > calls[-1][1]["reported"]
+
+
+def test_feed_options_are_checked():
+    for bad in (dict(second_quiet_ms=0), dict(expect_seconds=0), dict(lag_warn_s=-1), dict(clock_rate=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Feed("vantafin", url="ws://127.0.0.1:1/v1/stocks", **bad)
 
 
 def truth_window(bars: np.ndarray, T: int, W: int) -> dict[str, tuple]:
@@ -208,7 +243,7 @@ def test_slow_strategy_on_its_own_thread_keeps_the_feed_exact():
         seen["update"] = (T, feed.window(10), rows.copy())
         time.sleep(0.3)
 
-    with SimThread(max_seconds=30, **SLOW) as s:
+    with SimThread(max_seconds=20, **SLOW) as s:
         feed = Feed("vantafin", url=s.url("vantafin"), windows=(10, 30), on_second=on_second,
                     on_update=on_update, strategy_thread=True, clock_rate=SLOW["speed"])
 

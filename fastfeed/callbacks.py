@@ -106,7 +106,7 @@ class Callbacks:
             self.tracker = SecondTracker(self.engine.capacity, self._announce, quiet_ms=self.quiet_ms,
                                          expect_seconds=self.expect_seconds, floor=int(self.engine.T),
                                          spread_s=self._spread_s)
-            self.feed.session.filler.before_second = self.tracker.before_second
+            self.feed.session.filler.before_second = self._before_second
         return self.tracker
 
     def _strategy(self) -> StrategyThread:
@@ -139,12 +139,19 @@ class Callbacks:
             return t.current
         return None
 
+    def _before_second(self, second: int) -> None:
+        """The filler is about to upsert bars of a new second (feed thread)."""
+        if self.tracker is not None:
+            self.tracker.before_second(second, self.feed.session.filler.batch_first_ns)
+
     # ------------------------------------------------------------------ per update (feed thread)
     def on_batch(self, rows: np.ndarray, T: int) -> None:
         self.monitor.observe(T, time.time_ns())
         tr = self.tracker
         if tr is not None:
             f = self.feed.session.filler
+            if tr.counter.open_s >= 0:  # quiet before this batch came, and no timer said so yet
+                tr.poll(received_ns=f.batch_first_ns)
             tr.update(f.rows, f.seconds, f.n, f.batch_first_ns, f.batch_last_ns, T - self.engine.depth, T)
             if self._timer is None and tr.counter.open_s >= 0:
                 self._arm()

@@ -30,6 +30,7 @@ import numpy as np
 from . import feeds as _feeds
 from ._ext.engine import Engine
 from .callbacks import Callbacks, Second, check_options
+from .seconds import SecondTracker
 from .frame import WindowFrame
 from .snapshot import snapshot_document, sync_engine_counters
 from .stats import Stats
@@ -408,6 +409,12 @@ class Feed:
         if self._callbacks is None:
             self._callbacks = Callbacks(self, **self._callback_options)
         return self._callbacks
+
+    @property
+    def second_tracker(self) -> SecondTracker | None:
+        """The completed-second rule's state once in use: ``open_second``, ``late_of(T)``
+        (late bars per recent second), ``completed`` (by reason).  Read it on the feed's thread."""
+        return self._callbacks.tracker if self._callbacks is not None else None
 
     def track_seconds(self) -> None:
         """Apply the completed-second rule without a callback (its stats only; ``watch``)."""

@@ -42,6 +42,8 @@ SHARE_TAU_NS = 2_000_000_000
 
 def callback_name(kind: str, fn: Any) -> str:
     """``on_update (mymodule.my_strategy)``: what a log line calls a user's callback."""
+    if fn is None:
+        return kind
     qual = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     mod = getattr(fn, "__module__", None)
     return f"{kind} ({mod}.{qual})" if mod and mod != "__main__" else f"{kind} ({qual})"

@@ -14,6 +14,9 @@ calls ``on_close(T, info)`` **exactly once per second that received bars, in ord
 * ``"next"``: a bar of a later second arrived first (:meth:`SecondTracker.before_second`
   closes ``T`` before that bar reaches the engine, so the windows are still as of ``T``).
 
+Reasons follow receive times: a later second received after ``T``'s quiet deadline
+closes ``T`` as ``quiet`` even when no timer ran (a replay, a busy loop).
+
 The **expected set** of ``T`` is the instruments that reported in any of the
 ``expect_seconds`` seconds before ``T`` (late reports included): a halted or delisted
 instrument drops out by itself after ``expect_seconds`` seconds, a new one counts from
@@ -102,12 +105,16 @@ class SecondTracker:
         n = self.counter.late_of(second)
         return None if n < 0 else int(n)
 
-    def before_second(self, second: int) -> None:
-        """Bars of ``second`` are about to reach the engine: if later than the open second,
-        that one closes now (reason ``next``), while the windows are still as of it."""
+    def before_second(self, second: int, received_ns: int | None = None) -> None:
+        """Bars of ``second``, received at ``received_ns``, are about to reach the engine: if
+        later than the open second, that one closes now, while the windows are still as of
+        it — reason ``quiet`` if they came after its quiet deadline (the timer was late, or
+        there is none: a replay), else ``next``."""
         open_s = self.counter.open_s
         if 0 <= open_s < second:
-            self._close("next")
+            deadline = self.deadline_ns()
+            late = received_ns is not None and deadline is not None and received_ns >= deadline
+            self._close("quiet" if late else "next")
 
     def update(self, rows: np.ndarray, seconds: np.ndarray, n: int, first_ns: int, last_ns: int,
                lo: int, hi: int) -> None:
@@ -143,13 +150,15 @@ class SecondTracker:
             last = max(last, min(T * 1_000_000_000 + self.spread_ns, last + self.spread_ns))
         return last + self.quiet_ns
 
-    def poll(self, now_ns: int | None = None) -> bool:
-        """Close the open second if it has been quiet for ``quiet_ms``; True if it closed."""
+    def poll(self, now_ns: int | None = None, received_ns: int | None = None) -> bool:
+        """Close the open second if it has been quiet for ``quiet_ms`` — by ``now_ns``, or,
+        given ``received_ns``, before data received then (a replay, a late timer); True if
+        it closed."""
         deadline = self.deadline_ns()
         if deadline is None:
             return False
         now = time.time_ns() if now_ns is None else now_ns
-        if now < deadline:
+        if (now if received_ns is None else received_ns) < deadline:
             return False
         self._close("quiet", now)
         return True

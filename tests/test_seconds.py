@@ -30,7 +30,7 @@ class Recorder:
 # a step: an update (bars, lo, hi, waiting_s) or a quiet poll
 bar = st.tuples(st.integers(-1, CAP), st.integers(95, 112))
 update = st.tuples(st.just("update"), st.lists(bar, max_size=25), st.integers(90, 100), st.integers(100, 115))
-before = st.tuples(st.just("before"), st.integers(95, 114))
+before = st.tuples(st.just("before"), st.integers(95, 114), st.integers(0, 30))
 quiet = st.tuples(st.just("quiet"))
 
 
@@ -46,9 +46,9 @@ def test_counter_matches_the_reference(steps, E, floor):
         t += 10 * NS
         if step[0] == "quiet":
             assert a.poll(t) == b.poll(t)
-        elif step[0] == "before":
-            a.before_second(step[1])
-            b.before_second(step[1])
+        elif step[0] == "before":  # received step[2] ms after the previous step
+            a.before_second(step[1], t + step[2] * NS)
+            b.before_second(step[1], t + step[2] * NS)
         else:
             _, bars, lo, hi = step
             rows, secs = _arrays(bars)
@@ -124,13 +124,21 @@ def test_next_closes_before_the_waiting_message_and_bars_of_a_skipped_second_are
     tr.update(*_arrays([(0, 100), (1, 100), (2, 100)]), 3, 0, 0, 0, 100)
     tr.before_second(100)  # not later than the open second: nothing
     assert calls.calls == []
-    tr.before_second(102)
+    tr.before_second(102, 5 * NS)  # received within the quiet time
     assert calls.calls == [(100, {"reason": "next", "reported": 3, "expected": 0, "late_bars": 0})]
     tr.update(*_arrays([(0, 102), (1, 101), (1, 102)]), 3, NS, NS, 0, 102)
     assert tr.open_second == 102 and tr.late_bars == 1  # 101 opened after 102: never announced
     tr.update(*_arrays([(0, 103), (0, 104)]), 2, 2 * NS, 2 * NS, 0, 104)  # one update, two new seconds
     assert [T for T, _ in calls.calls] == [100, 102, 103]
     assert tr.open_second == 104
+
+
+def test_a_later_second_received_after_the_quiet_deadline_closes_as_quiet():
+    calls = Recorder()
+    tr = SecondTracker(CAP, calls, quiet_ms=20, expect_seconds=2)
+    tr.update(*_arrays([(0, 100)]), 1, 0, 0, 0, 100)
+    tr.before_second(101, 20 * NS)  # no timer ran (a replay): the receive time tells
+    assert calls.calls[0][1]["reason"] == "quiet"
 
 
 def test_bars_beyond_the_engine_clock_or_too_old_are_not_counted():

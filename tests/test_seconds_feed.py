@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,19 +17,11 @@ import pytest
 from fastfeed import Feed
 from fastfeed.simulator import Faults, upserted
 from fastfeed.simulator.testing import SimThread
+from test_feeds_loopback import until
 
 pytestmark = pytest.mark.timeout(120)
 
 E = 3  # expect_seconds (the default)
-
-
-async def until(pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def run_seconds(n_seconds: int, *, sim: dict[str, Any], **feed_kw: Any):
@@ -106,7 +98,7 @@ def test_withheld_delayed_and_corrected_bars():
     assert "complete" in reasons and reasons.count("quiet") >= reasons.count("next") + 2
     assert any(sent[T].withheld for T, _, _ in calls) and any(sent[T].delayed for T, _, _ in calls)
     # bars that came after their second was announced are counted per second, never announced
-    tracker = feed._callbacks.tracker
+    tracker = feed.second_tracker
     corrections = bars[bars["correction"]]
     last = calls[-1][0]
     checked = 0
@@ -118,6 +110,27 @@ def test_withheld_delayed_and_corrected_bars():
         checked += 1
     assert checked >= 3
     assert feed.stats_dict()["late_bars"] >= sum(len(sent[T].delayed) for T, _, _ in calls[:-2])
+
+
+def test_a_replay_announces_what_the_live_feed_announced(tmp_path):
+    """The rule follows receive times: a recording replays to the same announcements."""
+    from fastfeed.replay import replay
+
+    path = tmp_path / "live.ffrec"
+    faults = Faults(withhold_every=3, withhold_count=4, delay_every=4, delay_count=3, delay_ms=120,
+                    correction_every=5, correction_lag=1, correction_count=4)
+    feed, calls, sent, _ = run_seconds(
+        8, sim=dict(n_tickers=100, trade_fraction=1.0, speed=4.0, bars_per_frame=25, faults=faults), record=path)
+    again = []
+    replay(path, feed=Feed("vantafin", url="replay:", windows=(10,),
+                           on_second=lambda T, info: again.append((T, dict(info), int(info["clock"])))))
+
+    def key(c):
+        T, info, clock = c
+        return T, info["reason"], info["reported"], info["expected"], info["late_bars"], clock
+
+    assert [key(c) for c in again[:len(calls)]] == [key(c) for c in calls]
+    assert {c[1]["reason"] for c in calls} >= {"complete", "quiet"}
 
 
 def test_a_later_second_closes_a_second_that_cannot_complete():

@@ -104,6 +104,7 @@ class StrategyThread:
         with self._cv:
             if self._update is not None:  # not taken yet: merge into the newer one
                 rows = np.union1d(self._update[0], rows)
+                merged += 1
             self.stats.updates_skipped += merged - 1
             self._update = (rows, T, frames)
             self._want_copy = False

@@ -82,6 +82,7 @@ class LagMonitor:
         self._busy: dict[str, float] = {}
         self._per_call: dict[str, float] = {}  # the latest call's duration, ms
         self._busy_at = time.perf_counter_ns()
+        self._busy_since: int | None = None  # the first call (the weights' start)
 
     # ------------------------------------------------------------------ callbacks
     def call(self, name: str, fn: Callable[..., Any], *args: Any, on_feed_thread: bool = True) -> None:
@@ -101,6 +102,8 @@ class LagMonitor:
                 h = self.stats.callback_time[name] = HdrHistogram(1, 3_600_000_000, 3)
             h.record_value(min(max(d // 1000, 1), 3_600_000_000))
         if on_feed_thread:
+            if self._busy_since is None:
+                self._busy_since = t0
             self._decay(t1)
             self._busy[name] = self._busy.get(name, 0.0) + d
             self._per_call[name] = d / 1e6
@@ -115,8 +118,13 @@ class LagMonitor:
 
     def shares(self) -> dict[str, float]:
         """Each callback's share of the feed thread's time over the last few seconds."""
-        self._decay(time.perf_counter_ns())
-        return {k: v / SHARE_TAU_NS for k, v in self._busy.items()}
+        now = time.perf_counter_ns()
+        self._decay(now)
+        if self._busy_since is None:
+            return {}
+        # the weights of the time since the first call (all of it, early on)
+        span = SHARE_TAU_NS * -math.expm1(-max(now - self._busy_since, 1) / SHARE_TAU_NS)
+        return {k: min(1.0, v / span) for k, v in self._busy.items()}
 
     # ------------------------------------------------------------------ lag
     def observe(self, T: int, now_ns: int) -> None:

@@ -96,15 +96,19 @@ class LagMonitor:
         its ``on_batch`` as ``update_name`` (the user's ``on_update``) until :meth:`time_in_c`
         says otherwise; what ``on_batch`` raises is counted and logged, not raised."""
         self._c_name = update_name
-        self.clock.on_error = lambda e: self.failed(update_name, e)
-        self.clock.time_calls = True
+        self.time_in_c(True)
         filler.lag = self.clock
 
     def time_in_c(self, on: bool) -> None:
-        """Whether the filler times its ``on_batch`` (off when it is a runner that times the
-        user's callbacks with :meth:`call`)."""
+        """Whether the filler's ``on_batch`` is the user's own function, timed there and its
+        errors counted as the callback's (off when it is a runner that times the user's
+        callbacks with :meth:`call`: what the runner raises is then an internal error)."""
         self._pull()
         self.clock.time_calls = bool(on)
+        self.clock.on_error = self._c_failed if on else None
+
+    def _c_failed(self, exc: BaseException) -> None:
+        self.failed(self._c_name, exc)
 
     def _pull(self) -> None:
         """Add the feed-thread time the filler measured since the last pull to the shares."""

@@ -24,7 +24,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLongLong, PyLong_AsSsize_t
 from libc.math cimport isfinite, NAN
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, INT64_MAX, INT64_MIN
 from libc.string cimport memmove, memcmp
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
@@ -154,6 +154,78 @@ cdef extern from *:
     int __builtin_clzll(unsigned long long) nogil
 
 
+
+cdef class LagClock:
+    """The feed's lag behind its own clock, and how long ``on_batch`` takes, measured in C
+    after every engine update of a :class:`BarFiller` whose :attr:`BarFiller.lag` is set
+    (``fastfeed.strategy.lag.LagMonitor`` reads it and words the warning).
+
+    Lag: ``behind = now - end of the clock's second`` (the second mapped to wall time at
+    ``ns_per_s`` ns per bar second: ``1e9 / clock_rate``), minus the smallest ``behind``
+    seen (the feed's own delivery delay) and ``spread_ns`` (how late in a second its bars
+    may arrive); at least 0.  Values go into :attr:`lag_us` (µs); when one passes
+    ``warn_ns``, ``on_lag(lag_ns)`` is called (at most every 0.5 s of ``now``).
+
+    With :attr:`time_calls`, each ``on_batch`` call's duration goes into
+    :attr:`callback_us` (µs), :attr:`callback_ns` (the sum, ns) and :attr:`last_call_ns`.
+    ``on_error(exc)`` (when set) gets what ``on_batch`` raised, instead of the filler.
+    """
+    cdef public double ns_per_s
+    cdef public int64_t spread_ns, warn_ns
+    cdef public object on_lag, on_error
+    cdef public bint time_calls
+    cdef readonly int64_t best_ns, lag_ns, callback_ns, last_call_ns, calls
+    cdef int64_t next_warn
+    cdef readonly LatencyBuckets lag_us, callback_us
+
+    def __init__(self, double clock_rate=1.0, double spread_s=0.0, double warn_s=1.0):
+        if not clock_rate > 0:
+            raise ValueError("clock_rate must be > 0")
+        self.ns_per_s = 1e9 / clock_rate
+        self.spread_ns = <int64_t>(spread_s * 1e9)
+        self.warn_ns = <int64_t>(warn_s * 1e9)
+        self.on_lag = None
+        self.on_error = None
+        self.time_calls = False
+        self.best_ns = INT64_MAX
+        self.lag_ns = 0
+        self.callback_ns = 0
+        self.last_call_ns = 0
+        self.calls = 0
+        self.next_warn = INT64_MIN
+        self.lag_us = LatencyBuckets()
+        self.callback_us = LatencyBuckets()
+
+    cdef int _observe(self, int64_t T, int64_t now) except -1:
+        cdef int64_t behind = now - <int64_t>((T + 1) * self.ns_per_s)
+        cdef int64_t lag
+        if behind < self.best_ns:
+            self.best_ns = behind
+        lag = behind - self.best_ns - self.spread_ns
+        if lag < 0:
+            lag = 0
+        self.lag_ns = lag
+        self.lag_us.record(lag // 1000)
+        if lag > self.warn_ns and self.on_lag is not None and now >= self.next_warn:
+            self.next_warn = now + 500_000_000
+            self.on_lag(lag)
+        return 0
+
+    cdef inline void _timed(self, int64_t d) noexcept:
+        self.callback_ns += d
+        self.last_call_ns = d
+        self.calls += 1
+        self.callback_us.record(d // 1000)
+
+    def observe(self, int64_t T, int64_t now_ns) -> int:
+        """One engine update with clock ``T`` processed at ``now_ns`` (epoch ns); returns the lag (ns)."""
+        self._observe(T, now_ns)
+        return self.lag_ns
+
+    def timed(self, int64_t duration_ns) -> None:
+        """Record one ``on_batch`` call of ``duration_ns`` (Python entry point, for tests)."""
+        self._timed(duration_ns)
+
 class _NoBars:
     """Bar type of a filler whose bars are written by :class:`SfoxState` (never decoded)."""
 
@@ -184,6 +256,12 @@ cdef class BarFiller:
     ``None`` when there were none), ``max_s`` (latest bar second, -1 if none).
 
     The batch arrays (``rows``, ``seconds``, ...) are reused: valid until the next call.
+
+    During ``on_batch``: ``rows[:n]``/``seconds[:n]`` are the bars of that upsert (in
+    arrival order), ``batch_first_ns``/``batch_last_ns`` the receive times of its first and
+    last message.  ``before_second(s)``, when set, is called before an upsert whose bars
+    reach a second ``s`` later than the engine's clock (the windows are still as of the
+    clock then).
     """
     cdef readonly object rows, seconds, open, high, low, close, volume, pv
     cdef int64_t* p_rows
@@ -211,7 +289,10 @@ cdef class BarFiller:
     cdef readonly int64_t max_s
     cdef readonly list others
     # the per-message path (see on_message); set by bind()
-    cdef object decode, stats, on_batch, last_rows, engine
+    cdef object decode, stats, last_rows, engine
+    # on_batch(rows, T): the one Python call per engine update (set by bind(); a feed may
+    # swap it while it runs, on its own thread)
+    cdef public object on_batch
     cdef object after_fill, flush_stats, decode_failed, internal_error, on_gap
     cdef MessageSink _sink
     # gap detection after a reconnect (see expect_gap)
@@ -221,7 +302,14 @@ cdef class BarFiller:
     cdef public bint deferred
     cdef public Py_ssize_t max_pending
     cdef readonly Py_ssize_t pending
-    cdef int64_t pending_recv_ns, pending_max_s
+    cdef int64_t pending_recv_ns, pending_last_ns, pending_max_s
+    # for on_batch: receive times (ns) of the first and last message of the batch just upserted
+    cdef readonly int64_t batch_first_ns, batch_last_ns
+    # before_second(s): called before an upsert whose bars reach a second s later than the
+    # engine's clock (None: not called)
+    cdef public object before_second
+    # the feed's lag and the duration of on_batch (None: not measured); see LagClock
+    cdef public LagClock lag
 
     def __init__(self, bar_type, fields, universe, overflow_exc, engine,
                  int pv_mode=PV_TYPICAL, Py_ssize_t capacity=1024):
@@ -265,6 +353,10 @@ cdef class BarFiller:
         self.max_pending = 16384
         self.pending = 0
         self.gap_from = -1
+        self.batch_first_ns = 0
+        self.batch_last_ns = 0
+        self.before_second = None
+        self.lag = None
         self._sink.ctx = <void*>self
         self._sink.on_message = _sink_message
         self._sink.on_buffer_end = _sink_buffer_end
@@ -451,12 +543,21 @@ cdef class BarFiller:
         self.accepted = 0
         if n == 0:
             return 0
-        return self._upsert(n, recv_ns, self.max_s)
+        return self._upsert(n, recv_ns, recv_ns, self.max_s)
 
-    cdef Py_ssize_t _upsert(self, Py_ssize_t n, int64_t recv_ns, int64_t max_s) except -1:
-        """The first ``n`` bars of the batch into the engine (``now`` = ``recv_ns``), and the
-        latency records: ``processing_latency`` gets ``now - recv_ns`` (ns),
-        ``feed_latency`` ``recv - end of the latest bar`` (µs). Returns the bars accepted."""
+    cdef Py_ssize_t _upsert(self, Py_ssize_t n, int64_t recv_ns, int64_t last_ns, int64_t max_s) except -1:
+        """The first ``n`` bars of the batch into the engine (``now`` = ``recv_ns``, the receive
+        time of their first message; ``last_ns``: of their last), and the latency records:
+        ``processing_latency`` gets ``now - recv_ns`` (ns), ``feed_latency`` ``recv - end of
+        the latest bar`` (µs). Returns the bars accepted.
+
+        ``before_second(max_s)`` runs first when it is set and the bars reach a second later
+        than the engine's clock (the completed-second rule closes the open second there,
+        while the windows are still as of it): unset, it costs one pointer compare."""
+        self.batch_first_ns = recv_ns
+        self.batch_last_ns = last_ns
+        if self.before_second is not None and max_s > self.engine.T:
+            self.before_second(max_s)
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
                                     self.close, self.volume, self.pv, n, recv_ns / 1e9)
         self.processing_latency.record(now_ns() - recv_ns)
@@ -543,10 +644,11 @@ cdef class BarFiller:
                     # the clock to at most one new second (on_batch's T, gap reports)
                     self._upsert_split(n, recv_ns)
                 elif self.pending == 0:
-                    self.pending_recv_ns = recv_ns
+                    self.pending_recv_ns = self.pending_last_ns = recv_ns
                     self.pending_max_s = self.max_s
                     self.pending = n
                 else:
+                    self.pending_last_ns = recv_ns
                     self.pending += n
             if self.values_errors or self.overflow or self.others is not None:
                 self.after_fill(recv_ns)
@@ -561,7 +663,8 @@ cdef class BarFiller:
             self._after_upsert(n, accepted, recv_ns)
 
     cdef int _after_upsert(self, Py_ssize_t n, Py_ssize_t accepted, int64_t recv_ns) except -1:
-        cdef int64_t before, T
+        cdef int64_t before, T, t0
+        cdef LagClock lag
         self.stats.bars += accepted
         if accepted < n or recv_ns >= self.next_flush:
             self.flush_stats(recv_ns)
@@ -572,8 +675,23 @@ cdef class BarFiller:
                 T = self.engine.T
                 if T > before + 1 and self.on_gap is not None:
                     self.on_gap(before, T)
+            lag = self.lag
+            if lag is None:
+                if self.on_batch is not None:
+                    self.on_batch(self.last_rows(), self.engine.T)
+                return 0
+            T = self.engine.T
+            lag._observe(T, now_ns())
             if self.on_batch is not None:
-                self.on_batch(self.last_rows(), self.engine.T)
+                t0 = now_ns()
+                try:
+                    self.on_batch(self.last_rows(), T)
+                except Exception as e:
+                    if lag.on_error is None:
+                        raise
+                    lag.on_error(e)
+                if lag.time_calls:
+                    lag._timed(now_ns() - t0)
         return 0
 
     cdef int _upsert_split(self, Py_ssize_t n, int64_t recv_ns) except -1:
@@ -591,7 +709,7 @@ cdef class BarFiller:
         memmove(self.p_v, self.p_v + k, n * sizeof(double))
         memmove(self.p_pv, self.p_pv + k, n * sizeof(double))
         self.pending = n
-        self.pending_recv_ns = recv_ns
+        self.pending_recv_ns = self.pending_last_ns = recv_ns
         self.pending_max_s = max_s
         return 0
 
@@ -602,7 +720,7 @@ cdef class BarFiller:
             return 0
         self.pending = 0
         self.n = n
-        self._upsert(n, recv_ns, self.pending_max_s)
+        self._upsert(n, recv_ns, self.pending_last_ns, self.pending_max_s)
         self._after_upsert(n, self.accepted, recv_ns)
         return 0
 

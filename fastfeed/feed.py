@@ -13,6 +13,9 @@ Two ways to run it:
 Zero-copy reads (``feed.window(60)``) return views into the engine's arrays. They are
 valid until the next update: read them inside ``on_update`` (asyncio or thread mode)
 or on the event loop between awaits; elsewhere ask for a copy.
+
+The completed second (``on_second``, ``next_second``, ``wait_second``) and slow
+strategies (``strategy_thread``, ``lag_warn_s``): ``fastfeed.strategy``, docs/SECONDS.md.
 """
 from __future__ import annotations
 
@@ -25,15 +28,19 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .engine import Engine, Stats, Universe, WindowFrame, sync_engine_counters
+from .engine.seconds import SecondTracker
 from .errors import ConfigurationError
 from .feeds import make_session, registry
 from .snapshot import snapshot_document
+from .strategy.callbacks import Callbacks, Second, check_options
+from .strategy.lag import LagMonitor, callback_name
 from .transport.connection import Connection
 from .transport.masking import mask_url
 
 __all__ = ["Feed", "WindowFrame", "ConfigurationError"]
 
 UpdateCallback = Callable[[np.ndarray, int], None]
+SecondCallback = Callable[[int, dict], None]
 EventCallback = Callable[[str, dict], None]
 
 
@@ -51,6 +58,23 @@ class Feed:
     :param capacity: most instruments the universe holds (rows preallocated).
     :param on_update: ``on_update(rows, T)`` once per engine update that changed rows (one per socket read):
         ``rows`` is an int64 array of row ids (a view valid during the call), ``T`` the clock.
+    :param on_second: ``on_second(T, info)`` once per second ``T`` that received bars, in
+        order, when its cross-section is judged complete: ``info["reason"]`` is
+        ``"complete"`` (every expected instrument reported), ``"quiet"`` (nothing for
+        ``second_quiet_ms`` after ``T``'s last bar) or ``"next"`` (a later second began);
+        also ``reported``, ``expected``, ``latency_us``, ``since_last_bar_us``,
+        ``late_bars``, ``clock``.  Late bars of an announced second never call it again.
+    :param second_quiet_ms: the ``quiet`` silence, ms (default 20).
+    :param expect_seconds: an instrument is expected in ``T`` when it reported in one of
+        the ``expect_seconds`` seconds before ``T`` (default 3).
+    :param strategy_thread: run ``on_update``/``on_second`` on a thread of their own with
+        latest-state semantics: the feed never waits for them; they get consistent copies
+        (``feed.window(W)`` on that thread returns them); seconds they were too slow for
+        are counted in ``stats.seconds_skipped``.
+    :param lag_warn_s: warn (rate-limited log line, ``on_event("lag", ...)``) when the
+        feed falls this many seconds behind its own clock, naming the callback that causes it.
+    :param clock_rate: the feed's seconds per wall second, for the lag: 1 for a live feed,
+        ``k`` for a simulator running at ``--speed k``.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
     :param connection_options: more keyword arguments for the transport's ``Connection``
         (e.g. ``backoff_initial``, ``backoff_max``, ``max_message_size``).
@@ -71,6 +95,12 @@ class Feed:
         capacity: int = 16384,
         max_future_skew: float = 5.0,
         on_update: UpdateCallback | None = None,
+        on_second: SecondCallback | None = None,
+        second_quiet_ms: float = 20.0,
+        expect_seconds: int = 3,
+        strategy_thread: bool = False,
+        lag_warn_s: float = 1.0,
+        clock_rate: float = 1.0,
         on_event: EventCallback | None = None,
         ping_interval: float = 5.0,
         idle_timeout: float = 15.0,
@@ -99,6 +129,11 @@ class Feed:
         self.universe = Universe(capacity)
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
         self._user_on_event = on_event
+        check_options(second_quiet_ms, expect_seconds, lag_warn_s, clock_rate)
+        self._callback_options = dict(on_update=on_update, on_second=on_second, second_quiet_ms=second_quiet_ms,
+                                      expect_seconds=expect_seconds, strategy_thread=strategy_thread,
+                                      spread_s=info.bar_spread_s)
+        self._callbacks: Callbacks | None = None
         self._reconnecting = False
         self.session = make_session(
             feed,
@@ -112,6 +147,12 @@ class Feed:
             on_gap=self._on_gap,
             **(session_options or {}),
         )
+        # the lag and on_update's duration are measured in C after every engine update
+        self._lag = LagMonitor(self.stats, lag_warn_s, emit=self._emit, clock_rate=clock_rate,
+                               spread_s=info.bar_spread_s)
+        self._lag.attach(self.session.filler, callback_name("on_update", on_update))
+        if on_second is not None or (strategy_thread and on_update is not None):
+            self._ensure_callbacks()
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
@@ -220,6 +261,8 @@ class Feed:
             await self._conn.stop()
         if self._task is not None:
             await asyncio.wait([self._task])  # its error, if any, stays in ``self.error``
+        if self._callbacks is not None:
+            self._callbacks.close()
         if self._close_recording is not None:
             close, self._close_recording = self._close_recording, None
             self.recording = close()
@@ -321,6 +364,9 @@ class Feed:
     def _flush_stats(self) -> None:
         """Move the session's buffered latencies into ``stats`` (feed thread only)."""
         self.session.flush_stats()
+        self._lag.flush_into(self.stats)
+        if self._callbacks is not None:
+            self._callbacks.flush_stats()
 
     def window(self, seconds: int, copy: bool = False) -> WindowFrame:
         """One window's columns for the known instruments.
@@ -331,6 +377,10 @@ class Feed:
         """
         if seconds not in self.engine.windows:
             raise KeyError(f"no {seconds}s window: this feed keeps {self.windows}")
+        if self._callbacks is not None:
+            frames = self._callbacks.frames_here()
+            if frames is not None:  # inside a strategy-thread callback: its consistent copies
+                return frames[seconds]
 
         def read() -> WindowFrame:
             v = self.engine.window_copy(seconds) if copy else self.engine.window(seconds)
@@ -342,6 +392,46 @@ class Feed:
             )
 
         return self._on_feed_thread(read) if copy else read()
+
+    # ------------------------------------------------------------------ completed seconds
+    def _ensure_callbacks(self) -> Callbacks:
+        """The callbacks' runner, created on first need (on the feed's thread): from then on
+        it is the session's ``on_batch`` and times the user's callbacks itself."""
+        if self._callbacks is None:
+            cb = Callbacks(self, self._lag, **self._callback_options)
+            self._callbacks = cb
+            self._lag.time_in_c(False)
+            self.session.set_on_batch(cb.on_batch)
+            cb.start()
+        return self._callbacks
+
+    @property
+    def second_tracker(self) -> SecondTracker | None:
+        """The completed-second rule's state once in use: ``open_second``, ``late_of(T)``
+        (late bars per recent second), ``completed`` (by reason).  Read it on the feed's thread."""
+        return self._callbacks.tracker if self._callbacks is not None else None
+
+    def track_seconds(self) -> None:
+        """Apply the completed-second rule without a callback (its stats only; ``watch``)."""
+        self._on_feed_thread(lambda: self._ensure_callbacks().track_seconds())
+
+    async def next_second(self, timeout: float | None = None) -> Second:
+        """asyncio: wait for the next announced second; returns ``Second(T, info, frames)``
+        (``frames``: ``{W: WindowFrame}``, copies taken at the announcement).  When the
+        caller was slower than the feed, the newest second comes back and
+        ``info["skipped"]`` says how many it missed (``stats.seconds_skipped``).  Seconds
+        are announced from the first call on.  Raises ``TimeoutError``.
+        """
+        return await self._ensure_callbacks().next_second(timeout)
+
+    def wait_second(self, timeout: float | None = None) -> Second:
+        """Thread mode (``feed.start()``): block until the next announced second; returns
+        ``Second(T, info, frames)`` like :meth:`next_second`.  Raises ``TimeoutError``."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("wait_second() would block the feed's own thread: use next_second()")
+        cb = self._on_feed_thread(self._ensure_callbacks)
+        self._on_feed_thread(cb.start_consuming)
+        return cb.wait_second(timeout)
 
     def snapshot(self, windows: Iterable[int] | None = None) -> dict[str, Any]:
         """The ``fastfeed snapshot`` document (a consistent copy, safe from any thread)."""

@@ -19,10 +19,11 @@ ALLOWED = {
     "transport": {"_ext", "engine", "errors", "log"},
     "feeds": {"_ext", "engine", "errors", "log", "transport"},
     "snapshot": {"engine"},
-    "feed": {"engine", "errors", "feeds", "recording", "snapshot", "transport"},
+    "strategy": {"_ext", "engine", "log"},
+    "feed": {"engine", "errors", "feeds", "recording", "snapshot", "strategy", "transport"},
     "recording": {"_ext", "engine", "errors", "feed", "feeds", "snapshot", "transport"},
     "simulator": {"_ext", "errors", "feeds", "transport"},
-    "bench": {"engine", "errors", "feeds", "simulator", "transport"},
+    "bench": {"engine", "errors", "feed", "feeds", "simulator", "transport"},
     "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "simulator", "snapshot"},
 }
 

@@ -1,5 +1,5 @@
 """Fill loops: decoded msgspec Structs -> preallocated batch arrays -> ``Engine.upsert``."""
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -16,6 +16,25 @@ class LatencyBuckets:
     @staticmethod
     def bucket_value(idx: int) -> int: ...
     def flush_into(self, hist: Any) -> int: ...
+
+class LagClock:
+    """The feed's lag and on_batch's duration, measured by a BarFiller after each update."""
+    ns_per_s: float         # double: wall ns per bar second (1e9 / clock_rate)
+    spread_ns: int          # int64_t: how late in its second a bar may arrive
+    warn_ns: int            # int64_t: on_lag(lag_ns) when the lag passes this (at most every 0.5 s)
+    on_lag: Callable[[int], None] | None
+    on_error: Callable[[BaseException], None] | None  # gets what on_batch raised
+    time_calls: bool        # bint: time on_batch into callback_us / callback_ns
+    best_ns: int            # readonly: smallest (now - end of the clock's second) seen
+    lag_ns: int             # readonly: the latest lag
+    callback_ns: int        # readonly: on_batch time in all (ns)
+    last_call_ns: int       # readonly: the latest on_batch call (ns)
+    calls: int              # readonly: on_batch calls timed
+    lag_us: LatencyBuckets  # readonly: lag values (µs)
+    callback_us: LatencyBuckets  # readonly: on_batch durations (µs)
+    def __init__(self, clock_rate: float = ..., spread_s: float = ..., warn_s: float = ...) -> None: ...
+    def observe(self, T: int, now_ns: int) -> int: ...
+    def timed(self, duration_ns: int) -> None: ...
 
 class BarFiller:
     """Fills the batch columns from decoded bar Structs; one ``engine.upsert`` per message or read.
@@ -47,6 +66,11 @@ class BarFiller:
     deferred: bool          # bars wait in the arrays for flush_pending() (one upsert per buffer)
     max_pending: int        # deferred bars beyond this are upserted at once
     pending: int            # readonly: bars waiting for flush_pending()
+    batch_first_ns: int     # readonly, during on_batch: receive time (ns) of the batch's first message
+    batch_last_ns: int      # readonly, during on_batch: ... of its last message
+    before_second: Callable[[int], None] | None  # called before an upsert that moves the clock to a new second
+    on_batch: Callable[[np.ndarray, int], None] | None  # the one Python call per engine update
+    lag: LagClock | None    # measures the lag (and times on_batch) after every engine update
     def fill(self, msg: Any) -> int: ...
     def process(self, msg: Any, recv_ns: int) -> int: ...
     gap_from: int           # clock before a reconnect (-1: none): the next upsert checks for a gap

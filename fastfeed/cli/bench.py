@@ -26,6 +26,7 @@ EPILOG = textwrap.dedent(
       fastfeed bench --quick
       fastfeed bench --json > bench.json
       fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
+      fastfeed bench --seconds --speed 10
     """
 )
 
@@ -65,6 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
     p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    p.add_argument("--seconds", action="store_true",
+                   help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
+                        "the engine update (--tickers, --speed, --json apply; docs/SECONDS.md)")
     return p
 
 
@@ -107,6 +111,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench.orchestration import run_bench
     from ..bench.planning import plan
 
+    if getattr(args, "seconds", False):
+        return _cmd_seconds(args)
     cfg, notes = config_from_args(args)
     argv = getattr(args, "_argv", None)
     command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
@@ -145,6 +151,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(report.render_table(doc))
     return 1 if any(r.get("error") for r in doc["results"]) else 0
+
+
+def _cmd_seconds(args: argparse.Namespace) -> int:
+    from ..bench import report
+    from ..bench.seconds import render, run_second_bench
+
+    doc = run_second_bench(tickers=args.tickers, speed=args.speed or 10.0, seed=args.seed,
+                           **({"windows": args.windows} if args.windows else {}))
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(report.to_json(doc))
+    sys.stdout.write(report.to_json(doc) + "\n" if args.json else render(doc))
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

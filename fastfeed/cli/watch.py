@@ -92,6 +92,12 @@ def status_line(stats: dict[str, Any], bars_per_s: float, state: dict[str, Any] 
         f"errors {errors}",
         f"stale {stats.get('stale_dropped', 0)}",
     ]
+    done = stats.get("seconds_completed") or {}
+    if sum(done.values()):
+        # the completed-second rule: latency from a second's first bar, and why seconds closed
+        lat = (stats.get("second_latency_us") or {}).get("p99")
+        mix = " ".join(f"{k} {100 * v / sum(done.values()):.0f}%" for k, v in done.items())
+        parts.append(f"second p99 {lat / 1e3:.0f} ms ({mix})" if lat is not None else f"second ({mix})")
     market = (state or {}).get("market")
     if market:
         parts.append(f"market {market}")
@@ -165,6 +171,7 @@ def run_watch(args: argparse.Namespace, windows: Sequence[int], *, make_feed: Ca
 
 async def _watch_loop(feed: Any, args: argparse.Namespace, console: Console) -> None:
     await feed.start_async()
+    feed.track_seconds()  # the status line shows the completed-second latency and reasons
     title = f"fastfeed · {feed.feed_name} · {feed.url}"
     started = time.monotonic()
     last_t, last_bars, rate = started, 0, 0.0

@@ -5,7 +5,9 @@
 * :class:`Universe` — symbol -> dense row id, bounded;
 * :class:`Stats` — the counters and latency histograms every layer adds to;
 * :class:`WindowFrame` — one window's columns with the symbols;
-* :mod:`.reference` — a plain-Python engine with the same semantics (for tests).
+* :mod:`.reference` — a plain-Python engine with the same semantics (for tests);
+* :mod:`.seconds` — the completed-second rule (``SecondTracker`` over the compiled
+  ``SecondCounter``), stated plainly in :mod:`.seconds_reference`.
 """
 from .._ext.engine import Engine, WindowView
 from ..errors import UniverseFull

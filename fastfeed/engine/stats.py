@@ -3,7 +3,9 @@
 Every layer increments plain integer attributes of one ``Stats`` object (no locks:
 all increments happen on the event-loop thread).  Latencies go into HDR histograms:
 ``feed_latency`` (receive time minus bar end, microseconds) and ``processing_latency``
-(message arrival to rolling stats updated, nanoseconds).
+(message arrival to rolling stats updated, nanoseconds).  The completed-second rule and
+the user's callbacks (``fastfeed.strategy``) add announcements by reason, their latency,
+late bars, skipped seconds, callback durations and the feed's lag.
 """
 from __future__ import annotations
 
@@ -55,6 +57,20 @@ class Stats:
         self.feed_latency = HdrHistogram(1, 3_600_000_000, 3)
         # nanoseconds from message arrival to engine updated; 10 ns .. 10 s
         self.processing_latency = HdrHistogram(10, 10_000_000_000, 3)
+        # completed seconds: announcements by reason; µs from the receive time of the
+        # second's first / last bar to the announcement; bars of announced seconds;
+        # seconds (and on_update calls) a consumer slower than the feed did not get
+        self.seconds_completed: Counter[str] = Counter()
+        self.second_latency = HdrHistogram(1, 3_600_000_000, 3)
+        self.second_since_last_bar = HdrHistogram(1, 3_600_000_000, 3)
+        self.late_bars = 0
+        self.seconds_skipped = 0
+        self.updates_skipped = 0
+        # user callbacks: duration per callback (µs), errors; the feed's lag behind its own
+        # clock (µs, see fastfeed.strategy.lag)
+        self.callback_time: dict[str, HdrHistogram] = {}
+        self.callback_errors = 0
+        self.lag = HdrHistogram(1, 3_600_000_000, 3)
 
     def count_decode_error(self, kind: str, n: int = 1) -> None:
         """Count ``n`` elements lost to a decode error of ``kind`` (e.g. ``"json"``)."""
@@ -88,6 +104,13 @@ class Stats:
         d["gap_list"] = [list(g) for g in self.gap_list]
         d["feed_latency_ms"] = self._percentiles(self.feed_latency, 1e3)
         d["processing_latency_us"] = self._percentiles(self.processing_latency, 1e3)
+        d["seconds_completed"] = {r: self.seconds_completed.get(r, 0) for r in ("complete", "quiet", "next")}
+        d["second_latency_us"] = self._percentiles(self.second_latency, 1)
+        d["second_since_last_bar_us"] = self._percentiles(self.second_since_last_bar, 1)
+        for k in ("late_bars", "seconds_skipped", "updates_skipped", "callback_errors"):
+            d[k] = getattr(self, k)
+        d["callback_us"] = {name: self._percentiles(h, 1) for name, h in sorted(self.callback_time.items())}
+        d["lag_ms"] = self._percentiles(self.lag, 1e3)
         return d
 
 

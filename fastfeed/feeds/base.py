@@ -243,6 +243,12 @@ class BaseSession:
         filler.bind(self.decoder.decode, self.stats, self.engine, self.on_batch, self._after_fill,
                     self.flush_stats, self._decode_failed, self._internal_error, self.on_gap)
 
+    def set_on_batch(self, on_batch: BatchCallback | None) -> None:
+        """Replace ``on_batch`` (on the feed's thread; e.g. a Feed that starts tracking
+        completed seconds while it runs)."""
+        self.on_batch = on_batch
+        self.filler.on_batch = on_batch
+
     def expect_gap(self, before: int) -> None:
         """The connection was re-established with the clock at ``before``: the first engine
         update after it reports a gap (``on_gap(before, T)``) if it skipped whole seconds."""

@@ -1,5 +1,5 @@
 """The single home of each feed's facts: name, production URL, API-key variable, default
-topics, simulator path and session class.
+topics, simulator path, session class and how a second's bars arrive.
 
 The Feed, the CLI, the simulator, replay and the bench read them from here; nothing else
 spells a feed's URL, key variable or path. Importing this module imports no feed module
@@ -36,6 +36,9 @@ class FeedInfo:
     key_in_url: bool
     #: ``"module:Class"`` of the feed's session (``fastfeed.feeds.<name>``)
     session: str
+    #: seconds over which the bars of one second arrive: 0 when they come as a burst after
+    #: the second, 1.0 when they arrive during it (sFOX: a pair's update carries its own time)
+    bar_spread_s: float = 0.0
 
     def session_class(self) -> Any:
         """The feed's session class (imports its module)."""
@@ -52,7 +55,7 @@ FEEDS: dict[str, FeedInfo] = {
     "sfox": FeedInfo(
         name="sfox", url="wss://ws.sfox.com/ws", api_key_env="SFOX_API_KEY",
         default_topics=(), example_topic="ticker.sfox.btcusd", simulator_path="/ws",
-        key_in_url=False, session="fastfeed.feeds.sfox:SfoxSession"),
+        key_in_url=False, session="fastfeed.feeds.sfox:SfoxSession", bar_spread_s=1.0),
     "massive": FeedInfo(
         name="massive", url="wss://socket.massive.com/stocks", api_key_env="MASSIVE_API_KEY",
         default_topics=("A.*",), example_topic="A.AAPL", simulator_path="/stocks",

@@ -255,8 +255,10 @@ def replay(path: str | os.PathLike[str], *, feed: Any = None,
         counts = replay_session(reader, feed.session, stats=feed.stats, on_event=feed._emit,
                                 speed=spd, progress=progress, url=h.url)
         elapsed = time.perf_counter() - t0
-        # processing latency measures the live process's wall clock: not in a recording
+        # processing latency and lag measure the live process's wall clock: not in a recording
+        feed._flush_stats()
         feed.stats.processing_latency.reset()
+        feed.stats.lag.reset()
         return ReplayResult(h.feed, feed, feed.engine, feed.universe, feed.stats,
                             reader.report(), counts["messages"], counts["connects"],
                             counts["first_ns"], counts["last_ns"], elapsed,

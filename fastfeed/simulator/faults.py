@@ -43,12 +43,23 @@ class Faults:
     stall_seconds: float = 0.0
     #: sleep this long after each write (slow writer)
     write_delay: float = 0.0
+    #: every N-th second, ``withhold_count`` bars from the middle of the second are not sent, for
+    #: ``withhold_for`` seconds in a row (seconds counted from the simulator's first one)
+    withhold_every: int = 0
+    withhold_count: int = 1
+    withhold_for: int = 1
+    #: every N-th second, the last ``delay_count`` bars of the burst are sent ``delay_ms`` later
+    delay_every: int = 0
+    delay_count: int = 1
+    delay_ms: float = 100.0
     #: faults apply to the first N connections only (0: all)
     connections: int = 0
 
     def __post_init__(self) -> None:
         if self.drop_mode not in ("close", "abrupt"):
             raise ValueError("drop_mode must be 'close' or 'abrupt'")
+        if self.withhold_every and not 1 <= self.withhold_for <= self.withhold_every:
+            raise ValueError("withhold_for must be within 1..withhold_every")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
@@ -62,6 +73,8 @@ class Faults:
         d.pop("correction_count")
         d.pop("fragment_size")
         d.pop("connections")
+        for k in ("withhold_count", "withhold_for", "delay_count", "delay_ms"):
+            d.pop(k)
         return any(bool(v) for v in d.values())
 
     @classmethod

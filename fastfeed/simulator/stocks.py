@@ -2,10 +2,12 @@
 ``{"action", "params"}`` control protocol and the per-second bars with corrections."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 import numpy as np
 
+from . import bursts
 from .connection import SimConnection
 from .market import StockSecond
 
@@ -16,6 +18,11 @@ class StockConnection(SimConnection):
     """A stocks connection; subclasses set ``topic_prefix`` and the encoders."""
 
     topic_prefix = ""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # per second sent: (second, burst rows, delayed rows, withheld rows); see sent_seconds()
+        self._rec_seconds: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def _hello(self) -> None:
         self._status("connected", "Connected Successfully")
@@ -82,8 +89,15 @@ class StockConnection(SimConnection):
         if rows is not None and len(rows) == 0:
             return
         bars = sim.market.stock_second(s, rows)
-        self._emit_bars(bars, False)
         f = sim.config.faults
+        delayed, withheld = None, bursts.NO_ROWS
+        if self.faulty and (f.withhold_every or f.delay_every):
+            bars, delayed, withheld = bursts.shape(bars, s - sim.start_second, f)
+        if sim.config.record:
+            self._rec_seconds.append((s, bars.rows, delayed.rows if delayed is not None else bursts.NO_ROWS, withheld))
+        self._emit_bars(bars, False)
+        if delayed is not None:
+            asyncio.get_running_loop().call_later(f.delay_ms / 1000.0, self._emit_delayed, delayed)
         if self.faulty and f.correction_every and (s - sim.start_second) % f.correction_every == 0:
             s0 = s - f.correction_lag
             if self.first_second is not None and s0 >= self.first_second:
@@ -92,6 +106,15 @@ class StockConnection(SimConnection):
                 if k:
                     sub = StockSecond(s0, old.rows[:k], old.open[:k], old.high[:k], old.low[:k], old.close[:k], old.volume[:k])
                     self._emit_bars(sim.market.correction(sub, s - s0), True)
+
+    def _emit_delayed(self, bars: StockSecond) -> None:
+        if not self.closed:
+            self._emit_bars(bars, False)
+            self.flush()
+
+    def sent_seconds(self) -> dict[int, bursts.SecondSent]:
+        """Per second: the tickers sent in its burst, delayed past it, withheld."""
+        return bursts.per_second(self.sim.market.tickers, self._rec_seconds)
 
     def _emit_bars(self, bars: StockSecond, correction: bool) -> None:
         n = len(bars)

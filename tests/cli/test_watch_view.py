@@ -68,3 +68,10 @@ def test_view_fits_a_small_terminal():
     out = render(build_view(f, {}, top=fit_rows(10, 24), title="t"), width=80)
     assert len(out.splitlines()) <= 24
     assert "…" not in out  # nothing truncated at 80 columns
+
+
+def test_status_line_shows_the_completed_second_latency_and_reasons():
+    line = status_line({"seconds_completed": {"complete": 3, "quiet": 1, "next": 0},
+                        "second_latency_us": {"p99": 12_400.0}}, 0.0).plain
+    assert "second p99 12 ms (complete 75% quiet 25% next 0%)" in line
+    assert "second" not in status_line({"seconds_completed": {"complete": 0, "quiet": 0, "next": 0}}, 0.0).plain

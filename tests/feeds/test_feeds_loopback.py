@@ -19,6 +19,7 @@ from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection
 from fastfeed.engine.universe import Universe
 from feed_helpers import Engine, bars_of
+from waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,15 +33,6 @@ def cfg(**kw: Any) -> SimConfig:
                 start_second=START, faults=Faults(**faults))
     base.update(kw)
     return SimConfig(**base)
-
-
-async def until(pred: Callable[[], bool], timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def producers_done(sim: Simulator, connections: int = 1) -> bool:

@@ -13,7 +13,7 @@ from fastfeed.recording.replay import parse_speed, replay
 
 T0 = 1_700_000_000
 #: stats the recording cannot reproduce (transport-level / wall clock): see RECORDING.md
-NOT_RECORDED = ("frames", "protocol_errors", "processing_latency_us")
+NOT_RECORDED = ("frames", "protocol_errors", "processing_latency_us", "lag_ms")
 
 
 def _bar(tk, s, o, h, lo, c, v):
@@ -85,7 +85,9 @@ def _direct(msgs, windows=(60, 300)):
             feed._emit("disconnected", {"reason": payload.decode()})
             feed.session.on_disconnected(payload.decode())
     feed.session.flush_stats(msgs[-1][1])
+    feed._flush_stats()
     feed.stats.processing_latency.reset()
+    feed.stats.lag.reset()
     return feed
 
 

@@ -237,7 +237,7 @@ def test_cli_record_bad_key_exits_2(tmp_path, capsys):
 
 def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
     """The user-facing promise: `snapshot --record F` then `replay F` → same document
-    (but the transport counters and processing latency, which a recording lacks)."""
+    (but the transport counters, processing latency and lag, which a recording lacks)."""
     from fastfeed.cli import main
     from fastfeed.simulator.testing import SimThread
 
@@ -251,7 +251,7 @@ def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
     assert main(["replay", str(out), "--windows", "60,300"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     for d in (live, replayed):
-        for k in ("frames", "protocol_errors", "processing_latency_us"):
+        for k in ("frames", "protocol_errors", "processing_latency_us", "lag_ms"):
             d["stats"].pop(k)
     assert live["windows"]["60"] and replayed == live
 

@@ -13,6 +13,7 @@ import pytest
 from fastfeed.simulator import Faults, Market, SimConfig, SimProcess, SimThread, Simulator
 from fastfeed.simulator.options import add_arguments, build_parser, config_from_args
 from fastfeed.transport import Connection, ConnectionRejected
+from waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,14 +48,6 @@ class Client:
         for m in self.msgs:
             out.extend(m if isinstance(m, list) else [m])
         return out
-
-
-async def until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def small(**kw: Any) -> SimConfig:

@@ -19,6 +19,7 @@ import pytest
 from fastfeed.simulator import Faults, SimConfig, Simulator
 from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection, ConnectionRejected, mask_secrets, mask_url
+from waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,15 +81,6 @@ def truth(sim: Simulator) -> list[tuple]:
     a = sim.sent_bars()
     return [(str(r["symbol"]), int(r["second"]), float(r["open"]), float(r["high"]), float(r["low"]),
              float(r["close"]), float(r["volume"])) for r in a]
-
-
-async def until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def cfg(**kw: Any) -> SimConfig:

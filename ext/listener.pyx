@@ -260,7 +260,16 @@ cdef class FeedListener(WSListener):
             self.last_recv_mono_ns = _now_ns(CLOCK_MONOTONIC)
         self._new_buffer = frame.last_in_buffer
         try:
-            if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            t = frame.msg_type
+            if frame.payload_size > self.max_message_size and (
+                    t == WSMsgType.TEXT or t == WSMsgType.BINARY or t == WSMsgType.CONTINUATION):
+                # picows refuses such a frame from its header (closing with 1009) but may still
+                # hand it over once its payload has arrived: never deliver it, count it once
+                self._frag_state = 0
+                self._frag_size = 0
+                self._protocol_error(transport, KIND_TOO_BIG, "frame exceeds max_message_size",
+                                     WSCloseCode.MESSAGE_TOO_BIG)
+            elif frame.rsv1 or frame.rsv2 or frame.rsv3:
                 self._protocol_error(transport, KIND_RSV, "frame with RSV bits set",
                                      WSCloseCode.PROTOCOL_ERROR)
             else:

@@ -22,7 +22,19 @@ class ConfigurationError(ValueError):
 
 
 class AuthError(Exception):
-    """The feed refused the API key: a configuration error, never retried."""
+    """The vendor refused access: a configuration error, never retried.
+
+    Raised for an ``auth_failed`` status (or sFOX's ``error`` for ``authenticate``), a
+    "not authenticated" error answering a subscribe, HTTP 401/403 on the upgrade and a
+    CLOSE 1008 after the auth step.  ``key_env`` names the environment variable of the
+    feed's key (``None`` when unknown) and ``reason`` says what the server did; neither,
+    nor the message, ever contains the key.
+    """
+
+    def __init__(self, message: str, *, key_env: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.key_env = key_env
+        self.reason = reason or message
 
 
 class UniverseFull(Exception):
@@ -34,7 +46,15 @@ class TransportError(ConnectionError):
 
 
 class ConnectionRejected(TransportError):
-    """The server refused us in a way reconnecting cannot fix (HTTP 401/403, CLOSE 1008)."""
+    """The server refused us in a way reconnecting cannot fix (HTTP 401/403, CLOSE 1008).
+
+    ``reason``: what the server did, in a few words (e.g. ``"HTTP 401 on the upgrade"``).
+    A feed session turns it into an :class:`AuthError`; a bare ``Connection`` raises this.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class RecordingError(Exception):

@@ -279,6 +279,12 @@ class Feed:
             return self._task.exception()
         return None
 
+    @property
+    def market(self) -> str | None:
+        """The last market status the vendor sent (``"open"``, ``"extended-hours"``,
+        ``"closed"``), ``None`` when never told."""
+        return self.session.state.get("market")
+
     # ------------------------------------------------------------------ thread mode
     def start(self, wait_connected: float | None = 10.0) -> "Feed":
         """Run the feed on a background thread with its own event loop.
@@ -437,7 +443,8 @@ class Feed:
         """The ``fastfeed snapshot`` document (a consistent copy, safe from any thread)."""
         def read() -> dict[str, Any]:
             self._flush_stats()
-            return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
+            return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows,
+                                     market=self.market)
 
         return self._on_feed_thread(read)
 

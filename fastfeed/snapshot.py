@@ -2,12 +2,14 @@
 
 Contract (``fastfeed snapshot --format json``)::
 
-    {"feed": "vantafin", "as_of": 1700000059,
+    {"feed": "vantafin", "as_of": 1700000059, "market": "open",
      "windows": {"60": {"AAPL": {"open": .., "high": .., "low": .., "close": ..,
                                  "volume": .., "vwap": .., "count": 3}}},
      "stats": {"frames": .., "messages": .., "bars": .., ...}}
 
-``as_of`` is the clock ``T`` in epoch seconds (``null`` before any bar); window keys
+``as_of`` is the clock ``T`` in epoch seconds (``null`` before any bar); ``market`` the
+last market status the vendor sent (``"open"``, ``"extended-hours"``, ``"closed"``;
+``null`` when never told); window keys
 are seconds as strings; instruments with ``count == 0`` are omitted; NaN is ``null``.
 """
 from __future__ import annotations
@@ -52,14 +54,17 @@ def snapshot_document(
     universe: Any,
     stats: Any,
     windows: Iterable[int] | None = None,
+    market: str | None = None,
 ) -> dict[str, Any]:
-    """The whole snapshot document for ``windows`` (default: all of the engine's)."""
+    """The whole snapshot document for ``windows`` (default: all of the engine's);
+    ``market``: the last market status the vendor sent, if any."""
     sync_engine_counters(stats, engine)
     ws = tuple(engine.windows if windows is None else windows)
     T = int(engine.T)
     return {
         "feed": feed_name,
         "as_of": T if T >= 0 else None,
+        "market": market,
         "windows": {str(w): window_rows(engine, universe, w) for w in ws},
         "stats": stats.as_dict(),
     }

@@ -256,3 +256,36 @@ def test_a_closed_feed_is_garbage_collected(sim):
     feed_ref, session_ref = asyncio.run(run())
     gc.collect()
     assert feed_ref() is None and session_ref() is None
+
+
+@pytest.mark.parametrize("feed_name,faults,key,reason", [
+    ("vantafin", {}, None, "not authenticated; no key was given"),
+    ("sfox", {}, None, "subscribe: not authenticated; no key was given"),
+    ("massive", {}, None, "not authenticated; no key was given"),
+    ("vantafin", {"reject_status": 401}, "sim-key", "HTTP 401 on the upgrade"),
+    ("massive", {"reject_status": 403}, "sim-key", "HTTP 403 on the upgrade"),
+    ("vantafin", {"policy_close": True}, "sim-key", "server closed (1008: policy violation) after connecting"),
+    ("sfox", {"policy_close": True}, "sim-key", "server closed (1008: policy violation) after connecting"),
+])
+def test_feed_raises_auth_error_whenever_access_is_refused(feed_name, faults, key, reason, monkeypatch):
+    from fastfeed.simulator import Faults
+    from fastfeed.simulator.testing import SimThread
+
+    for var in ("VANTAFIN_API_KEY", "SFOX_API_KEY", "MASSIVE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    topics = ["ticker.sfox.btcusd"] if feed_name == "sfox" else None
+
+    async def main(url):
+        events = []
+        feed = Feed(feed_name, url=url, api_key=key, subscribe=topics, on_event=lambda k, i: events.append(k),
+                    connection_options={"backoff_initial": 0.01, "backoff_max": 0.05})
+        async with feed:
+            with pytest.raises(AuthError) as e:
+                await asyncio.wait_for(feed.wait_closed(), 20)
+        assert events.count("auth_failed") == 1 and events.count("connected") <= 1  # never retried
+        return e.value
+
+    with SimThread(n_tickers=20, speed=20.0, sfox_interval=1, faults=Faults(**faults)) as s:
+        err = run(main(s.url(feed_name, api_key=None)))
+    assert err.reason == reason and err.key_env == f"{feed_name.upper()}_API_KEY"
+    assert "sim-key" not in str(err)

@@ -36,6 +36,8 @@ def exit_status(e: BaseException) -> tuple[int, str] | None:
     if isinstance(e, CliError):
         return e.code, str(e)
     if isinstance(e, AuthError):
+        if e.key_env:  # the key's source, never the key
+            return EXIT_AUTH, f"--api-key / {e.key_env} refused: {e.reason}"
         return EXIT_AUTH, f"authentication failed: {e}"
     if isinstance(e, (RecordingError, RuntimeError)):
         return EXIT_FAIL, str(e)
@@ -102,6 +104,25 @@ def report_recording(feed: Any) -> None:
     if rec and (rec.get("error") or rec.get("dropped")):
         print(f"fastfeed: recording {rec.get('path')}: {rec.get('error') or ''} "
               f"({rec.get('dropped', 0)} messages not recorded)", file=sys.stderr)
+
+
+def check_bars(feed: Any) -> None:
+    """A run that ended without one bar says why: a :class:`CliError` (exit 1) when messages
+    arrived but none was usable (the usual sign of a ``--feed`` that does not match the URL),
+    else one stderr line when the vendor said the market is not open."""
+    stats = feed.stats_dict()
+    if stats["bars"]:
+        return
+    kinds = dict(stats.get("decode_errors_by_kind") or {})
+    if stats.get("unknown_messages"):
+        kinds["unknown"] = stats["unknown_messages"]
+    if kinds:
+        what = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        raise CliError(f"no bars: {stats['messages']:,} message(s) arrived and none was usable ({what}); "
+                       f"--feed {feed.feed_name} may not match the URL {feed.url}")
+    market = feed.market
+    if market is not None and market != "open":
+        print(f"fastfeed: no bars: the vendor says the market is {market}", file=sys.stderr)
 
 
 async def listen(feed: Any, duration: float | None) -> None:

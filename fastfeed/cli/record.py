@@ -8,7 +8,7 @@ import textwrap
 import time
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_connection_args, add_command, listen, parse_windows_arg
+from .common import EXIT_OK, CliError, add_connection_args, add_command, check_bars, listen, parse_windows_arg
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
@@ -78,4 +78,5 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise feed.error
     if not feed.connected_once:
         raise CliError(f"could not connect to {feed.url}")
+    check_bars(feed)
     return EXIT_OK

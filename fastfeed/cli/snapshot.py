@@ -6,15 +6,20 @@ import asyncio
 import textwrap
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_connection_args, add_command, listen, make_feed, parse_windows_arg, report_recording
+from .common import (EXIT_OK, CliError, add_connection_args, add_command, check_bars, listen, make_feed,
+                     parse_windows_arg, report_recording)
 
 SNAPSHOT_EPILOG = textwrap.dedent(
     """\
     Prints one document and exits 0:
-      {"feed": ..., "as_of": T, "windows": {"60": {"AAPL": {"open", "high", "low",
-       "close", "volume", "vwap", "count"}}}, "stats": {...}}
-    Instruments with no bar in a window are omitted; NaN is null.
-    Exit 2 when the key is refused, 1 on any other failure.
+      {"feed": ..., "as_of": T, "market": "open"|"extended-hours"|"closed"|null,
+       "windows": {"60": {"AAPL": {"open", "high", "low", "close", "volume", "vwap",
+       "count"}}}, "stats": {...}}
+    Instruments with no bar in a window are omitted; NaN is null. With no bar because
+    the market is closed, one line on stderr says so.
+    Exit 2 when access is refused (key refused or missing, HTTP 401/403, CLOSE 1008);
+    1 on any other failure, including messages arriving but none usable (--feed may
+    not match the URL).
 
     examples:
       fastfeed snapshot --url ws://127.0.0.1:8765/v1/stocks --api-key sim-key --duration 5 --windows 60
@@ -52,6 +57,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if not feed.connected_once:
         raise CliError(f"could not connect to {feed.url} within {args.duration:g} s: "
                        f"{feed.last_error or 'no connection'}")
+    check_bars(feed)
     doc = feed.snapshot(windows)
     print_document(doc, args.format)
     return EXIT_OK

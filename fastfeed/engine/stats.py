@@ -47,6 +47,8 @@ class Stats:
         self.invalid_rejected = 0  # bars with impossible numbers (engine's last check)
         self.replaced = 0  # bars that replaced an earlier bar for the same second
         self.protocol_errors = 0  # frames breaking the transport rules
+        self.protocol_errors_by_kind: Counter[str] = Counter()  # e.g. message_too_big, rsv, binary
+        self.sfox_out_of_order = 0  # sFOX updates older than the pair's previous one (skipped)
         self.session_errors = 0  # exceptions a Python session's on_message let escape (transport)
         self.reconnects = 0
         self.gaps = 0
@@ -101,6 +103,8 @@ class Stats:
         for k in ("bytes", "invalid_rejected", "replaced", "protocol_errors", "session_errors",
                   "universe_overflow"):
             d[k] = getattr(self, k)
+        d["protocol_errors_by_kind"] = dict(self.protocol_errors_by_kind)
+        d["sfox_out_of_order"] = self.sfox_out_of_order
         d["gap_list"] = [list(g) for g in self.gap_list]
         d["feed_latency_ms"] = self._percentiles(self.feed_latency, 1e3)
         d["processing_latency_us"] = self._percentiles(self.processing_latency, 1e3)

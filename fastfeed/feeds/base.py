@@ -27,6 +27,7 @@ import msgspec
 
 from .._ext.decode import BarFiller
 from ..engine.stats import sync_engine_counters
+from ..errors import AuthError
 from ..log import RateLimitedLog
 from .registry import FEEDS
 
@@ -152,6 +153,34 @@ class BaseSession:
         if self._api_key and self._api_key in text:
             text = text.replace(self._api_key, "***")
         return text
+
+    def on_refused(self, reason: str) -> None:
+        """Access was refused (``reason``: what the server did, without the key): make it
+        final. Sets :attr:`fatal` to an :class:`AuthError` (the transport stops
+        reconnecting and raises it), emits ``auth_failed`` and logs one line.
+
+        The transport calls it for HTTP 401/403 on the upgrade and a CLOSE 1008; the feeds
+        call it for an ``auth_failed`` status and for a "not authenticated" error."""
+        reason = self._scrub(reason)
+        self.state["authenticated"] = False
+        self.state["last_error"] = reason
+        if self.fatal is None:
+            self.fatal = AuthError(
+                f"{self.name} refused access ({reason}); check the key (env {self.api_key_env}) "
+                "— not retrying",
+                key_env=self.api_key_env, reason=reason,
+            )
+            self._emit("auth_failed", {"message": reason})
+            # INFO: the AuthError itself reaches the caller (the CLI prints it as its one line)
+            self._logger("auth", "%s: access refused: %s", self.name, reason, level=logging.INFO)
+
+    def _refuse_unauthenticated(self, message: str) -> bool:
+        """A server error saying the client is not authenticated (answering a subscribe
+        sent without a valid key) refuses access; True when ``message`` was one."""
+        if "not authenticated" not in message.lower():
+            return False
+        self.on_refused(message if self._api_key else f"{message}; no key was given")
+        return True
 
     def _emit(self, kind: str, info: dict) -> None:
         if self.on_event is not None:

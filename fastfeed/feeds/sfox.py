@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from .._ext.decode import SfoxFiller
-from ..errors import AuthError, UniverseFull
+from ..errors import UniverseFull
 from .base import BaseSession
 
 TOPIC_PREFIX = "ticker.sfox."
@@ -171,6 +171,7 @@ class SfoxSession(BaseSession):
             self.stats.count_decode_error("validation")
             self._logger("validation", "sfox: ticker without timestamp/last/volume skipped")
         elif kind == "disorder":
+            self.stats.sfox_out_of_order += 1
             self._logger("disorder", "sfox: update older than the previous one for %s skipped", msg[1])
 
     def _on_ack(self, env: Envelope) -> None:
@@ -188,13 +189,9 @@ class SfoxSession(BaseSession):
             error = self._scrub((env.payload.error if env.payload is not None else None) or "error")
             state["last_error"] = f"{action}: {error}"
             if action == "authenticate":
-                state["authenticated"] = False
-                self.fatal = AuthError(
-                    f"sfox refused the API key ({error!r}); check the key (env {self.api_key_env}) "
-                    "— not retrying"
-                )
-                self._emit("auth_failed", {"message": error})
-                self._logger("auth", "sfox: authentication failed: %s", error)
+                self.on_refused(f"authenticate: {error}")
+            elif self._refuse_unauthenticated(f"{action}: {error}"):
+                pass
             else:
                 self._emit("error", {"action": action, "message": error})
                 self._logger("status_error", "sfox: %s failed: %s", action, error)

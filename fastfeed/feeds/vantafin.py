@@ -13,7 +13,7 @@ from typing import Any, Union
 import msgspec
 
 from .._ext.decode import PV_CLOSE, PV_TYPICAL, BarFiller
-from ..errors import AuthError, UniverseFull
+from ..errors import UniverseFull
 from .base import BaseSession
 
 
@@ -152,18 +152,13 @@ class VantafinSession(BaseSession):
         elif status == "auth_success":
             state["authenticated"] = True
         elif status == "auth_failed":
-            state["authenticated"] = False
-            state["last_error"] = message
-            self.fatal = AuthError(
-                f"{self.name} refused the API key ({status}: {message!r}); check the key "
-                f"(env {self.api_key_env}) — not retrying"
-            )
-            self._emit("auth_failed", {"message": message})
-            self._logger("auth", "%s: authentication failed: %s", self.name, message)
+            self.on_refused(f"{status}: {message}")
         elif status.startswith("market_"):  # Massive: {"ev":"status","status":"market_closed"}
             state["market"] = status[len("market_"):]
             self._emit("market_status", {"market": state["market"], "timestamp": None})
         elif status == "error":
+            if self._refuse_unauthenticated(message):
+                return
             state["last_error"] = message
             self._emit("error", {"message": message})
             self._logger("status_error", "%s: server error: %s", self.name, message)

@@ -7,9 +7,9 @@ reconnects and gaps are counted as they were live). Same file, same options → 
 same windows and the same snapshot document, every time.
 
 What a recording cannot reproduce, and replay therefore leaves out: transport counters
-(``frames``, ``protocol_errors``: frames the transport rejected never reached the
-session, so they were never recorded) and the processing latency (a wall-clock
-measurement of the live process; its histogram is left empty).
+(``frames``, ``protocol_errors`` and ``protocol_errors_by_kind``: frames the transport
+rejected never reached the session, so they were never recorded) and the processing
+latency (a wall-clock measurement of the live process; its histogram is left empty).
 
 """
 from __future__ import annotations
@@ -77,7 +77,9 @@ class ReplayResult:
         """The ``fastfeed snapshot`` document of the replayed state."""
         from ..snapshot import snapshot_document
 
-        return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows)
+        market = getattr(self.feed, "market", None) if self.feed is not None else None
+        return snapshot_document(self.feed_name, self.engine, self.universe, self.stats, windows,
+                                 market=market)
 
     @property
     def bars_per_second(self) -> float:

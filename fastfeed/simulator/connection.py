@@ -166,11 +166,18 @@ class SimConnection(Producer, WSListener):
         if self._key_ok(key):
             self.authenticated = True
             self._status("auth_success", "authenticated")
+            self._after_auth()
             return True
         self._status("auth_failed", "authentication failed")
         self.flush()
         self.hang_up(1008, "authentication failed")
         return False
+
+    def _after_auth(self) -> None:
+        """The key was accepted (and acknowledged): the ``policy_close`` fault closes now."""
+        if self.faulty and self.sim.config.faults.policy_close:
+            self.flush()
+            self.hang_up(1008, "policy violation")
 
     # -- output --------------------------------------------------------------------------
 

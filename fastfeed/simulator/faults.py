@@ -52,6 +52,19 @@ class Faults:
     delay_every: int = 0
     delay_count: int = 1
     delay_ms: float = 100.0
+    #: sFOX: every N-th update is followed by the pair's previous update again (older
+    #: timestamp, next sequence number): an out-of-order update
+    sfox_out_of_order_every: int = 0
+    #: after the N-th data frame, one text frame of ``oversize_bytes`` bytes (a single frame
+    #: over the client's size limit; the default exceeds fastfeed's default 16 MiB)
+    oversize_after: int = 0
+    oversize_bytes: int = 16 * 1024 * 1024 + 1
+    #: refuse the WebSocket upgrade with this HTTP status (e.g. 401, 403, 429, 503)
+    reject_status: int = 0
+    #: with ``reject_status``: send ``Retry-After: N`` (seconds; 0: no header)
+    retry_after: int = 0
+    #: close with 1008 (policy violation) right after accepting the key
+    policy_close: bool = False
     #: faults apply to the first N connections only (0: all)
     connections: int = 0
 
@@ -60,6 +73,8 @@ class Faults:
             raise ValueError("drop_mode must be 'close' or 'abrupt'")
         if self.withhold_every and not 1 <= self.withhold_for <= self.withhold_every:
             raise ValueError("withhold_for must be within 1..withhold_every")
+        if self.reject_status and not 400 <= self.reject_status <= 599:
+            raise ValueError("reject_status must be an HTTP error status (400-599)")
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
@@ -72,6 +87,8 @@ class Faults:
         d.pop("correction_lag")
         d.pop("correction_count")
         d.pop("fragment_size")
+        d.pop("oversize_bytes")
+        d.pop("retry_after")
         d.pop("connections")
         for k in ("withhold_count", "withhold_for", "delay_count", "delay_ms"):
             d.pop(k)

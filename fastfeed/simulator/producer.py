@@ -113,6 +113,8 @@ class Producer:
             self._queue(ws_frame(b'{"type":"status","status":"info","message":"rsv"}', rsv1=True))
         if f.invalid_utf8_after and n == f.invalid_utf8_after:
             self._queue(ws_frame(b'{"type":"status","status":"info","message":"\xff\xfe\xc0"}'))
+        if f.oversize_after and n == f.oversize_after:
+            self._queue(ws_frame(b'"' + b"x" * max(0, f.oversize_bytes - 2) + b'"'))
         if f.drop_after and n == f.drop_after:
             self._pending_drop = True
         if f.stall_after and n == f.stall_after:

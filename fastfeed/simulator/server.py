@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
-from picows import ws_create_server  # type: ignore[attr-defined]
+from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server  # type: ignore[attr-defined]
 
 from ..feeds.registry import FEEDS
 from ..transport.masking import MaskingAdapter
@@ -104,6 +104,7 @@ class Simulator:
         self.port = 0
         self.high_water = -1
         self._accepted = 0
+        self.rejected = 0  # upgrades refused by the reject_status fault
         self.t0_wall = time.time()
         self.start_second = 0
         self._cache: dict[str, Any] = {}
@@ -167,7 +168,7 @@ class Simulator:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    def _factory(self, request: Any) -> Optional[SimConnection]:
+    def _factory(self, request: Any) -> Any:
         raw = request.path.decode("latin-1") if isinstance(request.path, bytes) else str(request.path)
         parts = urllib.parse.urlsplit(raw)
         feed = _PATH_FEED.get(parts.path)
@@ -177,6 +178,13 @@ class Simulator:
         key = (q.get("apiKey") or q.get("apikey") or [None])[0]
         idx = self._accepted
         self._accepted += 1
+        f = self.config.faults
+        if f.reject_status and (f.connections == 0 or idx < f.connections):
+            self.rejected += 1
+            headers = {"Retry-After": str(f.retry_after)} if f.retry_after else None
+            body = b"%d refused by the simulator (fault reject_status)" % f.reject_status
+            return WSUpgradeResponseWithListener(
+                WSUpgradeResponse.create_error_response(f.reject_status, body, headers), None)
         return CONNECTIONS[feed](self, key, idx)
 
     async def start(self) -> "Simulator":

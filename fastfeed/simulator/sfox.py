@@ -21,6 +21,12 @@ def _iso_ms(ms: int) -> str:
 class SfoxConnection(SimConnection):
     feed = "sfox"
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.updates_sent = 0
+        self.out_of_order_sent = 0  # updates re-sent after a newer one (fault)
+        self._previous: dict[str, Any] = {}  # pair -> its last update sent
+
     def _hello(self) -> None:
         if self.url_key is not None and self._key_ok(self.url_key):
             self.authenticated = True
@@ -55,6 +61,7 @@ class SfoxConnection(SimConnection):
             if self._key_ok(msg.get("apiKey")):
                 self.authenticated = True
                 self._sfox_ack("success", "authenticate", {"action": "authenticate"})
+                self._after_auth()
             else:
                 self._sfox_ack("error", "authenticate", {"action": "authenticate", "error": "invalid api key"})
                 self.flush()
@@ -94,23 +101,35 @@ class SfoxConnection(SimConnection):
                 self.sequence_gaps += 1
             if cfg.record:
                 self._rec_updates.append((self.sequence, u))
-            msg = {
-                "sequence": self.sequence,
-                "recipient": f"ticker.sfox.{u.pair}",
-                "timestamp": u.ts_ns,
-                "payload": {
-                    "amount": u.amount,
-                    "exchange": "coinbase",
-                    "high": u.high,
-                    "last": u.last,
-                    "low": u.low,
-                    "open": u.open,
-                    "pair": u.pair,
-                    "route": "Smart",
-                    "source": "ticker-info",
-                    "timestamp": _iso_ms(u.trade_ms),
-                    "volume": u.volume,
-                    "vwap": u.vwap,
-                },
-            }
-            self._data_frame(encode_json(msg))
+            self._data_frame(self._update_message(u))
+            self.updates_sent += 1
+            if self.faulty and f.sfox_out_of_order_every and self.updates_sent % f.sfox_out_of_order_every == 0:
+                previous = self._previous.get(u.pair)
+                if previous is not None:  # the pair's previous update again: older than u
+                    self.sequence += 1
+                    self.out_of_order_sent += 1
+                    self._data_frame(self._update_message(previous))
+            self._previous[u.pair] = u
+
+    def _update_message(self, u: Any) -> bytes:
+        """The ticker message of update ``u`` with the current sequence number."""
+        msg = {
+            "sequence": self.sequence,
+            "recipient": f"ticker.sfox.{u.pair}",
+            "timestamp": u.ts_ns,
+            "payload": {
+                "amount": u.amount,
+                "exchange": "coinbase",
+                "high": u.high,
+                "last": u.last,
+                "low": u.low,
+                "open": u.open,
+                "pair": u.pair,
+                "route": "Smart",
+                "source": "ticker-info",
+                "timestamp": _iso_ms(u.trade_ms),
+                "volume": u.volume,
+                "vwap": u.vwap,
+            },
+        }
+        return encode_json(msg)

@@ -31,15 +31,17 @@ leaves this module has ``apiKey=`` values (and the key itself) replaced by ``***
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import random
 import socket
+import time
 from typing import Any, Callable, Optional
 
 from picows import WSCloseCode, WSError, ws_connect  # type: ignore[attr-defined]
-from picows.common import WSHandshakeError
+from picows.common import WSHandshakeError, WSProtocolError
 
-from .._ext.listener import FeedListener, RawTap
+from .._ext.listener import KIND_TOO_BIG, FeedListener, RawTap
 from ..engine.stats import Stats
 from ..errors import ConnectionRejected, TransportError
 from ..log import RateLimitedLog
@@ -61,6 +63,28 @@ MiB = 1024 * 1024
 FATAL_CLOSE_CODES = (1008,)
 #: HTTP statuses of a refused upgrade after which reconnecting cannot help.
 FATAL_HTTP_STATUSES = (401, 403)
+#: HTTP statuses of a refused upgrade whose ``Retry-After`` header the next attempt honours.
+RETRY_AFTER_STATUSES = (429, 503)
+
+
+def retry_after_seconds(headers: Any) -> Optional[float]:
+    """The ``Retry-After`` header as seconds from now (delay-seconds or an HTTP date);
+    ``None`` when absent or unreadable."""
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+    except Exception:
+        return None
+    if not value:
+        return None
+    value = str(value).strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 
@@ -75,7 +99,8 @@ class Connection:
     :param idle_timeout: no frame (data or PONG) for this long: the connection is dead,
         it is aborted and reconnected.
     :param backoff_initial: first retry delay (before jitter, which scales it by 0.5..1).
-    :param backoff_max: cap of the doubling retry delay.
+    :param backoff_max: cap of the doubling retry delay, and of the wait a ``Retry-After``
+        header of an HTTP 429/503 answering the upgrade asks for (at least that long, logged).
     :param max_message_size: largest frame and largest reassembled message (1009 beyond).
     :param ssl_context: TLS context for ``wss://``; ``None``: the default, verifying one.
     :param on_event: ``on_event(name, info: dict)`` for "connected", "disconnected",
@@ -165,6 +190,8 @@ class Connection:
         self.connects = 0  # successful connections (handshakes) so far
         self.attempt = 0  # consecutive failed attempts (backoff exponent)
         self.last_error: Optional[str] = None
+        self._retry_after: Optional[float] = None  # seconds a 429/503 asked us to wait
+        self._too_big_counted = False  # this connection's listener counted a message_too_big
 
     # -- public API ---------------------------------------------------------------------
 
@@ -231,7 +258,8 @@ class Connection:
             connected = False
             try:
                 transport, listener = await self._connect()
-            except ConnectionRejected:
+            except ConnectionRejected as exc:
+                self._refused(exc.reason)
                 raise
             except _Stopped:
                 break
@@ -246,14 +274,23 @@ class Connection:
                 break
             self._raise_if_fatal()
             if self._close_code in FATAL_CLOSE_CODES:
-                raise ConnectionRejected(
+                rejected = ConnectionRejected(
                     f"{self.display_url}: server closed the connection with code "
-                    f"{self._close_code} ({self._disc_reason}); not reconnecting"
+                    f"{self._close_code} ({self._disc_reason}); not reconnecting",
+                    reason=f"{self._disc_reason} after connecting",
                 )
+                self._refused(rejected.reason)
+                raise rejected
             if connected and loop.time() - started >= self.stable_after:
                 self.attempt = 0
             delay = self.backoff_delay(self.attempt)
             self.attempt += 1
+            retry_after, self._retry_after = self._retry_after, None
+            if retry_after is not None and delay < retry_after:
+                delay = min(retry_after, self.backoff_max)
+                log.warning("%s: server asked to retry after %g s: next attempt in %.3f s%s",
+                            self.display_url, retry_after, delay,
+                            " (capped at backoff_max)" if delay < retry_after else "")
             self._emit("reconnecting", delay=delay, attempt=self.attempt)
             try:
                 await asyncio.wait_for(self._stop_event.wait(), delay)  # type: ignore[union-attr]
@@ -289,6 +326,7 @@ class Connection:
         def factory() -> FeedListener:
             ln = FeedListener(sink, self, stats, mms, buffer_end, tap)
             self.listener = self.last_listener = ln
+            self._too_big_counted = False
             return ln
 
         kwargs: dict[str, Any] = {}
@@ -345,8 +383,10 @@ class Connection:
             status = getattr(getattr(exc, "response", None), "status", None)
             if status is not None and int(status) in FATAL_HTTP_STATUSES:
                 raise ConnectionRejected(
-                    f"{self.display_url}: upgrade refused with HTTP {int(status)}; not reconnecting"
-                ) from None
+                    f"{self.display_url}: upgrade refused with HTTP {int(status)}; not reconnecting",
+                    reason=f"HTTP {int(status)} on the upgrade") from None
+            if status is not None and int(status) in RETRY_AFTER_STATUSES:
+                self._retry_after = retry_after_seconds(getattr(exc.response, "headers", None))
             raise TransportError(self._mask(f"handshake failed: {exc}")) from None
         except asyncio.TimeoutError:
             raise TransportError("connect/handshake timed out") from None
@@ -412,6 +452,12 @@ class Connection:
                 self.last_error = reason
                 if self._disc_reason is None:
                     self._disc_reason = reason
+                if (isinstance(exc, WSProtocolError) and getattr(exc, "code", None) == WSCloseCode.MESSAGE_TOO_BIG
+                        and not self._too_big_counted):
+                    # one frame over max_message_size: picows closed with 1009 from its header,
+                    # before the listener saw it; counted like a message that grew too big
+                    self.stats.protocol_errors += 1
+                    self._ws_protocol_error(KIND_TOO_BIG, self._mask(str(exc)), WSCloseCode.MESSAGE_TOO_BIG)
             listener.flush_stats()
 
     @staticmethod
@@ -436,6 +482,18 @@ class Connection:
                 asyncio.get_running_loop().call_later(0.01, t.disconnect, False)
         except Exception:
             pass
+
+    def _refused(self, reason: str) -> None:
+        """Access was refused (HTTP 401/403, CLOSE 1008): tell the session, which may make
+        it its own fatal error (e.g. ``AuthError``); :meth:`_raise_if_fatal` raises that."""
+        self.last_error = reason
+        on_refused = getattr(self.session, "on_refused", None)
+        if callable(on_refused):
+            try:
+                on_refused(self._mask(reason))
+            except Exception as exc:
+                self._ratelog("on_refused", "%s", f"session.on_refused raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
+        self._raise_if_fatal()
 
     def _raise_if_fatal(self) -> None:
         fatal = getattr(self.session, "fatal", None)
@@ -494,6 +552,9 @@ class Connection:
             self._ratelog("on_disconnected", "%s", f"session.on_disconnected raised {type(exc).__name__}: {self._mask(str(exc))}", level=logging.ERROR)
 
     def _ws_protocol_error(self, kind: str, detail: str, close_code: int) -> None:
+        self.stats.protocol_errors_by_kind[kind] += 1
+        if kind == KIND_TOO_BIG:
+            self._too_big_counted = True  # picows' own 1009 for it is not counted again
         if close_code:
             self._disc_reason = f"protocol error ({kind}): {detail}"
         self._emit("protocol_error", kind=kind, detail=detail, close_code=close_code or None)

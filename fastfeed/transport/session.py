@@ -18,7 +18,10 @@ class Session(Protocol):
     message of every socket read, ``defer_until_buffer_end`` (set by the connection when it
     batches per read), ``message_sink()`` (a capsule of the C sink, see ``ext/sink.pxd``:
     the listener then hands messages over without a Python call) and ``raw_tap`` (a
-    ``fastfeed._ext.listener.RawTap``: every message is copied into it first).
+    ``fastfeed._ext.listener.RawTap``: every message is copied into it first) and
+    ``on_refused(reason)`` (the peer refused access: HTTP 401/403 on the upgrade or a CLOSE
+    1008; the session may set ``fatal``, which is then raised instead of
+    ``ConnectionRejected``).
     """
 
     fatal: Optional[BaseException]

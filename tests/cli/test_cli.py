@@ -22,7 +22,7 @@ def test_snapshot_prints_the_contract_document(sim, capsys):
                               "--duration", "1.5", "--windows", "60,300")
     assert code == 0, err
     doc = json.loads(out)
-    assert list(doc) == ["feed", "as_of", "windows", "stats"]
+    assert list(doc) == ["feed", "as_of", "market", "windows", "stats"]
     assert doc["feed"] == "vantafin" and isinstance(doc["as_of"], int)
     assert list(doc["windows"]) == ["60", "300"]
     rows = doc["windows"]["60"]

@@ -417,3 +417,23 @@ def test_every_feed_takes_the_c_path_and_it_matches_the_python_path(feed):
     py_calls, py_bars, py_state = asyncio.run(one(True))
     assert c_calls == 0 and py_calls > 0
     assert c_bars == py_bars > 0 and c_state == py_state
+
+
+def test_sfox_update_older_than_the_pairs_last_is_skipped_and_counted():
+    async def main():
+        async with Simulator(cfg(faults=dict(sfox_out_of_order_every=3))) as sim:
+            async with Run(sim, "sfox", api_key="sim-key") as r:
+                await until(lambda: producers_done(sim) and r.stats.bars == sfox_updates(sim) > 0)
+                c = sim.connections[0]
+                await until(lambda: r.stats.sfox_out_of_order == c.out_of_order_sent)
+            assert c.out_of_order_sent > 0
+            assert r.stats.as_dict()["sfox_out_of_order"] == c.out_of_order_sent
+            assert r.stats.sequence_gaps == 0 and r.stats.decode_errors == 0
+            want = sfox_truth(sim)  # the stale copies changed nothing
+            got = bars_of(r.engine, r.universe)
+            assert set(got) == set(want)
+            for key, bar in want.items():
+                assert got[key][:4] == bar[:4]
+                assert got[key][4] == pytest.approx(bar[4], rel=1e-9, abs=1e-9)
+
+    run(main())

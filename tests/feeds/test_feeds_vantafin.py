@@ -171,8 +171,18 @@ def test_auth_failed_is_fatal_and_never_shows_the_key(caplog):
     assert isinstance(s.fatal, AuthError)
     text = str(s.fatal) + repr(s.fatal) + repr(s) + caplog.text + repr(events) + repr(s.state)
     assert "vf-live-SECRET" not in text and "SECRET" not in text
-    assert "refused the API key" in str(s.fatal)
+    assert "refused access" in str(s.fatal) and s.fatal.key_env == "VANTAFIN_API_KEY"
     assert events[-1][0] == "auth_failed"
+
+
+def test_not_authenticated_answering_a_keyless_subscribe_is_fatal():
+    s, engine, universe, stats, events, sent = make()
+    s.on_connected(sent.append)
+    s.on_message(b'{"type":"status","status":"error","message":"not authenticated"}', RECV)
+    assert isinstance(s.fatal, AuthError) and s.fatal.reason == "not authenticated; no key was given"
+    assert [k for k, _ in events] == ["auth_failed"]
+    s.on_message(b'{"type":"status","status":"error","message":"bad subscribe"}', RECV)
+    assert s.fatal.reason == "not authenticated; no key was given"  # the first refusal stays
 
 
 def test_no_auth_message_without_key_and_wildcard_collapses_subscribe():

@@ -13,7 +13,8 @@ from fastfeed.recording.replay import parse_speed, replay
 
 T0 = 1_700_000_000
 #: stats the recording cannot reproduce (transport-level / wall clock): see RECORDING.md
-NOT_RECORDED = ("frames", "protocol_errors", "processing_latency_us", "lag_ms")
+NOT_RECORDED = ("frames", "protocol_errors", "protocol_errors_by_kind", "processing_latency_us",
+                "lag_ms")
 
 
 def _bar(tk, s, o, h, lo, c, v):

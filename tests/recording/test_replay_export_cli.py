@@ -133,7 +133,7 @@ def test_cli_replay_prints_the_snapshot_document(tmp_path, capsys):
     assert main(["replay", str(p), "--windows", "60,300", "--format", "json"]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out)
-    assert list(doc) == ["feed", "as_of", "windows", "stats"]
+    assert list(doc) == ["feed", "as_of", "market", "windows", "stats"]
     assert out.strip() == dump_json(replay(p, windows=(60, 300)).snapshot((60, 300)))
     assert doc["as_of"] == T0 + 119 and set(doc["windows"]) == {"60", "300"}
     assert main(["replay", str(p), "--windows", "60", "--format", "table"]) == 0
@@ -251,7 +251,8 @@ def test_snapshot_record_then_replay_prints_the_same_windows(tmp_path, capsys):
     assert main(["replay", str(out), "--windows", "60,300"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     for d in (live, replayed):
-        for k in ("frames", "protocol_errors", "processing_latency_us", "lag_ms"):
+        for k in ("frames", "protocol_errors", "protocol_errors_by_kind", "processing_latency_us",
+                  "lag_ms"):
             d["stats"].pop(k)
     assert live["windows"]["60"] and replayed == live
 

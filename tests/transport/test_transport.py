@@ -676,3 +676,92 @@ def test_a_payload_kept_past_the_call_is_released_not_dangling():
             assert s.raw[0].startswith(b'{"type":"status"')
 
     run(main())
+
+
+# --- limits and refusals the transport must count or honour (issue 9) ------------------------
+
+
+@pytest.mark.parametrize("size", [100_000, 8_000_000])  # payload read whole / refused from its header
+def test_single_frame_over_the_limit_is_counted_by_kind_and_reconnects(size):
+    async def main():
+        c = cfg(faults=dict(oversize_after=3, oversize_bytes=size, connections=1))
+        async with Simulator(c) as sim:
+            s = Rec()
+            stats = Stats()
+            conn, events, _ = await run_until(sim, s, lambda c: c.connects >= 2, max_message_size=64 * 1024,
+                                              stats=stats)
+            assert stats.protocol_errors == 1
+            assert dict(stats.protocol_errors_by_kind) == {"message_too_big": 1}
+            err = [i for n, i in events if n == "protocol_error"]
+            assert len(err) == 1 and err[0]["kind"] == "message_too_big" and err[0]["close_code"] == 1009
+            assert not any(len(m) > 64 * 1024 for m in s.raw)  # never handed to the session
+
+    run(main())
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_on_a_refused_upgrade_delays_the_next_attempt(status, caplog):
+    async def main():
+        c = cfg(faults=dict(reject_status=status, retry_after=1, connections=1))
+        async with Simulator(c) as sim:
+            conn, events, _ = await run_until(sim, Rec(), lambda c: c.connects >= 1, backoff_max=5.0)
+            delays = [i["delay"] for n, i in events if n == "reconnecting"]
+            assert sim.rejected == 1 and len(delays) == 1
+            assert 1.0 <= delays[0] <= 5.0  # at least Retry-After, not the 0.01 s first retry
+
+    with caplog.at_level(logging.WARNING, logger="fastfeed.transport"):
+        run(main())
+    assert any("retry after 1 s" in r.getMessage() for r in caplog.records)
+
+
+def test_retry_after_is_capped_at_backoff_max(caplog):
+    async def main():
+        c = cfg(faults=dict(reject_status=429, retry_after=3600, connections=1))
+        async with Simulator(c) as sim:
+            conn, events, _ = await run_until(sim, Rec(), lambda c: c.connects >= 1, backoff_max=0.2)
+            delays = [i["delay"] for n, i in events if n == "reconnecting"]
+            assert delays == [0.2]
+
+    with caplog.at_level(logging.WARNING, logger="fastfeed.transport"):
+        run(main())
+    assert any("capped at backoff_max" in r.getMessage() for r in caplog.records)
+
+
+def test_retry_after_header_forms():
+    from fastfeed.transport.connection import retry_after_seconds
+
+    assert retry_after_seconds({"Retry-After": "7"}) == 7.0
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds({}) is None
+    assert retry_after_seconds({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}) == 0.0
+
+
+class Refusable(Rec):
+    """A session that turns a refusal into its own fatal error (as the feed sessions do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals: list[str] = []
+
+    def on_refused(self, reason: str) -> None:
+        self.refusals.append(reason)
+        self.fatal = AuthError(reason)
+
+
+def test_refusals_reach_the_session_which_decides_the_error():
+    async def main():
+        async with Simulator(cfg(faults=dict(reject_status=403))) as sim:
+            s = Refusable()
+            conn = Connection(sim.url("vantafin", "my-secret-2"), s, backoff_initial=0.01)
+            with pytest.raises(AuthError):
+                await asyncio.wait_for(conn.run(), 10)
+            assert s.refusals == ["HTTP 403 on the upgrade"] and sim.rejected == 1
+        async with Simulator(cfg(faults=dict(policy_close=True))) as sim:
+            s = Refusable()
+            conn = Connection(sim.url("vantafin"), s, backoff_initial=0.01)
+            with pytest.raises(AuthError):
+                await asyncio.wait_for(conn.run(), 10)
+            assert s.refusals == ["server closed (1008: policy violation) after connecting"]
+            assert len(sim.connections) == 1
+
+    run(main())

@@ -44,7 +44,7 @@ def ext(name: str) -> Extension:
     )
 
 
-NAMES = ["engine", "decode", "listener", "simencode"]
+NAMES = ["engine", "decode", "listener", "simencode", "shm"]
 ONLY = [n for n in os.environ.get("FASTFEED_EXTS", "").split(",") if n]
 
 class build_py_with_pxd(build_py):

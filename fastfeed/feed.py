@@ -57,6 +57,18 @@ class Feed:
     :param record: path of a recording file: every raw message received is written to it
         (``fastfeed replay`` reads it back); finished when the feed closes, and its
         summary is in ``feed.recording``.  A write failure stops the recording, not the feed.
+    :param share: name of a shared-memory segment (``/dev/shm/<name>``, mode 0600) this
+        feed publishes its windows, symbols, clock and counters to after every update;
+        other processes read it with ``fastfeed.attach(name)``.  Removed when the feed closes.
+        Raises ``SegmentBusy`` if a live writer already owns the name; ``feed.segment``
+        is the writer.
+    :param journal: a directory: every raw message is journaled there (recording files
+        rotated hourly, kept ``journal_keep`` seconds), and the constructor first replays
+        the journal's last ``depth`` seconds of receive time through the session and
+        engine (a warm start: ``feed.warm_start`` says what was replayed; ``on_update``
+        and ``on_event`` are not called for replayed data); the outage is reported as a
+        gap.  ``feed.journal`` is the journal's writer (``bytes_written``, ``error``).
+    :param journal_keep: seconds of journal kept (default 2 days).
     """
 
     def __init__(
@@ -78,6 +90,9 @@ class Feed:
         session_options: dict[str, Any] | None = None,
         connection_options: dict[str, Any] | None = None,
         record: str | os.PathLike[str] | None = None,
+        share: str | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        journal_keep: float = 2 * 86400.0,
     ) -> None:
         info = registry.get(feed)
         self.feed_name = feed
@@ -99,7 +114,10 @@ class Feed:
         self.universe = Universe(capacity)
         self.engine = Engine(capacity, tuple(windows), depth, max_future_skew)
         self._user_on_event = on_event
+        self._user_on_update = on_update
         self._reconnecting = False
+        self._warming = False  # replaying the journal: no user callbacks
+        self.segment: Any = None  # the fastfeed.share.SegmentWriter, with share=
         self.session = make_session(
             feed,
             self.engine,
@@ -107,11 +125,23 @@ class Feed:
             self.stats,
             topics=topics,
             api_key=api_key,
-            on_batch=on_update,  # the user's callback is the one Python call per engine update
+            # the user's callback is the one Python call per engine update (publishing
+            # and journal warm starts need one in between)
+            on_batch=self._on_batch if (share is not None or journal is not None) else on_update,
             on_event=self._emit,
             on_gap=self._on_gap,
             **(session_options or {}),
         )
+        self.warm_start: Any = None  # fastfeed.share.journal.WarmStart, with journal=
+        self.journal: Any = None  # the journal's writer, with journal=
+        self._close_journal: Callable[[], dict[str, Any]] | None = None
+        if journal is not None:
+            self._start_journal(journal, journal_keep)
+        if share is not None:  # after the warm start: publishes everything once
+            from .share.writer import SegmentWriter
+
+            self.segment = SegmentWriter(share, self.engine, self.universe, self.stats, feed=feed,
+                                        before_stats=self._flush_stats)
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
@@ -146,6 +176,29 @@ class Feed:
         t = int(self.engine.T)
         return t if t >= 0 else None
 
+    def _start_journal(self, directory: str | os.PathLike[str], keep: float) -> None:
+        """Replay the journal's last ``depth`` seconds (no user callbacks), then journal
+        everything the session receives from now on."""
+        from .share.journal import journal_session, warm_start
+
+        self._warming = True
+        try:
+            self.warm_start = warm_start(directory, self.session, feed=self.feed_name, depth=self.engine.depth)
+        finally:
+            self._warming = False
+        if self.warm_start.T is not None:
+            self.session.expect_gap(self.warm_start.T)  # the outage is reported as a gap
+        self.session, self._close_journal = journal_session(self.session, directory, self.feed_name, self._url,
+                                                            keep=keep)
+        self.journal = self.session.writer
+
+    def _on_batch(self, rows: np.ndarray, T: int) -> None:
+        """An engine update with a segment or a journal: publish, then the user's callback."""
+        if self.segment is not None:
+            self.segment.publish(rows)
+        if self._user_on_update is not None and not self._warming:
+            self._user_on_update(rows, T)
+
     # ------------------------------------------------------------------ events
     def _emit(self, kind: str, info: dict) -> None:
         if kind == "disconnected":
@@ -158,7 +211,7 @@ class Feed:
                 t = int(self.engine.T)
                 if t >= 0:
                     self.session.expect_gap(t)
-        if self._user_on_event is not None:
+        if self._user_on_event is not None and not self._warming:
             try:
                 self._user_on_event(kind, info)
             except Exception:  # a user's callback must not break the feed
@@ -223,6 +276,11 @@ class Feed:
         if self._close_recording is not None:
             close, self._close_recording = self._close_recording, None
             self.recording = close()
+        if self._close_journal is not None:
+            close, self._close_journal = self._close_journal, None
+            close()
+        if self.segment is not None:
+            self.segment.close()
 
     @property
     def last_error(self) -> str | None:

@@ -14,18 +14,8 @@ import pytest
 from fastfeed.share import attach
 from fastfeed.share.layout import shm_path
 
+from serve_helpers import wait_for
 from shm_proc import FIELDS, WINDOWS, batches, make_engine
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
 
 
 def test_readers_match_the_writer_exactly_under_load(shm_name, procs, tmp_path):

@@ -136,12 +136,17 @@ class Feed:
         self.journal: Any = None  # the journal's writer, with journal=
         self._close_journal: Callable[[], dict[str, Any]] | None = None
         if journal is not None:
-            self._start_journal(journal, journal_keep)
+            self._warm_start(journal)
         if share is not None:  # after the warm start: publishes everything once
             from .share.writer import SegmentWriter
 
             self.segment = SegmentWriter(share, self.engine, self.universe, self.stats, feed=feed,
                                         before_stats=self._flush_stats)
+        if journal is not None:  # last: a feed that failed to start writes no journal file
+            from .share.journal import journal_session
+
+            self.session, self._close_journal = journal_session(self.session, journal, feed, url, keep=journal_keep)
+            self.journal = self.session.writer
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
         self.recording: dict[str, Any] | None = None  # the recorder's summary, once closed
@@ -176,10 +181,10 @@ class Feed:
         t = int(self.engine.T)
         return t if t >= 0 else None
 
-    def _start_journal(self, directory: str | os.PathLike[str], keep: float) -> None:
-        """Replay the journal's last ``depth`` seconds (no user callbacks), then journal
-        everything the session receives from now on."""
-        from .share.journal import journal_session, warm_start
+    def _warm_start(self, directory: str | os.PathLike[str]) -> None:
+        """Replay the journal's last ``depth`` seconds (no user callbacks); the outage
+        until the first live bar is then reported as a gap."""
+        from .share.journal import warm_start
 
         self._warming = True
         try:
@@ -187,10 +192,7 @@ class Feed:
         finally:
             self._warming = False
         if self.warm_start.T is not None:
-            self.session.expect_gap(self.warm_start.T)  # the outage is reported as a gap
-        self.session, self._close_journal = journal_session(self.session, directory, self.feed_name, self._url,
-                                                            keep=keep)
-        self.journal = self.session.writer
+            self.session.expect_gap(self.warm_start.T)
 
     def _on_batch(self, rows: np.ndarray, T: int) -> None:
         """An engine update with a segment or a journal: publish, then the user's callback."""

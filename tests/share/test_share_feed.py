@@ -10,13 +10,14 @@ import pytest
 from fastfeed import Feed
 from fastfeed.errors import SegmentBusy
 from fastfeed.share import attach
+from fastfeed.share.journal import journal_files
 from fastfeed.share.layout import shm_path
 from fastfeed.simulator.testing import SimThread
 
 from serve_helpers import wait_for
 
 
-def test_feed_share_publishes_before_on_update_and_stop_removes_the_segment(shm_name):
+def test_feed_share_publishes_before_on_update_and_stop_removes_the_segment(shm_name, tmp_path):
     seen: list[bool] = []
     with SimThread(n_tickers=100, trade_fraction=1.0, speed=20.0, bars_per_frame=50, max_seconds=30) as sim:
         reader_box: list = []
@@ -27,8 +28,10 @@ def test_feed_share_publishes_before_on_update_and_stop_removes_the_segment(shm_
 
         feed = Feed("vantafin", url=sim.url("vantafin"), windows=(10, 30), capacity=256, share=shm_name,
                     on_update=on_update)
-        with pytest.raises(SegmentBusy):
-            Feed("vantafin", url=sim.url("vantafin"), windows=(10, 30), capacity=256, share=shm_name)
+        with pytest.raises(SegmentBusy):  # a second writer of the name fails before journaling anything
+            Feed("vantafin", url=sim.url("vantafin"), windows=(10, 30), capacity=256, share=shm_name,
+                 journal=tmp_path)
+        assert journal_files(tmp_path, "vantafin") == []
         reader = attach(shm_name, timeout=10)
         reader_box.append(reader)
         feed.start()

@@ -44,7 +44,7 @@ def ext(name: str) -> Extension:
     )
 
 
-NAMES = ["engine", "decode", "listener", "simencode", "seconds"]
+NAMES = ["engine", "decode", "listener", "simencode", "seconds", "shm"]
 ONLY = [n for n in os.environ.get("FASTFEED_EXTS", "").split(",") if n]
 
 class build_py_with_pxd(build_py):

@@ -24,6 +24,7 @@ _LAZY = {
     "attach_recorder": "fastfeed.recording.session",
     "replay": "fastfeed.recording.replay",
     "export_parquet": "fastfeed.recording.export",
+    "attach": "fastfeed.share.reader",
 }
 
 __all__ = sorted(["AuthError", "ConfigurationError", "UniverseFull", "__version__", *_LAZY])

@@ -2,7 +2,8 @@
 
 ``ConfigurationError`` and ``UniverseFull`` are raised by constructors and calls with
 bad arguments; ``AuthError`` and ``ConnectionRejected`` end a feed (never retried);
-``RecordingError`` / ``FormatError`` come from recordings.
+``RecordingError`` / ``FormatError`` come from recordings; ``SegmentBusy``,
+``SegmentFormatError`` and ``NoWriter`` from shared-memory segments (``fastfeed.share``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ __all__ = [
     "ConfigurationError",
     "ConnectionRejected",
     "FormatError",
+    "NoWriter",
     "RecordingError",
+    "SegmentBusy",
+    "SegmentFormatError",
     "TransportError",
     "UniverseFull",
 ]
@@ -63,3 +67,15 @@ class RecordingError(Exception):
 
 class FormatError(RecordingError):
     """The file is not a fastfeed recording, or its header is damaged."""
+
+
+class SegmentBusy(RuntimeError):
+    """Another live process already writes a shared-memory segment of this name."""
+
+
+class SegmentFormatError(ValueError):
+    """The named segment is not a fastfeed segment of a format version this code reads."""
+
+
+class NoWriter(TimeoutError):
+    """No live writer published the named segment within the time allowed."""

@@ -81,6 +81,18 @@ class Feed:
     :param record: path of a recording file: every raw message received is written to it
         (``fastfeed replay`` reads it back); finished when the feed closes, and its
         summary is in ``feed.recording``.  A write failure stops the recording, not the feed.
+    :param share: name of a shared-memory segment (``/dev/shm/<name>``, mode 0600) this
+        feed publishes its windows, symbols, clock and counters to after every update;
+        other processes read it with ``fastfeed.attach(name)``.  Removed when the feed closes.
+        Raises ``SegmentBusy`` if a live writer already owns the name; ``feed.segment``
+        is the writer.
+    :param journal: a directory: every raw message is journaled there (recording files
+        rotated hourly, kept ``journal_keep`` seconds), and the constructor first replays
+        the journal's last ``depth`` seconds of receive time through the session and
+        engine (a warm start: ``feed.warm_start`` says what was replayed; ``on_update``
+        and ``on_event`` are not called for replayed data); the outage is reported as a
+        gap.  ``feed.journal`` is the journal's writer (``bytes_written``, ``error``).
+    :param journal_keep: seconds of journal kept (default 2 days).
     """
 
     def __init__(
@@ -108,6 +120,9 @@ class Feed:
         session_options: dict[str, Any] | None = None,
         connection_options: dict[str, Any] | None = None,
         record: str | os.PathLike[str] | None = None,
+        share: str | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        journal_keep: float = 2 * 86400.0,
     ) -> None:
         info = registry.get(feed)
         self.feed_name = feed
@@ -134,7 +149,10 @@ class Feed:
                                       expect_seconds=expect_seconds, strategy_thread=strategy_thread,
                                       spread_s=info.bar_spread_s)
         self._callbacks: Callbacks | None = None
+        self._user_on_update = on_update
         self._reconnecting = False
+        self._warming = False  # replaying the journal: no user callbacks
+        self.segment: Any = None  # the fastfeed.share.SegmentWriter, with share=
         self.session = make_session(
             feed,
             self.engine,
@@ -142,16 +160,33 @@ class Feed:
             self.stats,
             topics=topics,
             api_key=api_key,
-            on_batch=on_update,  # the user's callback is the one Python call per engine update
+            # the user's callback is the one Python call per engine update (publishing
+            # and journal warm starts need one in between)
+            on_batch=self._on_batch if (share is not None or journal is not None) else on_update,
             on_event=self._emit,
             on_gap=self._on_gap,
             **(session_options or {}),
         )
+        self.warm_start: Any = None  # fastfeed.share.journal.WarmStart, with journal=
+        self.journal: Any = None  # the journal's writer, with journal=
+        self._close_journal: Callable[[], dict[str, Any]] | None = None
+        if journal is not None:
+            self._warm_start(journal)
+        if share is not None:  # after the warm start: publishes everything once
+            from .share.writer import SegmentWriter
+
+            self.segment = SegmentWriter(share, self.engine, self.universe, self.stats, feed=feed,
+                                        before_stats=self._flush_stats)
+        if journal is not None:  # last: a feed that failed to start writes no journal file
+            from .share.journal import journal_session
+
+            self.session, self._close_journal = journal_session(self.session, journal, feed, url, keep=journal_keep)
+            self.journal = self.session.writer
         # the lag and on_update's duration are measured in C after every engine update
         self._lag = LagMonitor(self.stats, lag_warn_s, emit=self._emit, clock_rate=clock_rate,
                                spread_s=info.bar_spread_s)
         self._lag.attach(self.session.filler, callback_name("on_update", on_update))
-        if on_second is not None or (strategy_thread and on_update is not None):
+        if on_second is not None or (strategy_thread and on_update is not None) or self.segment is not None:
             self._ensure_callbacks()
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()
         self._close_recording: Callable[[], dict[str, Any]] | None = None
@@ -187,6 +222,26 @@ class Feed:
         t = int(self.engine.T)
         return t if t >= 0 else None
 
+    def _warm_start(self, directory: str | os.PathLike[str]) -> None:
+        """Replay the journal's last ``depth`` seconds (no user callbacks); the outage
+        until the first live bar is then reported as a gap."""
+        from .share.journal import warm_start
+
+        self._warming = True
+        try:
+            self.warm_start = warm_start(directory, self.session, feed=self.feed_name, depth=self.engine.depth)
+        finally:
+            self._warming = False
+        if self.warm_start.T is not None:
+            self.session.expect_gap(self.warm_start.T)
+
+    def _on_batch(self, rows: np.ndarray, T: int) -> None:
+        """An engine update with a segment or a journal: publish, then the user's callback."""
+        if self.segment is not None:
+            self.segment.publish(rows)
+        if self._user_on_update is not None and not self._warming:
+            self._user_on_update(rows, T)
+
     # ------------------------------------------------------------------ events
     def _emit(self, kind: str, info: dict) -> None:
         if kind == "disconnected":
@@ -199,7 +254,7 @@ class Feed:
                 t = int(self.engine.T)
                 if t >= 0:
                     self.session.expect_gap(t)
-        if self._user_on_event is not None:
+        if self._user_on_event is not None and not self._warming:
             try:
                 self._user_on_event(kind, info)
             except Exception:  # a user's callback must not break the feed
@@ -266,6 +321,11 @@ class Feed:
         if self._close_recording is not None:
             close, self._close_recording = self._close_recording, None
             self.recording = close()
+        if self._close_journal is not None:
+            close, self._close_journal = self._close_journal, None
+            close()
+        if self.segment is not None:
+            self.segment.close()
 
     @property
     def last_error(self) -> str | None:
@@ -404,7 +464,7 @@ class Feed:
         """The callbacks' runner, created on first need (on the feed's thread): from then on
         it is the session's ``on_batch`` and times the user's callbacks itself."""
         if self._callbacks is None:
-            cb = Callbacks(self, self._lag, **self._callback_options)
+            cb = Callbacks(self, self._lag, publisher=self.segment, **self._callback_options)
             self._callbacks = cb
             self._lag.time_in_c(False)
             self.session.set_on_batch(cb.on_batch)

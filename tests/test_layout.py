@@ -20,11 +20,12 @@ ALLOWED = {
     "feeds": {"_ext", "engine", "errors", "log", "transport"},
     "snapshot": {"engine"},
     "strategy": {"_ext", "engine", "log"},
-    "feed": {"engine", "errors", "feeds", "recording", "snapshot", "strategy", "transport"},
+    "feed": {"engine", "errors", "feeds", "recording", "share", "snapshot", "strategy", "transport"},
     "recording": {"_ext", "engine", "errors", "feed", "feeds", "snapshot", "transport"},
     "simulator": {"_ext", "errors", "feeds", "transport"},
     "bench": {"engine", "errors", "feed", "feeds", "simulator", "transport"},
-    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "simulator", "snapshot"},
+    "share": {"_ext", "engine", "errors", "feeds", "recording", "snapshot"},
+    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "share", "simulator", "snapshot"},
 }
 
 

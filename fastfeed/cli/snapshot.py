@@ -25,9 +25,12 @@ SNAPSHOT_EPILOG = textwrap.dedent(
       fastfeed snapshot --url ws://127.0.0.1:8765/v1/stocks --api-key sim-key --duration 5 --windows 60
       fastfeed snapshot --feed sfox --url ws://127.0.0.1:8765/ws --api-key sim-key \\
           --subscribe ticker.sfox.btcusd ticker.sfox.ethusd --duration 10 --windows 60,300 --format table
+      fastfeed snapshot --attach market --windows 60 --format csv   # from `fastfeed serve --share market`
     """
 )
 
+#: seconds ``--attach`` waits for a live writer
+ATTACH_TIMEOUT = 10.0
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -36,8 +39,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     description="Connect, listen for --duration seconds (reconnecting as usual), print the windows.",
                     epilog=SNAPSHOT_EPILOG)
     add_connection_args(p)
-    p.add_argument("--duration", type=float, required=True, metavar="SECONDS", help="how long to listen")
-    p.add_argument("--windows", default="60,300,900", help="comma-separated window lengths in seconds (default 60,300,900)")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="how long to listen (required unless --attach)")
+    p.add_argument("--attach", metavar="NAME",
+                   help="read the shared-memory segment NAME of `fastfeed serve --share NAME` instead of connecting")
+    p.add_argument("--windows", default=None,
+                   help="comma-separated window lengths in seconds (default 60,300,900; with --attach: the segment's)")
     p.add_argument("--format", choices=("json", "csv", "table"), default="json", help="output format (default json)")
     p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE (see `fastfeed replay`)")
     return p
@@ -46,7 +52,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from ..snapshot import print_document
 
-    windows = parse_windows_arg(args.windows)
+    if args.attach:
+        return snapshot_attached(args)
+    windows = parse_windows_arg(args.windows or "60,300,900")
+    if args.duration is None:
+        raise CliError("--duration is required (or --attach NAME to read a `fastfeed serve` segment)")
     if args.duration <= 0:
         raise CliError("--duration must be a positive number of seconds")
     feed = make_feed(args, windows)
@@ -59,5 +69,20 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
                        f"{feed.last_error or 'no connection'}")
     check_bars(feed)
     doc = feed.snapshot(windows)
+    print_document(doc, args.format)
+    return EXIT_OK
+
+
+def snapshot_attached(args: argparse.Namespace) -> int:
+    """The document from a live segment: no connection (a missing writer or window: exit 1)."""
+    from ..share.reader import attach
+    from ..snapshot import print_document
+
+    windows = parse_windows_arg(args.windows) if args.windows else None
+    with attach(args.attach, timeout=ATTACH_TIMEOUT) as reader:
+        try:
+            doc = reader.snapshot(windows)
+        except KeyError as e:
+            raise CliError(f"--windows: {e.args[0]}") from None
     print_document(doc, args.format)
     return EXIT_OK

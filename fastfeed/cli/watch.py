@@ -207,6 +207,7 @@ WATCH_EPILOG = textwrap.dedent(
       fastfeed watch --window 300 --top 20
       fastfeed watch --feed sfox --url wss://ws.sfox.com/ws --subscribe ticker.sfox.btcusd
       VANTAFIN_API_KEY=... fastfeed watch              # the real Vantafin feed, LS.*
+      fastfeed watch --attach market                   # the segment of `fastfeed serve --share market`
     """
 )
 
@@ -224,10 +225,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--tickers", type=int, default=12000, help="simulator only: number of tickers (default 12000)")
     p.add_argument("--record", metavar="FILE", help="also record every raw message to FILE")
+    p.add_argument("--attach", metavar="NAME",
+                   help="watch the shared-memory segment NAME of `fastfeed serve --share NAME` (no connection)")
     return p
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    if args.attach:
+        return watch_attached(args)
     if args.windows:
         windows = parse_windows_arg(args.windows)
     else:
@@ -237,3 +242,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.top <= 0:
         raise CliError("--top must be positive")
     return run_watch(args, windows, make_feed=make_feed, after=report_recording)
+
+
+def watch_attached(args: argparse.Namespace) -> int:
+    """The live view of a ``fastfeed serve`` segment: redrawn on each refresh from a
+    consistent copy, until Ctrl-C or ``--duration`` (a writer gone is shown, then followed)."""
+    from ..share.reader import attach
+
+    if args.top <= 0:
+        raise CliError("--top must be positive")
+    console = Console(stderr=False)
+    with attach(args.attach, timeout=10.0) as reader:
+        if args.window not in reader.windows:
+            raise CliError(f"--window {args.window} is not among the segment's windows {reader.windows}")
+        title = f"fastfeed · {reader.feed} · segment {args.attach}"
+        started = last_t = time.monotonic()
+        last_bars, rate = None, 0.0
+        try:
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                while args.duration is None or time.monotonic() - started < args.duration:
+                    frame, stats = reader.window(args.window, copy=True), reader.stats
+                    now = time.monotonic()
+                    if last_bars is not None:
+                        rate = (stats["bars"] - last_bars) / max(now - last_t, 1e-9)
+                    last_t, last_bars = now, stats["bars"]
+                    top = fit_rows(args.top, console.size.height) if console.is_terminal else args.top
+                    state = {"market": f"writer {reader.status}"} if reader.status != "live" else None
+                    live.update(build_view(frame, stats, top, title=title, bars_per_s=rate, state=state), refresh=True)
+                    time.sleep(args.refresh)
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -105,6 +105,7 @@ class Writer:
         self.path = os.fspath(path)
         self.feed = feed
         self.url = mask_url(url)
+        self._meta = dict(meta or {})
         self.start_ns = time.time_ns() if start_ns is None else start_ns
         self.block_size = block_size
         self.flush_interval = flush_interval
@@ -299,6 +300,8 @@ class Writer:
 
     def _write_record(self, kind: int, ns: int, payload: Any, *more: Any) -> None:
         """One record whose payload is ``payload`` followed by ``more`` (bytes-likes)."""
+        if kind != END:
+            self.before_record(ns)
         size = len(payload) + sum(map(len, more))
         h = REC_HDR.pack(size, kind, ns)
         crc = zlib.crc32(payload, zlib.crc32(h))  # releases the GIL when large
@@ -327,6 +330,24 @@ class Writer:
         self._write_record(END, time.time_ns(), json.dumps(summary).encode())
         if self.fsync:
             os.fsync(self._f.fileno())
+
+    # ---------------------------------------------------------------- files (writer thread)
+    def before_record(self, recv_ns: int) -> None:
+        """Called on the writer thread before each record but the end record, with the
+        record's receive time: a subclass may :meth:`continue_in` a new file here."""
+
+    def continue_in(self, path: str | os.PathLike[str], start_ns: int) -> None:
+        """Writer thread only (from :meth:`before_record`): finish the current file with
+        its end record and go on writing into a new recording at ``path`` (same feed, URL,
+        metadata and compression; its header starts at ``start_ns``)."""
+        self._write_end()
+        self._f.close()
+        flags = FLAG_ZSTD if self.compression else 0
+        hdr = encode_header(self.feed, self.url, start_ns, flags=flags, meta=self._meta)
+        self.path = os.fspath(path)
+        self._f = open(self.path, "wb", buffering=0)  # noqa: SIM115 - the writer thread's
+        self._f.write(hdr)
+        self.bytes_written += len(hdr)
 
     # ---------------------------------------------------------------- close
     def flush(self, timeout: float | None = 5.0) -> None:

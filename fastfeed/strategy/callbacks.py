@@ -70,14 +70,18 @@ class Callbacks:
     :param spread_s: the feed's ``bar_spread_s`` (``fastfeed.feeds.registry``).
     :param strategy_thread: run ``on_update``/``on_second`` on a thread of their own with
         latest-state semantics (:mod:`fastfeed.strategy.thread`).
+    :param publisher: the feed's shared-memory ``SegmentWriter`` (``Feed(share=...)``): on the
+        feed's thread, every update is published before the user's ``on_update`` and every
+        completed second before ``on_second``; with it the completed-second rule always runs.
     """
 
     def __init__(self, feed: Any, monitor: LagMonitor, *,
                  on_update: Callable[[np.ndarray, int], None] | None = None,
                  on_second: Callable[[int, dict], None] | None = None,
                  second_quiet_ms: float = DEFAULT_QUIET_MS, expect_seconds: int = DEFAULT_EXPECT_SECONDS,
-                 strategy_thread: bool = False, spread_s: float = 0.0) -> None:
+                 strategy_thread: bool = False, spread_s: float = 0.0, publisher: Any = None) -> None:
         self.feed = feed
+        self.publisher = publisher
         self.engine = feed.engine
         self.stats = feed.stats
         self.on_update = on_update
@@ -101,7 +105,7 @@ class Callbacks:
     # ------------------------------------------------------------------ set-up
     def start(self) -> None:
         """Begin (the feed's thread): with ``on_second``, the completed-second rule runs."""
-        if self.on_second is not None:
+        if self.on_second is not None or self.publisher is not None:
             self.track_seconds()
 
     def track_seconds(self) -> SecondTracker:
@@ -152,6 +156,8 @@ class Callbacks:
     # ------------------------------------------------------------------ per update (feed thread)
     def on_batch(self, rows: np.ndarray, T: int) -> None:
         """The session's ``on_batch`` (the filler measured the lag already)."""
+        if self.publisher is not None:
+            self.publisher.publish(rows)
         tr = self.tracker
         if tr is not None:
             f = self.feed.session.filler
@@ -194,6 +200,8 @@ class Callbacks:
         stats.seconds_completed[info["reason"]] += 1
         stats.second_latency.record_value(min(max(int(info["latency_us"]), 1), 3_600_000_000))
         stats.second_since_last_bar.record_value(min(max(int(info["since_last_bar_us"]), 1), 3_600_000_000))
+        if self.publisher is not None:
+            self.publisher.publish_second(T, info)
         frames = None
         if self.on_second is not None:
             if self._strategy_thread:

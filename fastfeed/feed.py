@@ -167,6 +167,10 @@ class Feed:
             on_gap=self._on_gap,
             **(session_options or {}),
         )
+        # the lag and on_update's duration are measured in C after every engine update
+        self._lag = LagMonitor(self.stats, lag_warn_s, emit=self._emit, clock_rate=clock_rate,
+                               spread_s=info.bar_spread_s)
+        self._lag.attach(self.session.filler, callback_name("on_update", on_update))
         self.warm_start: Any = None  # fastfeed.share.journal.WarmStart, with journal=
         self.journal: Any = None  # the journal's writer, with journal=
         self._close_journal: Callable[[], dict[str, Any]] | None = None
@@ -182,10 +186,6 @@ class Feed:
 
             self.session, self._close_journal = journal_session(self.session, journal, feed, url, keep=journal_keep)
             self.journal = self.session.writer
-        # the lag and on_update's duration are measured in C after every engine update
-        self._lag = LagMonitor(self.stats, lag_warn_s, emit=self._emit, clock_rate=clock_rate,
-                               spread_s=info.bar_spread_s)
-        self._lag.attach(self.session.filler, callback_name("on_update", on_update))
         if on_second is not None or (strategy_thread and on_update is not None) or self.segment is not None:
             self._ensure_callbacks()
         self._stop_requested: asyncio.Event | None = None  # thread mode: set by stop()

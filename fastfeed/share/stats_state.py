@@ -34,6 +34,8 @@ class StateEncoder:
                 out[name] = {"v": v}
             elif isinstance(v, HdrHistogram):
                 out[name] = {"hdr": self._hdr(name, v)}
+            elif isinstance(v, dict) and v and all(isinstance(x, HdrHistogram) for x in v.values()):
+                out[name] = {"hdrs": {str(k): self._hdr(f"{name}.{k}", h) for k, h in v.items()}}
             elif isinstance(v, dict):
                 out[name] = {"counter" if isinstance(v, Counter) else "dict": {str(k): x for k, x in v.items()}}
             elif isinstance(v, (list, tuple)):
@@ -61,6 +63,8 @@ def stats_from_state(state: dict[str, Any], counters: dict[str, int] | None = No
             setattr(s, name, item["v"])
         elif "hdr" in item:
             setattr(s, name, HdrHistogram.decode(item["hdr"]))
+        elif "hdrs" in item:
+            setattr(s, name, {k: HdrHistogram.decode(x) for k, x in item["hdrs"].items()})
         elif "counter" in item:
             setattr(s, name, Counter(item["counter"]))
         elif "dict" in item:

@@ -47,3 +47,36 @@ def test_feed_share_publishes_before_on_update_and_stop_removes_the_segment(shm_
         assert seen and all(seen)
         assert reader.status == "closed" and not os.path.exists(shm_path(shm_name))
         reader.close()
+
+
+def test_feed_share_publishes_each_completed_second_before_on_second(shm_name):
+    """With share= the completed-second rule runs; a reader's ``last_second()`` inside
+    ``on_second`` is already that second, with the same info; without ``on_second`` too."""
+    with SimThread(n_tickers=100, trade_fraction=1.0, speed=10.0, bars_per_frame=50, max_seconds=30) as sim:
+        box: list = []
+        agree: list[bool] = []
+
+        def on_second(T, info):
+            if box:
+                got = box[0].last_second()
+                agree.append(got is not None and got[0] == T and got[1]["reason"] == info["reason"]
+                             and got[1]["reported"] == info["reported"])
+
+        feed = Feed("vantafin", url=sim.url("vantafin"), windows=(10,), capacity=256, share=shm_name,
+                    on_second=on_second)
+        reader = attach(shm_name, timeout=10)
+        box.append(reader)
+        feed.start()
+        wait_for(lambda: len(agree) >= 3, 60, "three completed seconds")
+        feed.stop()
+        assert all(agree)
+        reader.close()
+
+    with SimThread(n_tickers=100, trade_fraction=1.0, speed=10.0, bars_per_frame=50, max_seconds=30) as sim:
+        feed = Feed("vantafin", url=sim.url("vantafin"), windows=(10,), capacity=256, share=shm_name)
+        reader = attach(shm_name, timeout=10)
+        feed.start()
+        got = reader.wait_second(30)
+        assert got is not None and got[0] <= (feed.T or 0) and got[1]["reason"] in ("complete", "quiet", "next")
+        feed.stop()
+        reader.close()

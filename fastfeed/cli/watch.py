@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.window import WindowFrame
+from ..errors import AuthError
 from ..feeds.registry import FEEDS
 from .common import CliError, add_connection_args, add_command, make_feed, parse_windows_arg, report_recording
 
@@ -139,12 +140,19 @@ class ConnectionState:
     def on_event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "connected":
             self.state, self.retry_at = "connected", None
+        elif self.state == "auth refused":
+            pass  # final: the disconnect that follows does not hide it
         elif kind == "disconnected":
             self.state = "disconnected"
         elif kind == "reconnecting":
             self.state = "retrying"
             self.retry_at = self._clock() + float(info.get("delay", 0.0))
         elif kind == "auth_failed":
+            self.state, self.retry_at = "auth refused", None
+
+    def note_fatal(self, error: BaseException | None) -> None:
+        """The session's fatal error, if any: an ``AuthError`` is ``auth refused``."""
+        if isinstance(error, AuthError):
             self.state, self.retry_at = "auth refused", None
 
     def describe(self) -> str:
@@ -307,18 +315,20 @@ async def _watch_loop(feed: Any, args: argparse.Namespace, console: Console,
         with logs_through(console), Live(console=console, auto_refresh=False, transient=False) as live:
             while True:
                 await asyncio.sleep(args.refresh)
-                if feed._task.done():
-                    feed._task.result()  # raises the fatal error (e.g. AuthError)
-                    break
                 now = time.monotonic()
                 stats = feed.stats_dict()
                 top = fit_rows(args.top, console.size.height) if console.is_terminal else args.top
+                if connection is not None:
+                    connection.note_fatal(getattr(feed.session, "fatal", None))
                 view = build_view(feed.window(args.window), stats, top, title=title,
                                   bars_per_s=rate.add(now, stats["bars"]),
                                   state=getattr(feed.session, "state", None),
                                   connection=connection.describe() if connection else None,
                                   url=feed.url)
                 live.update(view, refresh=True)
+                if feed._task.done():  # drawn once more first: the status says why
+                    feed._task.result()  # raises the fatal error (e.g. AuthError)
+                    break
                 if args.duration is not None and now - started >= args.duration:
                     break
     finally:

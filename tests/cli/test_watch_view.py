@@ -152,7 +152,15 @@ def test_connection_state_from_feed_events():
     now[0] += 1.0
     assert c.describe() == "retrying in 3 s"
     c.on_event("auth_failed", {"message": "no"})
+    c.on_event("disconnected", {"reason": "closed"})
     assert c.describe() == "auth refused"
+    from fastfeed.errors import AuthError
+
+    c2 = ConnectionState()
+    c2.note_fatal(None)
+    assert c2.describe() == "connecting"
+    c2.note_fatal(AuthError("HTTP 401"))
+    assert c2.describe() == "auth refused"
     line = status_line({}, None, None, c.describe())
     assert line.plain.startswith("auth refused") and "— bars/s" in line.plain and "yellow" in line.style
 

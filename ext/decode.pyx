@@ -473,7 +473,7 @@ cdef class BarFiller:
         """Give rows to the new symbols of the first ``n`` bars whose bar the engine will
         accept (see the class doc); drop the bars of symbols refused a row (counted in
         ``overflow``). Returns the bars left (a prefix of the columns)."""
-        cdef int64_t T, depth, row, s
+        cdef int64_t T, depth, row, s, cap
         cdef double skew
         cdef Py_ssize_t i, w = 0
         cdef int fate
@@ -482,10 +482,12 @@ cdef class BarFiller:
             T = self.eng.clock()
             depth = self.eng.depth
             skew = self.eng.max_future_skew
+            cap = self.eng.capacity
         else:
             T = self.duck.T
             depth = self.duck.depth
             skew = self.duck.max_future_skew
+            cap = self.duck.capacity
         for i in range(n):
             row = self.p_rows[i]
             s = self.p_sec[i]
@@ -500,6 +502,8 @@ cdef class BarFiller:
                     if row < 0:
                         self.overflow += 1
                         continue
+            elif row >= cap:
+                fate = -1   # the engine's bad_row: rejected, the clock stays
             if fate == BAR_ACCEPTED and s > T:
                 T = s
             if w != i:

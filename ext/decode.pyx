@@ -29,6 +29,7 @@ from libc.string cimport memmove, memcmp
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 from sink cimport MessageSink
+from fastfeed._ext.engine cimport Engine, bar_fate, BAR_ACCEPTED
 
 import numpy as np
 
@@ -53,6 +54,8 @@ PV_CLOSE = 1     # volume * close
 PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
 
 cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this (~285,000 years) are absurd
+#: distinct new sFOX pairs one batch can hold before their first bar is accepted
+SFOX_NEW_PAIRS = 1024
 
 cdef enum:
     SUB_BITS = 7
@@ -244,16 +247,31 @@ cdef class BarFiller:
     :param bar_type: the msgspec Struct type of a bar message.
     :param fields: slot names ``(symbol, open, high, low, close, volume, time_ms, vwap)``;
         ``vwap`` may be ``None``. ``time_ms`` is epoch milliseconds of the bar start.
-    :param universe: the ``Universe`` (``index`` dict read directly, ``row()`` on a miss).
+    :param universe: the ``Universe`` (``index`` dict read directly; ``row()``, and
+        ``reuse()`` when full, for a new symbol once one of its bars is accepted).
     :param overflow_exc: the exception ``universe.row()`` raises when full (``UniverseFull``).
-    :param engine: object with ``upsert(rows, seconds, o, h, l, c, v, pv, n, now)``.
+    :param engine: the ``Engine``, or an object with ``upsert(rows, seconds, o, h, l, c, v,
+        pv, n, now)`` that wraps one as its ``engine`` attribute; in tests, a stand-in
+        with ``upsert``, ``T``, ``depth`` and ``max_future_skew`` (no rows are recycled).
     :param pv_mode: :data:`PV_TYPICAL`, :data:`PV_CLOSE` or :data:`PV_VWAP`.
     :param capacity: initial batch size (grows by doubling, never per message).
 
     After :meth:`process`: ``n`` bars filled, ``accepted`` by the engine, ``values_errors``
-    (non-finite numbers, negative volume, high < low, bad time), ``overflow`` (bars of
-    symbols the full universe refused), ``others`` (elements that are not bars, in order;
-    ``None`` when there were none), ``max_s`` (latest bar second, -1 if none).
+    (non-finite numbers, negative volume, high < low, bad time, unusable symbol),
+    ``overflow`` (bars of symbols the full universe refused), ``others`` (elements that
+    are not bars, in order; ``None`` when there were none), ``max_s`` (latest bar
+    second, -1 if none).
+
+    New symbols: a bar of a symbol without a row is filled with a provisional row
+    (``-2 - j``, ``j`` its index in this batch's new symbols).  Just before the upsert
+    the batch is walked with the engine's own accept rule (``bar_fate``, against the
+    clock as the bars before it move it, and the ``now`` of the upsert): the first
+    accepted bar of a new symbol gets it a row (``universe.row``, or, when the universe
+    is full, an idle row the engine clears, counted in ``rows_recycled``; none idle: the
+    bars are dropped and counted in ``overflow``).  Rejected bars of symbols without a
+    row go to the engine as they are, on row 0: the engine rejects them by the same rule
+    (and counts them by kind) without touching the row.  So rejected bars never take a
+    row.
 
     The batch arrays (``rows``, ``seconds``, ...) are reused: valid until the next call.
 
@@ -283,9 +301,21 @@ cdef class BarFiller:
     cdef list symbols           # universe.symbols (row -> symbol), or None
     cdef Py_ssize_t guess       # predicted row of the next bar: the previous bar's row + 1
     cdef int no_guess           # bars left to look up without guessing (after a wrong guess)
-    cdef object universe_row, overflow_exc, upsert
+    cdef object universe_row, overflow_exc, upsert, universe, usable
+    cdef Engine eng             # the engine when it is the compiled one (else None)
+    cdef object duck            # the engine otherwise (T, depth, max_future_skew read)
+    # new symbols of this batch (see the class doc): symbol -> j, j -> symbol, j -> row
+    cdef dict new_index
+    cdef list new_syms
+    cdef list new_rows
+    cdef Py_ssize_t max_new     # most new symbols a batch holds (-1: no limit)
+    cdef Py_ssize_t idle_from   # where the next search for an idle row starts
+    cdef int64_t no_idle_at     # the clock when no row was idle (none can be until it moves)
+    cdef readonly int64_t rows_recycled
     cdef readonly LatencyBuckets processing_latency, feed_latency
     cdef readonly Py_ssize_t n, accepted, values_errors, overflow
+    cdef Py_ssize_t filled      # slots of the batch columns filled (pending or not)
+    cdef set busy               # see _busy_rows (None: not built for this batch yet)
     cdef readonly int64_t max_s
     cdef readonly list others
     # the per-message path (see on_message); set by bind()
@@ -336,7 +366,24 @@ cdef class BarFiller:
             raise ValueError("pv_mode PV_VWAP needs a vwap field")
         self.pv_mode = pv_mode
         self.index = universe.index
+        self.universe = universe
         self.universe_row = universe.row
+        from fastfeed.engine.universe import usable_symbol
+        self.usable = usable_symbol
+        self.new_index = {}
+        self.new_syms = []
+        self.new_rows = []
+        self.max_new = -1
+        self.idle_from = 0
+        self.no_idle_at = -2
+        self.rows_recycled = 0
+        inner = engine if isinstance(engine, Engine) else getattr(engine, "engine", None)
+        if isinstance(inner, Engine):
+            self.eng = <Engine>inner
+            self.duck = None
+        else:
+            self.eng = None
+            self.duck = engine
         symbols = getattr(universe, "symbols", None)
         self.symbols = symbols if type(symbols) is list else None
         self.guess = 0
@@ -390,8 +437,9 @@ cdef class BarFiller:
         self.capacity = cap
         return 0
 
-    cdef int64_t _row(self, PyObject* sym) except -2:
-        """Row of ``sym``: -1 when the universe refused it (full).
+    cdef int64_t _row(self, PyObject* sym) except -1000000000:
+        """Row of ``sym``; for a symbol without a row its provisional row ``-2 - j`` (see
+        the class doc); -1 when the bar is skipped (unusable symbol: counted).
 
         A feed sends a market's bars in the same order every second, and rows were
         assigned in order of first sight, so the row after the previous bar's is checked
@@ -420,16 +468,143 @@ cdef class BarFiller:
                     return g
             self.no_guess = 8
         r = PyDict_GetItem(self.index, <object>sym)
-        if r != NULL:
-            row = PyLong_AsSsize_t(<object>r)
-        else:
-            try:
-                row = self.universe_row(<object>sym)
-            except self.overflow_exc:
-                self.overflow += 1
-                return -1
+        if r == NULL:
+            return self._new_symbol(<object>sym)
+        row = PyLong_AsSsize_t(<object>r)
         self.guess = row + 1
         return row
+
+    cdef int64_t _new_symbol(self, object sym) except -1000000000:
+        """Provisional row of ``sym`` (no row yet): ``-2 - j``; -1 if unusable or the
+        batch holds ``max_new`` new symbols already (counted)."""
+        r = self.new_index.get(sym)
+        if r is not None:
+            return -2 - <Py_ssize_t>r
+        if not self.usable(sym):
+            self.values_errors += 1
+            return -1
+        j = len(self.new_syms)
+        if self.max_new >= 0 and j >= self.max_new:
+            self.overflow += 1
+            return -1
+        self.new_index[sym] = j
+        self.new_syms.append(sym)
+        self.new_rows.append(-1)
+        self._new_slot(j)
+        return -2 - j
+
+    cdef int _new_slot(self, Py_ssize_t j) except -1:
+        """Hook: new symbol ``j`` of the batch was first seen (SfoxFiller: its state)."""
+        return 0
+
+    cdef int _row_given(self, Py_ssize_t j, int64_t row) except -1:
+        """Hook: new symbol ``j`` got ``row`` (SfoxFiller: move its state there)."""
+        return 0
+
+    cdef int _forget_new(self) except -1:
+        """No bar of the batch refers to a provisional row any more: forget them."""
+        if self.new_syms:
+            self.new_index.clear()
+            del self.new_syms[:]
+            del self.new_rows[:]
+        return 0
+
+    cdef set _busy_rows(self):
+        """Rows a bar of the batch (filled, pending or not) is for, and rows given in it."""
+        if self.busy is None:
+            self.busy = set(self.rows[:self.filled].tolist())
+            self.busy.update(self.new_rows)
+        return self.busy
+
+    cdef int64_t _give_row(self, Py_ssize_t j, int64_t T) except -2:
+        """A row for new symbol ``j``, whose bar is accepted with the clock at ``T``: the
+        next free one, else one idle at ``T`` (cleared in the engine, counted), not one a
+        bar of the batch is for; -1 when none (counted in overflow)."""
+        cdef int64_t row = self.new_rows[j]
+        cdef Py_ssize_t n, tries
+        if row >= 0:
+            return row
+        sym = self.new_syms[j]
+        row = -1
+        if len(self.universe) < self.universe.capacity:
+            row = self.universe_row(sym)
+        else:
+            if self.eng is not None and hasattr(self.universe, "reuse"):
+                if self.no_idle_at != T:
+                    n = len(self.universe)
+                    row = self.eng.find_idle_row(self.idle_from, n, T)
+                    # a row given in this batch holds no bar until the upsert, and a row
+                    # a bar of the batch is for is busy: neither is idle
+                    tries = n
+                    busy = self._busy_rows()
+                    while row >= 0 and row in busy:
+                        tries -= 1
+                        row = self.eng.find_idle_row(row + 1, n, T) if tries > 0 else -1
+                    if row < 0:
+                        self.no_idle_at = T
+                if row >= 0:
+                    self.eng.clear_row(row)
+                    self.universe.reuse(row, sym)
+                    self.rows_recycled += 1
+                    if self.stats is not None:
+                        self.stats.rows_recycled += 1
+                    self.idle_from = row + 1
+            if row < 0:
+                try:
+                    self.universe_row(sym)   # counts the refusal
+                except self.overflow_exc:
+                    pass
+                return -1
+        self.new_rows[j] = row
+        if self.busy is not None:
+            self.busy.add(row)
+        self._row_given(j, row)
+        return row
+
+    cdef Py_ssize_t _resolve(self, Py_ssize_t n, double now) except -1:
+        """Give rows to the new symbols of the first ``n`` bars whose bar the engine will
+        accept (see the class doc); drop the bars of symbols refused a row (counted in
+        ``overflow``). Returns the bars left (a prefix of the columns)."""
+        cdef int64_t T, depth, row, s, cap
+        cdef double skew
+        cdef Py_ssize_t i, w = 0
+        cdef int fate
+        self.busy = None
+        if self.eng is not None:
+            T = self.eng.clock()
+            depth = self.eng.depth
+            skew = self.eng.max_future_skew
+            cap = self.eng.capacity
+        else:
+            T = self.duck.T
+            depth = self.duck.depth
+            skew = self.duck.max_future_skew
+            cap = self.duck.capacity
+        for i in range(n):
+            row = self.p_rows[i]
+            s = self.p_sec[i]
+            fate = bar_fate(s, self.p_o[i], self.p_h[i], self.p_l[i], self.p_c[i], self.p_v[i],
+                            self.p_pv[i], T, depth, skew, now)
+            if row < 0:
+                if fate != BAR_ACCEPTED:
+                    row = -2 - row
+                    row = self.new_rows[row] if self.new_rows[row] >= 0 else 0
+                else:
+                    row = self._give_row(-2 - row, s if s > T else T)
+                    if row < 0:
+                        self.overflow += 1
+                        continue
+            elif row >= cap:
+                fate = -1   # the engine's bad_row: rejected, the clock stays
+            if fate == BAR_ACCEPTED and s > T:
+                T = s
+            if w != i:
+                self._put(w, row, s, self.p_o[i], self.p_h[i], self.p_l[i], self.p_c[i],
+                          self.p_v[i], self.p_pv[i])
+            else:
+                self.p_rows[i] = row
+            w += 1
+        return w
 
     cdef int _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
         """Fill slot ``i`` from ``item`` (exact bar type): 1 filled, 0 skipped (counted),
@@ -474,7 +649,7 @@ cdef class BarFiller:
                         return 0
                     pv = v * vw
         row = self._row(get_slot(item, self.off_sym))
-        if row < 0:
+        if row == -1:
             return 0
         self._put(i, row, ms // 1000, o, h, l, c, v, pv)
         return 1
@@ -503,6 +678,8 @@ cdef class BarFiller:
         cdef int r
         cdef PyObject* item
         cdef PyTypeObject* bar_tp = self.bar_tp
+        if base == 0:
+            self._forget_new()
         self.values_errors = 0
         self.overflow = 0
         self.max_s = -1
@@ -531,6 +708,7 @@ cdef class BarFiller:
         else:
             self.others = [msg]
         self.n = n
+        self.filled = base + n
         return n
 
     cpdef Py_ssize_t process(self, msg, int64_t recv_ns) except -1:
@@ -549,17 +727,21 @@ cdef class BarFiller:
         """The first ``n`` bars of the batch into the engine (``now`` = ``recv_ns``, the receive
         time of their first message; ``last_ns``: of their last), and the latency records:
         ``processing_latency`` gets ``now - recv_ns`` (ns), ``feed_latency`` ``recv - end of
-        the latest bar`` (µs). Returns the bars accepted.
+        the latest bar`` (µs). Returns the bars accepted. New symbols get their rows first
+        (:meth:`_resolve`).
 
         ``before_second(max_s)`` runs first when it is set and the bars reach a second later
         than the engine's clock (the completed-second rule closes the open second there,
         while the windows are still as of it): unset, it costs one pointer compare."""
+        cdef double now = recv_ns / 1e9
         self.batch_first_ns = recv_ns
         self.batch_last_ns = last_ns
         if self.before_second is not None and max_s > self.engine.T:
             self.before_second(max_s)
+        if self.new_syms:
+            n = self._resolve(n, now)
         self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
-                                    self.close, self.volume, self.pv, n, recv_ns / 1e9)
+                                    self.close, self.volume, self.pv, n, now)
         self.processing_latency.record(now_ns() - recv_ns)
         self.feed_latency.record(recv_ns // 1000 - (max_s + 1) * 1000000)
         return self.accepted
@@ -709,18 +891,30 @@ cdef class BarFiller:
         memmove(self.p_v, self.p_v + k, n * sizeof(double))
         memmove(self.p_pv, self.p_pv + k, n * sizeof(double))
         self.pending = n
+        self.filled = n
         self.pending_recv_ns = self.pending_last_ns = recv_ns
         self.pending_max_s = max_s
         return 0
 
     cdef int _upsert_pending(self) except -1:
-        cdef Py_ssize_t n = self.pending
+        cdef Py_ssize_t n = self.pending, ve = self.values_errors, ov = self.overflow
         cdef int64_t recv_ns = self.pending_recv_ns
         if n == 0:
             return 0
+        others = self.others
         self.pending = 0
         self.n = n
+        # what the last message filled had was reported after its fill: count only the
+        # bars of new symbols refused a row here (kept for the caller when it splits)
+        self.values_errors = 0
+        self.overflow = 0
+        self.others = None
         self._upsert(n, recv_ns, self.pending_last_ns, self.pending_max_s)
+        if self.overflow:
+            self.after_fill(recv_ns)
+        self.values_errors = ve
+        self.overflow = ov
+        self.others = others
         self._after_upsert(n, self.accepted, recv_ns)
         return 0
 
@@ -793,15 +987,15 @@ cdef class SfoxState:
         if row < 0 or row >= self.capacity:
             raise IndexError(f"row {row} outside 0..{self.capacity - 1}")
         out.max_s = -1
-        if not self._update(out, 0, row, t_ns, last, volume, vwap, day_open, day_high, day_low):
+        if not self._update(out, 0, row, t_ns, last, volume, vwap, day_open, day_high, day_low, row):
             return 0
         out.n = 1
         return 1
 
     cdef bint _update(self, BarFiller out, Py_ssize_t i, Py_ssize_t row, int64_t t_ns, double last,
                       double volume, double vwap, double day_open, double day_high,
-                      double day_low) noexcept:
-        """:meth:`update` into slot ``i`` (``row`` in range)."""
+                      double day_low, int64_t out_row) noexcept:
+        """:meth:`update` of state ``row`` (in range) into slot ``i`` as row ``out_row``."""
         cdef int64_t s = t_ns // 1000000000, pt
         cdef double dv, dpv
         pt = self._prev_t[row]
@@ -844,9 +1038,25 @@ cdef class SfoxState:
             self._bar_c[row] = last
             self._bar_v[row] = dv
             self._bar_pv[row] = dpv
-        out._put(i, row, s, self._bar_o[row], self._bar_h[row], self._bar_l[row], self._bar_c[row],
+        out._put(i, out_row, s, self._bar_o[row], self._bar_h[row], self._bar_l[row], self._bar_c[row],
                  self._bar_v[row], self._bar_pv[row])
         return True
+
+    cdef void _forget(self, Py_ssize_t row) noexcept:
+        """State ``row`` has seen no update."""
+        self._prev_t[row] = -1
+        self._bar_s[row] = -1
+
+    cdef void _move(self, Py_ssize_t src, Py_ssize_t dst) noexcept:
+        """State ``src`` becomes state ``dst``'s (every array)."""
+        cdef int64_t[::1] a
+        cdef double[::1] b
+        for a in (self._prev_t, self._bar_s, self._day_t):
+            a[dst] = a[src]
+        for b in (self._prev_v, self._prev_w, self._bar_o, self._bar_h, self._bar_l, self._bar_c,
+                  self._bar_v, self._bar_pv, self._dopen, self._dhigh, self._dlow, self._dvol,
+                  self._dvwap, self._dlast):
+            b[dst] = b[src]
 
 
 cdef class SfoxFiller(BarFiller):
@@ -865,6 +1075,7 @@ cdef class SfoxFiller(BarFiller):
     cdef readonly SfoxState state
     cdef readonly int64_t sequence        # last sequence number seen on this connection, -1: none
     cdef str prefix
+    cdef Py_ssize_t first_new   # state row of the batch's first new pair
     cdef Py_ssize_t off_type, off_seq, off_recipient, off_ts, off_payload
     cdef Py_ssize_t off_last, off_volume, off_vwap, off_open, off_high, off_low
     cdef PyTypeObject* payload_tp
@@ -887,7 +1098,10 @@ cdef class SfoxFiller(BarFiller):
         self.off_high = member_offset(payload_type, "high")
         self.off_low = member_offset(payload_type, "low")
         self.prefix = prefix
-        self.state = SfoxState(universe.capacity)
+        # rows capacity .. capacity + SFOX_NEW_PAIRS - 1: the state of pairs without a row yet
+        self.state = SfoxState(universe.capacity + SFOX_NEW_PAIRS)
+        self.first_new = universe.capacity
+        self.max_new = SFOX_NEW_PAIRS
         self.sequence = -1
 
     def reset_sequence(self) -> None:
@@ -913,7 +1127,7 @@ cdef class SfoxFiller(BarFiller):
     cdef int _fill_one(self, PyObject* item, Py_ssize_t i) except -1:
         cdef PyObject* p = get_slot(item, self.off_seq)
         cdef PyObject* pl
-        cdef int64_t seq, t
+        cdef int64_t seq, t, out_row
         cdef Py_ssize_t row
         cdef double last, volume, vwap, o, h, lo
         if p != NULL and PyLong_CheckExact(p):
@@ -956,18 +1170,27 @@ cdef class SfoxFiller(BarFiller):
             self.values_errors += 1
             return 0
         pair = (<str>rec)[len(self.prefix):]
-        row = self._row(<PyObject*>pair)
-        if row < 0:
+        out_row = self._row(<PyObject*>pair)
+        if out_row == -1:
             return 0
+        row = out_row if out_row >= 0 else self.first_new + (-2 - out_row)
         if row >= self.state.capacity:
             raise IndexError(f"row {row} outside 0..{self.state.capacity - 1}")
         o = self._optional(get_slot(pl, self.off_open))
         h = self._optional(get_slot(pl, self.off_high))
         lo = self._optional(get_slot(pl, self.off_low))
-        if not self.state._update(self, i, row, t, last, volume, vwap, o, h, lo):
+        if not self.state._update(self, i, row, t, last, volume, vwap, o, h, lo, out_row):
             self._note(("disorder", pair))
             return 0
         return 1
+
+    cdef int _new_slot(self, Py_ssize_t j) except -1:
+        self.state._forget(self.first_new + j)
+        return 0
+
+    cdef int _row_given(self, Py_ssize_t j, int64_t row) except -1:
+        self.state._move(self.first_new + j, row)
+        return 0
 
     cdef inline double _optional(self, PyObject* p) noexcept:
         cdef double x

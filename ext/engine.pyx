@@ -1209,6 +1209,46 @@ cdef class Engine:
                     FF_PREFETCH(p + sizeof(WinOut) - 1)
             out[i] = self.read(k, rows[i])
 
+    cdef bint row_idle(self, Py_ssize_t row) noexcept nogil:
+        """``row`` has had no bar for longer than ``depth`` (or never had one): it holds
+        no bar and its windows are empty (False for a row outside the universe)."""
+        if row < 0 or row >= self.N:
+            return False
+        return self._head(row).last <= self._T - self.D
+
+    cdef Py_ssize_t find_idle_row(self, Py_ssize_t start, Py_ssize_t n, int64_t T) noexcept nogil:
+        """The first row of ``0 .. n-1``, searching from ``start`` (wrapping), that is idle
+        once the clock is at ``T`` (>= ``clock()``): its latest bar ``<= T - depth``; -1 if none."""
+        cdef Py_ssize_t i, r
+        if n > self.N:
+            n = self.N
+        if n <= 0:
+            return -1
+        if start < 0 or start >= n:
+            start = 0
+        r = start
+        for i in range(n):
+            if self._head(r).last <= T - self.D:
+                return r
+            r += 1
+            if r == n:
+                r = 0
+        return -1
+
+    cdef void clear_row(self, Py_ssize_t row) noexcept nogil:
+        """Forget every bar of ``row``: the row is as a row that never had one."""
+        cdef Py_ssize_t k, d
+        cdef RowHead *hd
+        if row < 0 or row >= self.N:
+            return
+        for d in range(self.D):
+            self.present[d * self.NP + row] = 0
+        hd = self._head(row)
+        hd.last = -1
+        hd.b2ok[0] = hd.b2ok[1] = 0
+        for k in range(self.K):
+            self._clear_rw(k, row)
+
     # -- Python API ------------------------------------------------------------------------
     def upsert(self, rows, seconds, open, high, low, close, volume, pv,
                Py_ssize_t n=-1, double now=NAN):
@@ -1255,12 +1295,15 @@ cdef class Engine:
                 PyBuffer_Release(&b[j])
         return accepted
 
-    def accepts(self, seconds, open, high, low, close, volume, double now=NAN, pv=None):
+    def accepts(self, seconds, open, high, low, close, volume, double now=NAN, pv=None,
+                bint in_order=False):
         """Would each bar be accepted now (one at a time, against the current clock)?
 
         The engine's own rule (:func:`bar_fate` in ``engine.pxd``): valid numbers (see
         ``docs/ENGINE.md``), not in the future of ``now`` (NaN: no check), not stale.
-        ``pv`` defaults to 0 (not checked).  Returns a bool array; changes nothing.
+        ``pv`` defaults to 0 (not checked).  With ``in_order`` the bars are judged as one
+        ``upsert`` of them (rows in range) would: each accepted bar moves the clock for
+        the bars after it.  Returns a bool array; changes nothing.
         """
         cdef const int64_t[:] sec = np.ascontiguousarray(seconds, dtype=np.int64)
         cdef const double[:] o = np.ascontiguousarray(open, dtype=np.float64)
@@ -1275,10 +1318,23 @@ cdef class Engine:
             raise ValueError("array lengths differ")
         out = np.empty(n, dtype=np.bool_)
         cdef uint8_t[:] res = out.view(np.uint8)
+        cdef int64_t T = self._T
         for i in range(n):
-            res[i] = bar_fate(sec[i], o[i], h[i], l[i], c[i], v[i], p[i], self._T, self.D,
+            res[i] = bar_fate(sec[i], o[i], h[i], l[i], c[i], v[i], p[i], T, self.D,
                               self.max_future_skew, now) == BAR_ACCEPTED
+            if in_order and res[i] and sec[i] > T:
+                T = sec[i]
         return out
+
+    def forget_row(self, Py_ssize_t row):
+        """Forget every bar of ``row`` (its windows become empty), to reuse the row."""
+        if not 0 <= row < self.N:
+            raise IndexError(f"row {row} outside [0, {self.N})")
+        self.clear_row(row)
+
+    def is_idle(self, Py_ssize_t row):
+        """``row`` has had no bar for longer than ``depth`` (it holds none)."""
+        return bool(self.row_idle(row))
 
     def advance_to(self, second):
         """Move the clock ``T`` forward to ``second`` without a bar (no-op if not later)."""

@@ -56,8 +56,9 @@ class BarFiller:
     feed_latency: LatencyBuckets        # us, arrival - end of the latest bar
     n: int                # bars filled by the last call
     accepted: int         # bars the engine accepted in the last process()
-    values_errors: int    # bars skipped for impossible numbers in the last call
-    overflow: int         # bars skipped because the universe was full
+    values_errors: int    # bars skipped for impossible numbers or a junk symbol in the last call
+    overflow: int         # bars skipped because the universe was full (no row idle)
+    rows_recycled: int    # idle rows given to new symbols (since construction)
     max_s: int            # latest bar second of the last call (-1 if none)
     others: Optional[list]  # elements that were not bars, in order (None if none)
     def __init__(self, bar_type: Optional[type], fields: Optional[tuple], universe: Any,

@@ -14,6 +14,8 @@ one writer at a time, readers between writes, as for the Python API):
 * ``Engine.advance(second)``; ``Engine.clock()`` (``T``, -1 before any bar);
 * ``Engine.window_index(W)`` (-1 if ``W`` is not a window), ``Engine.read(k, row)`` ->
   :c:type:`WindowRow`, ``Engine.read_rows(k, rows, n, out)`` (prefetches across rows);
+* ``Engine.row_idle(row)`` (no bar for longer than ``depth``: the row holds none),
+  ``Engine.find_idle_row(start, n, T)``, ``Engine.clear_row(row)`` (for reusing a row);
 * ``bar_fate(...)`` / ``bar_valid(...)``: the accept rule of a bar, written once here:
   the engine applies it to every bar, and other code (the decoder) can ask "would this
   bar be accepted" without repeating it.
@@ -161,6 +163,9 @@ cdef class Engine:
     cdef WindowRow read(self, Py_ssize_t k, Py_ssize_t row) noexcept nogil
     cdef void read_rows(self, Py_ssize_t k, const int64_t *rows, Py_ssize_t n,
                         WindowRow *out) noexcept nogil
+    cdef bint row_idle(self, Py_ssize_t row) noexcept nogil
+    cdef Py_ssize_t find_idle_row(self, Py_ssize_t start, Py_ssize_t n, int64_t T) noexcept nogil
+    cdef void clear_row(self, Py_ssize_t row) noexcept nogil
 
     # -- private -----------------------------------------------------------------------
     cdef RowHead *_head(self, Py_ssize_t r) noexcept nogil

@@ -76,7 +76,10 @@ class Engine:
         volume: npt.NDArray[np.float64],
         now: float = ...,                    # NaN: no future check
         pv: npt.NDArray[np.float64] | None = ...,   # None: not checked
+        in_order: bool = ...,                # True: each accepted bar moves the clock
     ) -> npt.NDArray[np.bool_]: ...          # one per bar, against the current clock
+    def forget_row(self, row: int) -> None: ...      # the row holds no bar afterwards
+    def is_idle(self, row: int) -> bool: ...         # no bar for longer than depth
     def advance_to(self, second: int) -> None: ...   # int64_t
     @property
     def T(self) -> int: ...

@@ -55,6 +55,7 @@ class Stats:
         self.gap_list: list[tuple[int, int]] = []  # (last second before, first second after)
         self.sequence_gaps = 0
         self.universe_overflow = 0
+        self.rows_recycled = 0  # universe rows given to a new symbol after their old one went idle
         # microseconds from bar end to receipt; 1 us .. 1 hour, 3 significant digits
         self.feed_latency = HdrHistogram(1, 3_600_000_000, 3)
         # nanoseconds from message arrival to engine updated; 10 ns .. 10 s
@@ -101,7 +102,7 @@ class Stats:
         d: dict[str, Any] = {k: getattr(self, k) for k in CONTRACT_KEYS}
         d["decode_errors_by_kind"] = dict(self.decode_errors_by_kind)
         for k in ("bytes", "invalid_rejected", "replaced", "protocol_errors", "session_errors",
-                  "universe_overflow"):
+                  "universe_overflow", "rows_recycled"):
             d[k] = getattr(self, k)
         d["protocol_errors_by_kind"] = dict(self.protocol_errors_by_kind)
         d["sfox_out_of_order"] = self.sfox_out_of_order

@@ -346,11 +346,11 @@ class BaseSession:
         if filler.values_errors:
             stats.count_decode_error("values", filler.values_errors)
             self._logger("values", "%s: %d bar(s) with impossible numbers skipped (NaN/inf, "
-                         "negative volume, high < low, bad time)", self.name, filler.values_errors)
+                         "negative volume, high < low, bad time, junk symbol)", self.name, filler.values_errors)
         if filler.overflow:
             stats.universe_overflow += filler.overflow
-            self._logger("overflow", "%s: universe full (capacity %d): %d bar(s) of new symbols "
-                         "skipped", self.name, self.universe.capacity, filler.overflow,
+            self._logger("overflow", "%s: universe full (capacity %d, no row idle): %d bar(s) of "
+                         "new symbols skipped", self.name, self.universe.capacity, filler.overflow,
                          level=logging.ERROR)
         others = filler.others
         if others is not None:

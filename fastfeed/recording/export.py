@@ -18,15 +18,12 @@ EXPORT_COLUMNS = ("instrument", "second", "open", "high", "low", "close", "volum
 
 class _CapturingEngine:
     """Stands in for the engine: hands every batch to the real engine and keeps a copy of
-    the bars it accepted (the engine's acceptance rules, applied to the copy)."""
+    the bars it accepts (asked of the engine itself, ``Engine.accepts``, before the
+    batch is applied)."""
 
     def __init__(self, engine: Any, sink: Callable[..., None]) -> None:
         self._engine = engine
         self._sink = sink
-        self.depth = int(engine.depth)
-        self.capacity = int(engine.capacity)
-        self.skew = float(engine.max_future_skew)
-        self.T = int(engine.T)
         self._up = engine.upsert
 
     def upsert(self, rows, seconds, o, h, l, c, v, pv, n=-1, now=math.nan):  # noqa: E741
@@ -34,21 +31,16 @@ class _CapturingEngine:
         s = np.asarray(seconds[:n], dtype=np.int64)
         r = np.asarray(rows[:n], dtype=np.int64)
         cols = [np.asarray(x[:n], dtype=np.float64) for x in (o, h, l, c, v, pv)]
-        ok = (r >= 0) & (r < self.capacity) & (s >= 0)  # the engine's row rule
-        for x in cols:
-            ok &= np.isfinite(x)
-        ok &= (cols[4] >= 0) & (cols[1] >= cols[2])
-        if self.skew is not None and not math.isnan(now):
-            ok &= s <= now + self.skew
-        # stale: second <= T - depth, where T grows with every accepted bar, in order
-        sa = np.where(ok, s, np.int64(-1))
-        tprev = np.maximum.accumulate(np.concatenate(([self.T], sa[:-1]))) if n else sa
-        ok &= s > tprev - self.depth
-        if n:
-            self.T = max(self.T, int(sa.max()))
+        # the filler only hands over rows of the universe
+        ok = self._engine.accepts(s, *cols[:5], now=now, pv=cols[5], in_order=True)
         if ok.any():
             self._sink(r[ok], s[ok], *(x[ok] for x in cols))
         return self._up(rows, seconds, o, h, l, c, v, pv, n, now)
+
+    @property
+    def engine(self) -> Any:
+        """The engine wrapped (the filler applies its rules and recycles its rows)."""
+        return self._engine
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)

@@ -47,6 +47,7 @@ class StandInEngine:
         self.capacity = capacity
         self.windows = windows
         self.max_future_skew = max_future_skew
+        self.depth = depth if depth is not None else max(windows)
         self.bars: dict[tuple[int, int], tuple] = {}
         self.calls: list[int] = []
         self.T = -1

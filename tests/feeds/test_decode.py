@@ -33,6 +33,8 @@ def test_fill_reads_slots_and_matches_getattr():
     f, u, e = filler()
     msgs = [q("A"), q("B", 3, 4, 2, 3.5, 7, 1_700_000_002_999), vantafin.Status("x")]
     assert f.fill(msgs) == 2
+    assert list(f.rows[:2]) == [-2, -3] and len(u) == 0  # no row before a bar is accepted
+    assert f.process(msgs, RECV) == 2
     assert list(f.rows[:2]) == [0, 1] and list(f.seconds[:2]) == [1_700_000_001, 1_700_000_002]
     assert f.pv[1] == pytest.approx(7 * (4 + 2 + 3.5) / 3)
     assert f.others == [vantafin.Status("x")] and f.max_s == 1_700_000_002
@@ -69,7 +71,8 @@ def test_wrong_python_types_in_slots_are_values_errors_not_crashes():
 def test_universe_overflow_skips_bar():
     u = StandInUniverse(1)
     f = BarFiller(vantafin.LiveQuote, vantafin.BAR_FIELDS, u, UniverseFull, StandInEngine(), PV_TYPICAL)
-    assert f.fill([q("A"), q("B"), q("A")]) == 2 and f.overflow == 1
+    assert f.process([q("A"), q("B"), q("A")], RECV) == 2 and f.overflow == 1 and f.n == 3
+    assert u.symbols == ["A"]
 
 
 def test_massive_vw_pv():

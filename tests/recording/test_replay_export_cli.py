@@ -308,3 +308,26 @@ def test_replay_check_reports_contents_and_damage(tmp_path, capsys):
     assert main(["replay", str(p), "--check"]) == 1
     cap = capsys.readouterr()
     assert not json.loads(cap.out)["complete"] and "skipped" in cap.err
+
+
+def test_export_keeps_exactly_the_bars_the_engine_accepts(tmp_path):
+    """Bars that contradict themselves (open above high, close below low, price 0) are
+    rejected by the engine, so the export leaves them out too: it asks the engine."""
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from fastfeed.recording import export_parquet, replay
+
+    good = [_bar("AAPL", T0 + k, 100, 101, 99, 100.5, 10) for k in range(5)]
+    bad = [_bar("AAPL", T0 + 5, 102, 101, 99, 100.5, 10),    # open above high
+           _bar("MSFT", T0 + 5, 100, 101, 99, 98, 10),       # close below low
+           _bar("ZVZZT", T0 + 5, 0, 0, 0, 0, 10)]            # price 0
+    msgs = [(json.dumps([b]).encode(), (b["timestamp"] // 1000 + 1) * 10**9) for b in good + bad]
+    p = tmp_path / "s.ffr"
+    _write(p, msgs)
+    res = export_parquet(p, tmp_path / "b.parquet")
+    t = pq.read_table(tmp_path / "b.parquet").to_pydict()
+    assert list(zip(t["instrument"], t["second"])) == [("AAPL", T0 + k) for k in range(5)]
+    assert res["rows"] == 5
+    eng = replay(p).engine
+    assert eng.counters["invalid_rejected"] == 3 and eng.counters["accepted"] == 5

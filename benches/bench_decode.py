@@ -1,12 +1,11 @@
-"""Decode + fill benchmarks per feed, 1 and 100 bars per message (issue #3, #5).
+"""Decode + fill benchmarks per feed, 1 and 100 bars per message.
 
 Each round processes one full-market second: ``N`` bars of ``N`` tickers, sent as
 ``N`` messages of 1 bar or ``N/100`` messages of 100 bars. ``extra_info`` carries
 ``bars_per_s`` and ``ns_per_bar`` (median round) and ``best_ns_per_bar`` (fastest round).
 
 - ``decode``: ``msgspec`` decode of every message only (the floor);
-- ``decode_fill``: decode + the Cython fill (slot reads) — the DESIGN.md figure
-  "decode + Cython fill of 7 columns ~430 ns";
+- ``decode_fill``: decode + the Cython fill (slot reads) of the 7 bar columns;
 - ``session``: the whole ``session.on_message`` path with ``engine.upsert``, each round
   the next market second
   (the real Engine when it is built, else a no-op engine: see ``engine`` in extra_info).

@@ -1,4 +1,4 @@
-"""Record/replay benchmarks (issue #6).
+"""Record/replay benchmarks.
 
 - ``test_read``: ``Reader`` alone over an uncompressed recording (records/s, MB/s).
 - ``test_replay``: ``fastfeed.recording.replay.replay`` of a full-market recording (12,000

@@ -263,7 +263,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
         con.print(t)
 
     if s["targets"]:
-        t = Table(title="Targets (DESIGN.md)")
+        t = Table(title="Targets (docs/BENCHMARKS.md)")
         for col in ("target", "want", "measured", "met", "note"):
             t.add_column(col)
         for g in s["targets"]:

@@ -28,7 +28,7 @@ import msgspec
 from .._ext.decode import BarFiller
 from ..engine.stats import sync_engine_counters
 from ..log import RateLimitedLog
-from .registry import FEEDS
+from .registry import FEEDS, topic_list
 
 log = logging.getLogger("fastfeed.feeds")
 
@@ -64,19 +64,6 @@ def _invalid_utf8(raw: Any) -> bool:
 def _snippet(payload: Any, limit: int = 80) -> str:
     b = bytes(memoryview(payload)[:limit])
     return repr(b) + ("..." if len(payload) > limit else "")
-
-
-def _as_topic_list(topics: str | Iterable[str]) -> list[str]:
-    if isinstance(topics, str):
-        topics = topics.split(",")
-    out = []
-    for t in topics:
-        if not isinstance(t, str):
-            raise TypeError(f"topics must be strings, got {type(t).__name__}")
-        t = t.strip()
-        if t:
-            out.append(t)
-    return out
 
 
 class BaseSession:
@@ -129,7 +116,7 @@ class BaseSession:
         self._send: Callable[[bytes], None] | None = None
         self._topics: dict[str, None] = {}  # ordered set
         self._logger = RateLimitedLog(log)
-        self._add_topics(_as_topic_list(topics))
+        self._add_topics(topic_list(topics))
 
     # ------------------------------------------------------------------ identity
     @property
@@ -185,7 +172,7 @@ class BaseSession:
 
     def subscribe(self, topics: str | Iterable[str]) -> None:
         """Add topics (validated: ``ValueError`` names the bad one); sent now if connected."""
-        new = self._add_topics(_as_topic_list(topics))
+        new = self._add_topics(topic_list(topics))
         if new and self._send is not None:
             msg = self._subscribe_message(new)
             if msg is not None:
@@ -193,7 +180,7 @@ class BaseSession:
 
     def unsubscribe(self, topics: str | Iterable[str]) -> None:
         """Remove topics; an unsubscribe is sent now if connected."""
-        gone = [self._check_topic(t) for t in _as_topic_list(topics)]
+        gone = [self._check_topic(t) for t in topic_list(topics)]
         gone = [t for t in dict.fromkeys(gone) if t in self._topics]
         for t in gone:
             del self._topics[t]

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
         prog="fastfeed simulate",
-        description="Simulated Vantafin / sFOX / Massive websocket feeds on loopback (PROTOCOLS.md).",
+        description="Simulated Vantafin / sFOX / Massive websocket feeds on loopback, speaking the wire protocols fastfeed implements.",
     ))
 
 

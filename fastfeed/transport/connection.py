@@ -1,6 +1,6 @@
 """WebSocket transport: one reconnecting connection that hands complete text messages to a session.
 
-``Connection`` owns the socket life cycle (PROTOCOLS.md section 5): connect to ``ws://`` or
+``Connection`` owns the socket life cycle (docs/PROTOCOLS.md §4): connect to ``ws://`` or
 ``wss://`` (TLS verified by default), answer pings and CLOSE, send our own pings when the
 line is quiet, treat a connection silent beyond ``idle_timeout`` as dead, reconnect with
 exponential backoff and jitter (first retry fast, capped), and call the session back on

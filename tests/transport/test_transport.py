@@ -1,4 +1,4 @@
-"""Transport over loopback against the simulator: one test per fault of PROTOCOLS.md section 5.
+"""Transport over loopback against the simulator: one test per transport rule of docs/PROTOCOLS.md §4.
 
 No timings are asserted: waits are "until a condition holds" with generous ceilings.
 """

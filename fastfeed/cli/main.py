@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from . import bench, export, record, replay, simulate, snapshot, watch
+from ..feeds import mask_secrets
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, exit_status, formatter
 
 #: the sub-commands, in the order ``fastfeed --help`` lists them
@@ -84,7 +85,7 @@ def _run(argv: Sequence[str] | None) -> int:
         if status is None:
             raise
         code, line = status
-        print(f"fastfeed: {line}", file=sys.stderr)
+        print(f"fastfeed: {mask_secrets(line)}", file=sys.stderr)
         return code
 
 

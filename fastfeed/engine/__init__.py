@@ -7,11 +7,11 @@
 * :class:`WindowFrame` — one window's columns with the symbols;
 * :mod:`.reference` — a plain-Python engine with the same semantics (for tests).
 """
-from .._ext.engine import Engine, WindowView
+from .._ext.engine import DEPTH_LIMIT, Engine, WindowView
 from ..errors import UniverseFull
 from .stats import Stats, sync_engine_counters
 from .universe import Universe
 from .window import WindowFrame
 
-__all__ = ["Engine", "Stats", "Universe", "UniverseFull", "WindowFrame", "WindowView",
+__all__ = ["DEPTH_LIMIT", "Engine", "Stats", "Universe", "UniverseFull", "WindowFrame", "WindowView",
            "sync_engine_counters"]

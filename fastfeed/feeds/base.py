@@ -28,6 +28,7 @@ import msgspec
 from .._ext.decode import BarFiller
 from ..engine.stats import sync_engine_counters
 from ..log import RateLimitedLog
+from ..transport.masking import mask_secrets, remember_secret
 from .registry import FEEDS, topic_list
 
 log = logging.getLogger("fastfeed.feeds")
@@ -102,6 +103,7 @@ class BaseSession:
         self.universe = universe
         self.stats = stats
         self._api_key = api_key or None
+        remember_secret(self._api_key)
         self.on_batch = on_batch
         self.on_event = on_event
         self.on_gap = on_gap
@@ -135,10 +137,8 @@ class BaseSession:
         return tuple(self._topics)
 
     def _scrub(self, text: str) -> str:
-        """``text`` with the API key masked (server text may echo what we sent)."""
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "***")
-        return text
+        """``text`` with every key masked (server text may echo what we sent, or the URL's key)."""
+        return mask_secrets(text, (self._api_key,) if self._api_key else ())
 
     def _emit(self, kind: str, info: dict) -> None:
         if self.on_event is not None:

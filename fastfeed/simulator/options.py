@@ -71,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     for item in args.fault:
         name, _, value = item.partition("=")
         if name not in Faults.__dataclass_fields__:
-            raise SystemExit(f"unknown fault {name!r}")
+            raise SystemExit(f"fastfeed simulate: --fault: unknown fault {name!r} "
+                             f"(known: {', '.join(Faults.__dataclass_fields__)})")
         faults[name] = _fault_value(value)
     ctx = None
     if args.tls_cert:

@@ -43,7 +43,7 @@ from .._ext.listener import FeedListener, RawTap
 from ..engine.stats import Stats
 from ..errors import ConnectionRejected, TransportError
 from ..log import RateLimitedLog
-from .masking import MaskingAdapter, mask_secrets, mask_url, secrets_of
+from .masking import MaskingAdapter, mask_secrets, mask_url, remember_secret, secrets_of
 from .session import Session
 
 __all__ = [
@@ -129,6 +129,7 @@ class Connection:
             raise ValueError("need 0 <= backoff_initial <= backoff_max")
         self._url = url
         self._secrets = secrets_of(url)
+        remember_secret(*self._secrets)
         self.display_url = mask_url(url)
         self.session = session
         self.stats = stats if stats is not None else Stats()

@@ -187,7 +187,7 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
 def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim, tmp_path):
     from fastfeed.recording.replay import replay
 
-    path = tmp_path / "live.ffrec"
+    path = tmp_path / "live.ffr"
 
     async def main():
         async with Feed("vantafin", url=sim.url("vantafin"), windows=(60, 300), record=path) as feed:

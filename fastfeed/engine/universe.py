@@ -7,7 +7,7 @@ at construction; a symbol that does not fit raises :class:`UniverseFull` from
 grows past its capacity and never hands out a row twice.
 
 Hot path: fill loops look symbols up in :attr:`Universe.index` (a plain ``dict``)
-directly; ``index.get(sym, -1)`` costs a dict probe (see ``benches/test_engine.py``).
+directly; ``index.get(sym, -1)`` costs a dict probe (see ``benches/bench_engine.py``).
 """
 from __future__ import annotations
 

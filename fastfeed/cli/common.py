@@ -44,7 +44,7 @@ def exit_status(e: BaseException) -> tuple[int, str] | None:
     if isinstance(e, OSError) and e.strerror and not isinstance(e, ConnectionError):
         return EXIT_FAIL, f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     if isinstance(e, (RecordingError, RuntimeError, OSError, ValueError, TimeoutError, ConnectionError)):
-        return EXIT_FAIL, plain(str(e)) or ("timed out" if isinstance(e, TimeoutError) else type(e).__name__)
+        return EXIT_FAIL, plain(str(e)) or ("timed out" if isinstance(e, TimeoutError) else "failed, with no detail")
     return None
 
 

@@ -27,6 +27,7 @@ import time
 import pytest
 
 from fastfeed.bench.orchestration import cores
+from fastfeed.engine import Engine
 from fastfeed.bench.worker import BurstTracker, SessionProbe
 from fastfeed.simulator.testing import SimProcess
 
@@ -73,7 +74,6 @@ class _Client:
     """fastfeed's own path, built the way a user builds it."""
 
     def __init__(self, url: str, tickers: int, windows: tuple[int, ...], probe: BurstTracker | None = None):
-        from fastfeed._ext.engine import Engine
         from fastfeed.feeds import make_session
         from fastfeed.engine.stats import Stats
         from fastfeed.transport import Connection

@@ -6,7 +6,7 @@ Run: ``python -m pytest benches/bench_engine.py --benchmark-only``
 Every engine is first filled with ``depth`` seconds of bars for every row (steady
 state: every clock advance really evicts a full second from every window).  Rows in
 a burst come in a random order, as a feed's would.  Per-bar figures are in
-``extra_info`` (``ns_per_bar``, from the median); the targets (issue #2) are:
+``extra_info`` (``ns_per_bar``, from the median); the targets are:
 upsert <= 80 ns/bar for a 12,000-bar burst, clock advance for 12,000 rows x 3
 windows <= 0.5 ms median, default full-universe configuration <= 1 GiB RSS.
 """

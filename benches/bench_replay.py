@@ -1,4 +1,4 @@
-"""Record/replay benchmarks (issue #6).
+"""Record/replay benchmarks.
 
 - ``test_read``: ``Reader`` alone over an uncompressed recording (records/s, MB/s).
 - ``test_replay``: ``fastfeed.recording.replay.replay`` of a full-market recording (12,000
@@ -31,11 +31,7 @@ import pytest
 
 from fastfeed.recording import RecordingSession, Reader, Writer
 
-try:
-    from fastfeed._ext.engine import Engine  # noqa: F401
-    HAVE_ENGINE = True
-except ImportError:  # engine not built
-    HAVE_ENGINE = False
+from fastfeed.engine import Engine  # noqa: F401  (no engine, no replay: collection fails)
 
 N = 12_000  # tickers: one full-market second
 SECONDS = 30  # seconds in the replay file (360,000 bars)
@@ -125,7 +121,6 @@ def test_read(benchmark, files):
     _report(benchmark, bars)
 
 
-@pytest.mark.skipif(not HAVE_ENGINE, reason="fastfeed._ext.engine not built")
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 def test_replay(benchmark, files, compression):
     from fastfeed.recording.replay import replay
@@ -202,7 +197,6 @@ class LivePath:
         return self.writer.cpu_seconds
 
 
-@pytest.mark.skipif(not HAVE_ENGINE, reason="fastfeed._ext.engine not built")
 @pytest.mark.parametrize("per_msg", [100, 1])
 def test_live_path_overhead(benchmark, per_msg, tmp_path):
     """Recording overhead on the live path. The benchmark times the recorded feed's
@@ -277,7 +271,6 @@ def loopback_sim(request):
         yield sp
 
 
-@pytest.mark.skipif(not HAVE_ENGINE, reason="fastfeed._ext.engine not built")
 def test_loopback_recording_overhead(benchmark, loopback_sim, tmp_path):
     """The whole live path over loopback (simulator in its own process → transport →
     session → engine), alternating rounds without and with recording. ``overhead``:

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from fastfeed.simulator import SimProcess
+from fastfeed.engine import Engine  # noqa: F401  (no engine, no session benchmark: collection fails)
 from fastfeed.engine.stats import Stats
 from fastfeed.transport import Connection
 
@@ -120,7 +121,6 @@ async def _session_round(url: str, n_bars: int, batch_per_read: bool) -> float:
 
 @pytest.mark.parametrize("batch_per_read", [True, False], ids=["batch_per_read", "per_message"])
 def test_session_engine_throughput(benchmark, sim, batch_per_read):
-    pytest.importorskip("fastfeed._ext.engine")
     bpf = sim.bars_per_frame
     n_bars = SESSION_ROUND_SECONDS[bpf] * 12_000
     rates: list[float] = []

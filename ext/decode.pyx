@@ -932,7 +932,7 @@ cdef class BarFiller:
 
 
 cdef class SfoxState:
-    """Per-pair state that turns sFOX ticker updates into per-second bars (PROTOCOLS.md §3).
+    """Per-pair state that turns sFOX ticker updates into per-second bars (docs/PROTOCOLS.md §2).
 
     Arrays of length ``capacity`` indexed by universe row: the previous update
     (``prev_t`` ns, ``prev_v`` cumulative volume, ``prev_w`` cumulative vwap; ``prev_t``

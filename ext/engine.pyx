@@ -102,6 +102,8 @@ __all__ = ["Engine", "WindowView"]
 # exact recompute of that (row, window) sum from the store.
 cdef double CANCEL = 1e-6
 cdef Py_ssize_t MAX_DEPTH = 65536      # slots are stored as uint16 in the deques
+#: the most seconds an engine keeps (``depth``, so also the longest window)
+DEPTH_LIMIT = MAX_DEPTH
 
 
 cdef inline void nadd(double *s, double *c, double x) noexcept nogil:

@@ -312,7 +312,7 @@ cdef class FeedListener(WSListener):
                         self.binary_frames += 1
                         if not frame.fin:
                             self._frag_state = 2
-                        # counted and skipped (PROTOCOLS.md 5), the connection stays up
+                        # counted and skipped (docs/PROTOCOLS.md §4), the connection stays up
                         self._protocol_error(transport, KIND_BINARY, "binary data frame skipped", 0)
                 elif t == WSMsgType.PING:
                     self.pings += 1

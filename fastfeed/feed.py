@@ -30,7 +30,7 @@ import numpy as np
 from .engine import Engine, Stats, Universe, WindowFrame, sync_engine_counters
 from .engine.seconds import SecondTracker
 from .errors import ConfigurationError
-from .feeds import make_session, registry
+from .feeds import make_session, registry, topic_list
 from .snapshot import snapshot_document
 from .strategy.callbacks import Callbacks, Second, check_options
 from .strategy.lag import LagMonitor, callback_name
@@ -52,7 +52,8 @@ class Feed:
     :param url: WebSocket URL; default the vendor's real URL.
     :param api_key: default from ``VANTAFIN_API_KEY`` / ``SFOX_API_KEY`` /
         ``MASSIVE_API_KEY``.  Never printed, logged or stored.
-    :param subscribe: topics; default ``LS.*`` (Vantafin), ``A.*`` (Massive); required for sFOX.
+    :param subscribe: topics, a list or one comma-separated string (``"LS.AAPL,LS.MSFT"``);
+        default ``LS.*`` (Vantafin), ``A.*`` (Massive); required for sFOX.
     :param windows: rolling windows in seconds.
     :param depth: seconds of bars kept (default: the largest window).
     :param capacity: most instruments the universe holds (rows preallocated).
@@ -135,7 +136,7 @@ class Feed:
                     "or pass url= of a simulator (`fastfeed simulate`)"
                 )
             url = info.url
-        topics = tuple(subscribe) if subscribe is not None else info.default_topics
+        topics = tuple(topic_list(subscribe)) if subscribe is not None else info.default_topics
         if not topics:
             raise ConfigurationError(f"{feed} needs topics to subscribe, e.g. {info.example_topic}")
         self._url = url
@@ -526,14 +527,16 @@ class Feed:
         return self._on_feed_thread(read)
 
     # ------------------------------------------------------------------ topics
-    def subscribe(self, topics: Iterable[str]) -> None:
-        """Add topics (sent now if connected, and on every reconnect)."""
-        topics = list(topics)
+    def subscribe(self, topics: str | Iterable[str]) -> None:
+        """Add topics, a list or one comma-separated string (sent now if connected, and on
+        every reconnect)."""
+        topics = topic_list(topics)
         self._on_feed_thread(lambda: self.session.subscribe(topics))
         self.topics = tuple(dict.fromkeys((*self.topics, *topics)))
 
-    def unsubscribe(self, topics: Iterable[str]) -> None:
-        """Drop topics (their instruments keep their rows and history)."""
-        topics = list(topics)
+    def unsubscribe(self, topics: str | Iterable[str]) -> None:
+        """Drop topics, a list or one comma-separated string (their instruments keep their
+        rows and history)."""
+        topics = topic_list(topics)
         self._on_feed_thread(lambda: self.session.unsubscribe(topics))
         self.topics = tuple(t for t in self.topics if t not in topics)

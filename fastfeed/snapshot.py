@@ -125,7 +125,10 @@ def print_document(doc: dict[str, Any], fmt: str) -> None:
     elif fmt == "table":
         from rich.console import Console
 
-        Console().print(render_table(doc))
+        console = Console()
+        with console.capture() as text:  # rendered for this terminal, written as plain output:
+            console.print(render_table(doc))  # a closed stdout is a BrokenPipeError the CLI handles
+        sys.stdout.write(text.get())
     else:
         raise ValueError(f"unknown format {fmt!r}: json, csv or table")
 

@@ -40,7 +40,13 @@ def test_asyncio_mode_updates_windows_and_calls_back_once_per_message(sim):
     assert len(copy.symbols) == len(feed.universe) == 300
     active = copy.count > 0
     assert active.all()
-    assert (copy.high >= copy.low).all() and np.isfinite(copy.vwap).all()
+    # the copy is the engine's window: each row's figures are those of the bars it holds
+    for row in range(0, len(copy.symbols), 37):
+        h = feed.history(copy.symbols[row])
+        held = h["second"] > feed.T - 60
+        assert copy.count[row] == held.sum()
+        assert (copy.high[row], copy.low[row]) == (h["high"][held].max(), h["low"][held].min())
+        assert (copy.open[row], copy.close[row]) == (h["open"][held][0], h["close"][held][-1])
     # after close the views still show the same engine state as the copy
     np.testing.assert_array_equal(view.high, copy.high)
 
@@ -72,7 +78,7 @@ def test_history_snapshot_and_stats_agree(sim):
 
 def test_background_thread_mode_gives_consistent_copies_from_another_thread(sim):
     seen_threads = set()
-    feed = Feed("vantafin", url=sim.url("vantafin"), windows=(60,),
+    feed = Feed("vantafin", url=sim.url("vantafin"), windows=(60, 300),
                 on_update=lambda rows, T: seen_threads.add(threading.get_ident()))
     feed.start(wait_connected=10)
     try:
@@ -81,11 +87,15 @@ def test_background_thread_mode_gives_consistent_copies_from_another_thread(sim)
             threading.Event().wait(0.05)
             deadline -= 1
         for _ in range(5):
-            w = feed.window(60, copy=True)
             doc = feed.snapshot()
-            # each read is one consistent state: counts match the engine's own copy
-            assert (w.high[w.count > 0] >= w.low[w.count > 0]).all()
-            assert set(doc["windows"]["60"]) <= set(feed.universe.symbols)
+            # one read is one state of the engine (never torn by an update on the feed's
+            # thread): the 300 s window holds everything the 60 s window holds
+            short, long = doc["windows"]["60"], doc["windows"]["300"]
+            assert short and set(short) <= set(long)
+            for sym, b in short.items():
+                c = long[sym]
+                assert c["count"] >= b["count"] and c["volume"] >= b["volume"]
+                assert c["high"] >= b["high"] and c["low"] <= b["low"] and c["close"] == b["close"]
     finally:
         feed.stop()
     assert seen_threads and threading.get_ident() not in seen_threads
@@ -187,7 +197,7 @@ def test_missing_optional_package_is_a_clear_error(monkeypatch):
 def test_record_option_captures_the_session_and_replays_to_the_same_windows(sim, tmp_path):
     from fastfeed.recording.replay import replay
 
-    path = tmp_path / "live.ffrec"
+    path = tmp_path / "live.ffr"
 
     async def main():
         async with Feed("vantafin", url=sim.url("vantafin"), windows=(60, 300), record=path) as feed:

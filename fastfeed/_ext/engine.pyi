@@ -10,6 +10,9 @@ import numpy.typing as npt
 
 __all__ = ["Engine", "WindowView"]
 
+#: the most seconds an engine keeps (``depth``, so also the longest window)
+DEPTH_LIMIT: int
+
 class WindowView:
     """Columns of one window, each of length ``capacity`` and indexed by row.
 

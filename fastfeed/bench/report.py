@@ -191,7 +191,8 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
 
     s = doc.get("summary") or summarize(doc)
     buf = io.StringIO()
-    con = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    # plain text: a "[...]" in a command line, an error or a label is printed as written
+    con = Console(file=buf, width=width, force_terminal=False, color_system=None, markup=False)
     m = doc.get("machine", {})
     con.print(f"$ {doc.get('command', 'fastfeed bench')}")
     con.print(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; client on cores {m.get('client_cores')}, "
@@ -263,7 +264,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
         con.print(t)
 
     if s["targets"]:
-        t = Table(title="Targets (DESIGN.md)")
+        t = Table(title="Targets (docs/BENCHMARKS.md)")
         for col in ("target", "want", "measured", "met", "note"):
             t.add_column(col)
         for g in s["targets"]:

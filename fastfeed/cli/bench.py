@@ -117,10 +117,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     argv = getattr(args, "_argv", None)
     command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
     err = Console(file=sys.stderr)
+    # plain text, never markup: "pip install 'fastfeed[bench]'" keeps its [bench]
     for n in notes:
-        err.print(f"[yellow]{n}[/yellow]")
+        err.print(n, style="yellow", markup=False)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        err.print("[yellow]--plot ignored: matplotlib is not installed (pip install 'fastfeed[bench]')[/yellow]")
+        err.print("--plot ignored: matplotlib is not installed (pip install 'fastfeed[bench]')",
+                  style="yellow", markup=False)
         args.plot = None
     n_cases = len(plan(cfg))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -133,7 +135,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             else:
                 prog.update(task, completed=i)
                 if result.get("error"):
-                    prog.console.print(f"[red]{case.label}: {result['error']}[/red]")
+                    prog.console.print(f"{case.label}: {result['error']}", style="red", markup=False)
 
         doc = run_bench(cfg, progress=on_progress, command=command)
         prog.update(task, description="fastfeed bench: done")

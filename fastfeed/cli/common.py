@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -32,18 +34,38 @@ class CliError(Exception):
 
 
 def exit_status(e: BaseException) -> tuple[int, str] | None:
-    """The exit code and the one stderr line for an expected error; None for a bug."""
+    """The exit code and the one stderr line for an expected error; None for a bug.
+
+    The line is for a user of the command line: no exception class names (see :func:`plain`)."""
     if isinstance(e, CliError):
-        return e.code, str(e)
+        return e.code, plain(str(e))
     if isinstance(e, AuthError):
         if e.key_env:  # the key's source, never the key
-            return EXIT_AUTH, f"--api-key / {e.key_env} refused: {e.reason}"
-        return EXIT_AUTH, f"authentication failed: {e}"
-    if isinstance(e, (RecordingError, RuntimeError)):
-        return EXIT_FAIL, str(e)
-    if isinstance(e, (OSError, ValueError, TimeoutError, ConnectionError)):
-        return EXIT_FAIL, f"{type(e).__name__}: {e}"
+            return EXIT_AUTH, f"--api-key / {e.key_env} refused: {plain(str(e.reason))}"
+        return EXIT_AUTH, f"authentication failed: {plain(str(e))}"
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, ConnectionError):
+        return EXIT_FAIL, f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    if isinstance(e, (RecordingError, RuntimeError, OSError, ValueError, TimeoutError, ConnectionError)):
+        return EXIT_FAIL, plain(str(e)) or ("timed out" if isinstance(e, TimeoutError) else "failed, with no detail")
     return None
+
+
+#: "ConnectionRefusedError: ", "picows.WSError: ": a Python class name before its message
+_CLASS_PREFIX = re.compile(r"\b(?:[a-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Rejected|Full|Exit): ")
+_ERRNO = re.compile(r"\[Errno (\d+)\] ")
+
+
+def plain(text: str) -> str:
+    """``text`` without Python's words: class-name prefixes go, ``[Errno 111] x`` reads
+    ``Connection refused: x`` (unless ``x`` says it already)."""
+    text = _CLASS_PREFIX.sub("", text)
+
+    def errno_words(m: re.Match[str]) -> str:
+        words = os.strerror(int(m.group(1)))
+        rest = text[m.end():]
+        return "" if rest.lower().startswith(words.lower()) else f"{words}: "
+
+    return _ERRNO.sub(errno_words, text)
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -72,18 +94,34 @@ def add_connection_args(p: argparse.ArgumentParser, *, subscribe_help: str | Non
 
 def parse_windows_arg(text: str, option: str = "--windows") -> tuple[int, ...]:
     """``"60,300"`` -> ``(60, 300)``; a bad value is a :class:`CliError` naming ``option``."""
+    from ..engine import DEPTH_LIMIT
     from ..snapshot import parse_windows
 
     try:
-        return parse_windows(text)
+        windows = parse_windows(text)
     except ValueError as e:
         raise CliError(f"{option}: {e}") from None
+    if max(windows) > DEPTH_LIMIT:
+        raise CliError(f"{option}: the longest window may be at most {DEPTH_LIMIT} seconds, "
+                       f"got {max(windows)}")
+    return windows
+
+
+def check_connection_args(args: argparse.Namespace) -> None:
+    """What ``Feed`` would refuse, said with the options' names (:class:`CliError`)."""
+    info = FEEDS[args.feed]
+    if args.url is None and not (args.api_key or os.environ.get(info.api_key_env)):
+        raise CliError(f"no API key for {info.name}: set {info.api_key_env} or pass --api-key, "
+                       "or pass --url of a simulator (`fastfeed simulate`)")
+    if not args.subscribe and not info.default_topics:
+        raise CliError(f"--feed {info.name} needs --subscribe, e.g. --subscribe {info.example_topic}")
 
 
 def make_feed(args: argparse.Namespace, windows: Sequence[int], **kw: Any) -> Any:
     """The ``Feed`` the connection options describe (a bad option is a :class:`CliError`)."""
     from ..feed import Feed
 
+    check_connection_args(args)
     try:
         return Feed(
             feed=args.feed,
@@ -94,8 +132,8 @@ def make_feed(args: argparse.Namespace, windows: Sequence[int], **kw: Any) -> An
             record=getattr(args, "record", None),
             **kw,
         )
-    except ValueError as e:  # ConfigurationError is a ValueError
-        raise CliError(str(e)) from None
+    except ValueError as e:  # ConfigurationError is a ValueError; a bad topic names itself
+        raise CliError(plain(str(e))) from None
 
 
 def report_recording(feed: Any) -> None:

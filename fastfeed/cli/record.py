@@ -8,7 +8,8 @@ import textwrap
 import time
 from typing import Any
 
-from .common import EXIT_OK, CliError, add_connection_args, add_command, check_bars, listen, parse_windows_arg
+from .common import (EXIT_OK, CliError, add_connection_args, add_command, check_bars, listen, make_feed,
+                     parse_windows_arg)
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
@@ -45,17 +46,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from ..feed import Feed
     from ..recording.session import attach_recorder
 
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be a positive number of seconds")
     windows = parse_windows_arg(args.windows)
-    try:
-        feed = Feed(feed=args.feed, url=args.url, api_key=args.api_key,
-                    subscribe=args.subscribe, windows=windows)
-    except ValueError as e:  # ConfigurationError is a ValueError
-        raise CliError(str(e)) from None
+    feed = make_feed(args, windows)
     close = attach_recorder(feed, args.out, fsync=args.fsync,
                             compression=None if args.compress == "none" else args.compress)
     t0 = time.monotonic()

@@ -51,7 +51,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return _check(args.file)
     windows = parse_windows_arg(args.windows) if args.windows else None
     quiet_reader_log()
-    speed = parse_speed(args.speed)
+    try:
+        speed = parse_speed(args.speed)
+    except ValueError as e:
+        raise CliError(f"--speed: {e}") from None
     try:
         result = replay(args.file, windows=windows, speed=speed, progress=want_progress(args.progress, args.file))
     except KeyboardInterrupt:

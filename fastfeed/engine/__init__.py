@@ -9,11 +9,11 @@
 * :mod:`.seconds` — the completed-second rule (``SecondTracker`` over the compiled
   ``SecondCounter``), stated plainly in :mod:`.seconds_reference`.
 """
-from .._ext.engine import Engine, WindowView
+from .._ext.engine import DEPTH_LIMIT, Engine, WindowView
 from ..errors import UniverseFull
 from .stats import Stats, sync_engine_counters
 from .universe import Universe
 from .window import WindowFrame
 
-__all__ = ["Engine", "Stats", "Universe", "UniverseFull", "WindowFrame", "WindowView",
+__all__ = ["DEPTH_LIMIT", "Engine", "Stats", "Universe", "UniverseFull", "WindowFrame", "WindowView",
            "sync_engine_counters"]

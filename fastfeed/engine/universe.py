@@ -10,7 +10,7 @@ row raises :class:`UniverseFull` from :meth:`Universe.row` and is counted in
 :attr:`Universe.overflow`.  A row is never held by two symbols.
 
 Hot path: fill loops look symbols up in :attr:`Universe.index` (a plain ``dict``)
-directly; ``index.get(sym, -1)`` costs a dict probe (see ``benches/test_engine.py``).
+directly; ``index.get(sym, -1)`` costs a dict probe (see ``benches/bench_engine.py``).
 """
 from __future__ import annotations
 

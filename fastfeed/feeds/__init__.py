@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AuthError
+from ..transport.masking import mask_secrets
 from ..transport.masking import mask_url as url_for_display
-from .registry import FEEDS, FeedInfo, get
+from .registry import FEEDS, FeedInfo, get, topic_list
 
 __all__ = ["FEEDS", "AuthError", "BaseSession", "FeedInfo", "default_url", "make_session",
-           "url_for_display"]
+           "mask_secrets", "topic_list", "url_for_display"]
 
 
 def default_url(name: str) -> str:

@@ -29,7 +29,8 @@ from .._ext.decode import BarFiller
 from ..engine.stats import sync_engine_counters
 from ..errors import AuthError
 from ..log import RateLimitedLog
-from .registry import FEEDS
+from ..transport.masking import mask_secrets, remember_secret
+from .registry import FEEDS, topic_list
 
 log = logging.getLogger("fastfeed.feeds")
 
@@ -65,19 +66,6 @@ def _invalid_utf8(raw: Any) -> bool:
 def _snippet(payload: Any, limit: int = 80) -> str:
     b = bytes(memoryview(payload)[:limit])
     return repr(b) + ("..." if len(payload) > limit else "")
-
-
-def _as_topic_list(topics: str | Iterable[str]) -> list[str]:
-    if isinstance(topics, str):
-        topics = topics.split(",")
-    out = []
-    for t in topics:
-        if not isinstance(t, str):
-            raise TypeError(f"topics must be strings, got {type(t).__name__}")
-        t = t.strip()
-        if t:
-            out.append(t)
-    return out
 
 
 class BaseSession:
@@ -116,6 +104,7 @@ class BaseSession:
         self.universe = universe
         self.stats = stats
         self._api_key = api_key or None
+        remember_secret(self._api_key)
         self.on_batch = on_batch
         self.on_event = on_event
         self.on_gap = on_gap
@@ -130,7 +119,7 @@ class BaseSession:
         self._send: Callable[[bytes], None] | None = None
         self._topics: dict[str, None] = {}  # ordered set
         self._logger = RateLimitedLog(log)
-        self._add_topics(_as_topic_list(topics))
+        self._add_topics(topic_list(topics))
 
     # ------------------------------------------------------------------ identity
     @property
@@ -149,10 +138,8 @@ class BaseSession:
         return tuple(self._topics)
 
     def _scrub(self, text: str) -> str:
-        """``text`` with the API key masked (server text may echo what we sent)."""
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "***")
-        return text
+        """``text`` with every key masked (server text may echo what we sent, or the URL's key)."""
+        return mask_secrets(text, (self._api_key,) if self._api_key else ())
 
     def on_refused(self, reason: str) -> None:
         """Access was refused (``reason``: what the server did, without the key): make it
@@ -214,7 +201,7 @@ class BaseSession:
 
     def subscribe(self, topics: str | Iterable[str]) -> None:
         """Add topics (validated: ``ValueError`` names the bad one); sent now if connected."""
-        new = self._add_topics(_as_topic_list(topics))
+        new = self._add_topics(topic_list(topics))
         if new and self._send is not None:
             msg = self._subscribe_message(new)
             if msg is not None:
@@ -222,7 +209,7 @@ class BaseSession:
 
     def unsubscribe(self, topics: str | Iterable[str]) -> None:
         """Remove topics; an unsubscribe is sent now if connected."""
-        gone = [self._check_topic(t) for t in _as_topic_list(topics)]
+        gone = [self._check_topic(t) for t in topic_list(topics)]
         gone = [t for t in dict.fromkeys(gone) if t in self._topics]
         for t in gone:
             del self._topics[t]

@@ -1,4 +1,4 @@
-"""Massive (formerly Polygon) per-second aggregates ``A.{ticker}`` / ``A.*`` (issue #5).
+"""Massive (formerly Polygon) per-second aggregates ``A.{ticker}`` / ``A.*`` (docs/PROTOCOLS.md §3).
 
 Messages are JSON arrays of objects tagged by ``ev`` (first on the wire): ``A`` (a
 per-second aggregate: ``sym, v, av, op, vw, o, c, h, l, a, z, s, e``) and ``status``

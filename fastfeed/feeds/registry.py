@@ -8,12 +8,13 @@ spells a feed's URL, key variable or path. Importing this module imports no feed
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["FEEDS", "FeedInfo", "get", "names"]
+__all__ = ["FEEDS", "FeedInfo", "get", "names", "topic_list"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,16 @@ def get(name: str) -> FeedInfo:
     if info is None:
         raise ConfigurationError(f"unknown feed {name!r}: choose one of {', '.join(FEEDS)}")
     return info
+
+
+def topic_list(topics: str | Iterable[str]) -> list[str]:
+    """Topics as a list: a string is one comma-separated list (``"LS.AAPL,LS.MSFT"``), as
+    ``--subscribe`` takes it, and so is each string of an iterable; blanks are dropped."""
+    if isinstance(topics, str):
+        topics = [topics]
+    out = []
+    for item in topics:
+        if not isinstance(item, str):
+            raise TypeError(f"topics must be strings, got {type(item).__name__}")
+        out.extend(t.strip() for t in item.split(",") if t.strip())
+    return out

@@ -1,4 +1,4 @@
-"""sFOX websocket ticker feed ``ticker.sfox.<pair>`` (PROTOCOLS.md §2, bars per §3).
+"""sFOX websocket ticker feed ``ticker.sfox.<pair>`` (docs/PROTOCOLS.md §2, with its bar rule).
 
 Data messages are envelopes without a tag, ``{sequence, recipient, timestamp, payload}``;
 acknowledgements carry ``type`` (``success`` / ``error``) and ``action``. One Struct

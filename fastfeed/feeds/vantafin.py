@@ -1,4 +1,4 @@
-"""Vantafin stocks socket: per-second live quotes ``LS.{ticker}`` (PROTOCOLS.md §1, §4).
+"""Vantafin stocks socket: per-second live quotes ``LS.{ticker}`` (docs/PROTOCOLS.md §1).
 
 A message is one JSON object or an array of objects, tagged by ``type`` (first on the
 wire): ``live_quote_second`` (a bar), ``status`` (connection/auth/subscribe flow) and
@@ -82,7 +82,7 @@ def check_topic(topic: str, prefix: str = "LS", pattern: re.Pattern = _TOPIC) ->
 class VantafinSession(BaseSession):
     """Session for the Vantafin ``LS`` socket.
 
-    :param pv: ``"typical"`` (default, PROTOCOLS.md §4) or ``"close"``.
+    :param pv: ``"typical"`` (default: ``volume × (high + low + close) / 3``) or ``"close"``.
     :param batch_capacity: initial size of the batch arrays (they grow if needed).
 
     If the key is already in the URL (``?apiKey=``), pass ``api_key=None``: no auth

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     return add_arguments(argparse.ArgumentParser(
         prog="fastfeed simulate",
-        description="Simulated Vantafin / sFOX / Massive websocket feeds on loopback (PROTOCOLS.md).",
+        description="Simulated Vantafin / sFOX / Massive websocket feeds on loopback, speaking the wire protocols fastfeed implements.",
     ))
 
 
@@ -71,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     for item in args.fault:
         name, _, value = item.partition("=")
         if name not in Faults.__dataclass_fields__:
-            raise SystemExit(f"unknown fault {name!r}")
+            raise SystemExit(f"fastfeed simulate: --fault: unknown fault {name!r} "
+                             f"(known: {', '.join(Faults.__dataclass_fields__)})")
         faults[name] = _fault_value(value)
     ctx = None
     if args.tls_cert:

@@ -2,8 +2,8 @@
 
 * :func:`upserted` applies the upsert rule (a later bar for the same ``(symbol, second)``
   replaces the earlier one: corrections) to ``Simulator.sent_bars()``.
-* :func:`with_pv` adds ``pv`` per PROTOCOLS.md section 4 (typical price, or close).
-* :func:`sfox_bars` derives the per-second bars of PROTOCOLS.md section 3 from the sFOX
+* :func:`with_pv` adds ``pv`` per the Vantafin bar rule of docs/PROTOCOLS.md §1 (typical price, or close).
+* :func:`sfox_bars` derives the per-second bars of docs/PROTOCOLS.md §2 from the sFOX
   updates a connection sent (``SimConnection.sent_updates()``).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def upserted(bars: np.ndarray) -> np.ndarray:
 
 
 def sfox_bars(updates: Iterable[tuple[int, CryptoUpdate] | CryptoUpdate]) -> np.ndarray:
-    """Per-second bars from sFOX updates in arrival order (PROTOCOLS.md section 3), ``TRUTH_DTYPE``.
+    """Per-second bars from sFOX updates in arrival order (docs/PROTOCOLS.md §2), ``TRUTH_DTYPE``.
 
     Price: ``last`` (open first, high/low max/min, close last in the second); volume and pv
     from differencing the cumulative ``volume``/``vwap`` against the previous update of the

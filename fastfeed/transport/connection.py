@@ -1,6 +1,6 @@
 """WebSocket transport: one reconnecting connection that hands complete text messages to a session.
 
-``Connection`` owns the socket life cycle (PROTOCOLS.md section 5): connect to ``ws://`` or
+``Connection`` owns the socket life cycle (docs/PROTOCOLS.md §4): connect to ``ws://`` or
 ``wss://`` (TLS verified by default), answer pings and CLOSE, send our own pings when the
 line is quiet, treat a connection silent beyond ``idle_timeout`` as dead, reconnect with
 exponential backoff and jitter (first retry fast, capped), and call the session back on
@@ -45,7 +45,7 @@ from .._ext.listener import KIND_TOO_BIG, FeedListener, RawTap
 from ..engine.stats import Stats
 from ..errors import ConnectionRejected, TransportError
 from ..log import RateLimitedLog
-from .masking import MaskingAdapter, mask_secrets, mask_url, secrets_of
+from .masking import MaskingAdapter, mask_secrets, mask_url, remember_secret, secrets_of
 from .session import Session
 
 __all__ = [
@@ -154,6 +154,7 @@ class Connection:
             raise ValueError("need 0 <= backoff_initial <= backoff_max")
         self._url = url
         self._secrets = secrets_of(url)
+        remember_secret(*self._secrets)
         self.display_url = mask_url(url)
         self.session = session
         self.stats = stats if stats is not None else Stats()

@@ -71,7 +71,7 @@ def test_snapshot_unreachable_exits_1_with_reason(capsys):
 @pytest.mark.parametrize("args,message", [
     (["--windows", "60,abc"], "not a whole number"),
     (["--windows", "60", "--duration", "0"], "positive"),
-    (["--feed", "sfox", "--windows", "60"], "needs topics"),
+    (["--feed", "sfox", "--windows", "60"], "needs --subscribe"),
 ])
 def test_snapshot_bad_arguments_exit_1_with_a_clear_message(args, message, capsys):
     base = ["--url", "ws://127.0.0.1:9/x", "--duration", "1"]

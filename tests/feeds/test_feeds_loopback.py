@@ -289,7 +289,7 @@ def test_massive_dialect_with_malformed_elements_and_reconnect():
 
 
 def sfox_truth(sim: Simulator) -> dict[tuple[str, int], tuple[float, ...]]:
-    """PROTOCOLS.md §3 applied to every update sent, in order (state kept across connections)."""
+    """The sFOX bar rule (docs/PROTOCOLS.md §2, "Bars from ticker updates") applied to every update sent, in order (state kept across connections)."""
     prev: dict[str, tuple[int, float, float]] = {}
     bars: dict[tuple[str, int], list[float]] = {}
     for c in sim.connections:

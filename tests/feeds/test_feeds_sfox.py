@@ -1,4 +1,4 @@
-"""sFOX ticker session: seed envelope, acks, bar derivation (PROTOCOLS.md §3), sequence gaps."""
+"""sFOX ticker session: seed envelope, acks, bar derivation (docs/PROTOCOLS.md §2), sequence gaps."""
 from __future__ import annotations
 
 import json

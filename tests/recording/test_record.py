@@ -247,10 +247,14 @@ def test_flipped_byte_in_a_zstd_block_loses_that_block_only(tmp_path):
 
 
 def test_random_damage_never_crashes_the_reader(tmp_path):
+    """Damaged bytes are skipped and reported; every record that comes back is an original
+    record, intact and in order; a loss is never silent."""
     p = tmp_path / "a.ffr"
     _write(p, n=40)
     data = p.read_bytes()
     hsize = fmt.decode_header(data).size
+    with Reader(p) as r:
+        original = [(x.kind, x.recv_ns, bytes(x.payload)) for x in r]
     t = tmp_path / "r.ffr"
     rnd = random.Random(7)
     for _ in range(300):
@@ -261,10 +265,12 @@ def test_random_damage_never_crashes_the_reader(tmp_path):
             bad += bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 64)))
         t.write_bytes(bytes(bad[: rnd.randint(hsize, len(bad))]))
         with Reader(t) as r:
-            got = list(r)
+            got = [(x.kind, x.recv_ns, bytes(x.payload)) for x in r]
             assert r.records == len(got)
-            assert r.skipped_bytes + sum(len(x.payload) + fmt.REC_OVERHEAD for x in got) \
-                == len(bad[: r.size]) - hsize or r.problems  # accounted, or reported
+        it = iter(original)
+        assert all(g in it for g in got), "a record that was never written, or out of order"
+        if len(got) < len(original):
+            assert r.problems or not r.complete  # reported (damage) or visible (a torn end)
 
 
 def test_records_from_encode_helpers_read_back(tmp_path):

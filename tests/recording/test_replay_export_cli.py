@@ -269,9 +269,8 @@ def test_attach_recorder_to_a_feed_in_thread_mode(tmp_path):
         close = attach_recorder(feed, out, compression=None)
         with feed:
             deadline = time.monotonic() + 10
-            while feed.T is None and time.monotonic() < deadline:
+            while feed.stats.messages < 5 and time.monotonic() < deadline:  # a few seconds recorded
                 time.sleep(0.05)
-            time.sleep(0.5)
         summary = close()
         with pytest.raises(RuntimeError, match="before the feed starts"):
             attach_recorder(feed, tmp_path / "late.ffr")

@@ -141,16 +141,24 @@ def test_vantafin_unsubscribe_stops_data():
     async def main():
         async with Simulator(small(max_seconds=None, max_rate=False, speed=20)) as sim:
             c = Client({"action": "subscribe", "params": "LS.*"})
-            conn = Connection(sim.url(), c)
-            task = asyncio.ensure_future(conn.run())
-            await until(lambda: any(m.get("type") == "live_quote_second" for m in c.flat()))
+            # a second client that stays subscribed is the clock: the seconds it receives
+            # after the unsubscribe were sent to the first client too, had it not unsubscribed
+            witness = Client({"action": "subscribe", "params": "LS.*"})
+            conns = [Connection(sim.url(), c), Connection(sim.url(), witness)]
+            tasks = [asyncio.ensure_future(x.run()) for x in conns]
+
+            def seconds(client: Client) -> set[int]:
+                return {m["timestamp"] for m in client.flat() if m.get("type") == "live_quote_second"}
+
+            await until(lambda: seconds(c) and seconds(witness))
             c.send(b'{"action":"unsubscribe","params":"LS.*"}')
             await until(lambda: any("unsubscribed from: LS.*" in str(m.get("message")) for m in c.flat()))
-            n = len(c.flat())
-            await asyncio.sleep(0.3)
+            n, last = len(c.flat()), max(seconds(witness))
+            await until(lambda: len({s for s in seconds(witness) if s > last}) >= 3)
             assert len(c.flat()) == n
-            await conn.stop()
-            await task
+            for x in conns:
+                await x.stop()
+            await asyncio.gather(*tasks)
 
     asyncio.run(main())
 

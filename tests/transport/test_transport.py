@@ -1,4 +1,4 @@
-"""Transport over loopback against the simulator: one test per fault of PROTOCOLS.md section 5.
+"""Transport over loopback against the simulator: one test per transport rule of docs/PROTOCOLS.md §4.
 
 No timings are asserted: waits are "until a condition holds" with generous ceilings.
 """
@@ -403,9 +403,11 @@ def test_close_1008_is_final_even_if_the_session_does_not_notice():
 
 def test_stop_while_backing_off_returns_promptly():
     async def main():
-        c = Connection(f"ws://127.0.0.1:{_free_port()}/x", Rec(), backoff_initial=30, backoff_max=30)
+        events = []
+        c = Connection(f"ws://127.0.0.1:{_free_port()}/x", Rec(), backoff_initial=30, backoff_max=30,
+                       on_event=lambda kind, info: events.append(kind))
         t = asyncio.ensure_future(c.run())
-        await asyncio.sleep(0.2)
+        await until(lambda: "reconnecting" in events)  # now in its 30 s back-off
         await c.stop()
         await asyncio.wait_for(t, 10)
 

@@ -69,30 +69,50 @@ async def connect(cfg: NatsConfig, *, name: str, timeout: float = 10.0,
     import nats
 
     rl = ratelog or RateLimitedLog(log, 5.0)
+    refused: list[BaseException] = []
+    connecting = True
 
     async def error_cb(exc: Exception) -> None:
+        if connecting and _is_auth_error(exc):
+            refused.append(exc)
         rl("nats-error", "%s: NATS: %s: %s", cfg.display_url, type(exc).__name__, cfg.mask(str(exc)))
+
+    def auth_error(exc: BaseException) -> NatsAuthError:
+        return NatsAuthError(f"{cfg.display_url}: NATS refused the credentials "
+                             f"({cfg.mask(str(exc)).strip()})")
 
     kw = cfg.connect_options()
     deadline = time.monotonic() + timeout
     last: Optional[BaseException] = None
-    while True:
-        try:
-            return await nats.connect(
+    try:
+        while True:
+            task = asyncio.ensure_future(nats.connect(
                 name=name, error_cb=error_cb, disconnected_cb=disconnected_cb,
                 reconnected_cb=reconnected_cb, closed_cb=closed_cb,
                 allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
                 connect_timeout=max(0.5, min(2.0, timeout)), ping_interval=ping_interval,
-                max_outstanding_pings=3, pending_size=pending_size, **kw)
-        except Exception as exc:  # nats-py raises its own errors, OSError, TimeoutError
-            if _is_auth_error(exc):
-                raise NatsAuthError(f"{cfg.display_url}: NATS refused the credentials "
-                                    f"({cfg.mask(str(exc)).strip()})") from None
-            last = exc
-        if time.monotonic() >= deadline:
-            raise RelayError(f"{cfg.display_url}: no NATS server answered within {timeout:g} s "
-                             f"({type(last).__name__}: {cfg.mask(str(last))})") from None
-        await asyncio.sleep(0.2)
+                max_outstanding_pings=3, pending_size=pending_size, **kw))
+            # nats-py retries a refused login for ever: watch its error callback
+            while not task.done() and not refused and time.monotonic() < deadline:
+                await asyncio.wait({task}, timeout=0.05)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+                if refused:
+                    raise auth_error(refused[0])
+                raise RelayError(f"{cfg.display_url}: no NATS server answered within {timeout:g} s")
+            try:
+                return task.result()
+            except Exception as exc:  # nats-py raises its own errors, OSError, TimeoutError
+                if _is_auth_error(exc):
+                    raise auth_error(exc) from None
+                last = exc
+            if time.monotonic() >= deadline:
+                raise RelayError(f"{cfg.display_url}: no NATS server answered within {timeout:g} s "
+                                 f"({type(last).__name__}: {cfg.mask(str(last))})") from None
+            await asyncio.sleep(0.2)
+    finally:
+        connecting = False
 
 
 def _js_error(exc: BaseException, cfg_url: str) -> Optional[BaseException]:

@@ -105,7 +105,8 @@ class RelayPublisher:
         self.stream = stream or wire.stream_name(feed)
         self.max_age = float(max_age)
         self.buffer_bytes = int(buffer_bytes)
-        self.max_inflight_bytes = int(max_inflight_bytes)
+        # in flight counts against the buffer: at most a quarter of it
+        self.max_inflight_bytes = max(1, min(int(max_inflight_bytes), self.buffer_bytes // 4))
         self.heartbeat = float(heartbeat)
         self.ack_timeout = float(ack_timeout)
         self.duplicate_window = float(duplicate_window)
@@ -125,6 +126,7 @@ class RelayPublisher:
         self._seq = 0  # last relay sequence given out
         self.dropped_messages = 0
         self.dropped_bytes = 0
+        self.peak_buffered_bytes = 0  # the most ever waiting (the bound's witness)
         self._drop_log = RateLimitedLog(log, 5.0)
         self._last_enqueue = time.monotonic()
 
@@ -208,6 +210,11 @@ class RelayPublisher:
                 self.dropped_messages += len(old.items)
                 self.dropped_bytes += old.nbytes
                 dropped += len(old.items)
+            if self._unsent_bytes > limit:  # one read larger than the room: its oldest go
+                dropped += self._trim(self._unsent[0], self._unsent_bytes - max(0, limit))
+            total = self._unsent_bytes + self._inflight_bytes
+            if total > self.peak_buffered_bytes:
+                self.peak_buffered_bytes = total
         self._last_enqueue = time.monotonic()
         if dropped:
             self._drop_log("drop", "%s: relay buffer full (%d MiB): dropped the %d oldest message(s) "
@@ -219,6 +226,24 @@ class RelayPublisher:
                 self._loop.call_soon_threadsafe(self._poke)
             except RuntimeError:  # the publisher's loop is closed
                 pass
+
+    def _trim(self, unit: _Unit, excess: int) -> int:
+        """Drop the oldest messages of ``unit`` (not yet sent) until ``excess`` bytes are
+        gone or one message is left; returns how many went. Caller holds the lock."""
+        n = 0
+        freed = 0
+        items = unit.items
+        while freed < excess and n < len(items) - 1:
+            freed += len(items[n][0]) + ENTRY_OVERHEAD
+            n += 1
+        if n:
+            del items[:n]
+            unit.first += n
+            unit.nbytes -= freed
+            self._unsent_bytes -= freed
+            self.dropped_messages += n
+            self.dropped_bytes += freed
+        return n
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -247,6 +272,7 @@ class RelayPublisher:
             "acked_through": self.acked_through, "published": self.published,
             "duplicates": self.duplicates, "dropped_messages": self.dropped_messages,
             "dropped_bytes": self.dropped_bytes, "buffered_bytes": self.buffered_bytes,
+            "peak_buffered_bytes": self.peak_buffered_bytes,
             "resends": self.resends, "too_large": self.too_large,
             "nats_disconnects": self.nats_disconnects, "connected": self._connected,
             "last_error": self.last_error,
@@ -501,7 +527,6 @@ class RelayPublisher:
             else:  # the server forgot its last id (restarted): ask the stream, then
                 self._unguarded = True  # publish without naming a predecessor
                 self._requeue(resync=True)
-            self.resends += 1
             return
         self._error(f"JetStream refused entry {seq}: {err.description} (code {err.err_code})")
         self._requeue(resync=err.err_code == wire.STREAM_NOT_FOUND)
@@ -520,6 +545,8 @@ class RelayPublisher:
     def _requeue(self, resync: bool) -> None:
         """Start a new round: everything unacknowledged goes back to the front, in order."""
         self._round += 1
+        if self._inflight:
+            self.resends += 1
         with self._lock:
             while self._inflight:
                 u = self._inflight.pop()
@@ -536,7 +563,7 @@ class RelayPublisher:
 
     # ------------------------------------------------------------------ NATS state
     async def _on_disconnected(self) -> None:
-        if self._connected:
+        if self._connected and not self._stopping:
             self.nats_disconnects += 1
             log.warning("%s: relay lost NATS; buffering (up to %d MiB)", self.cfg.display_url,
                         self.buffer_bytes // MiB)

@@ -1,0 +1,96 @@
+"""Helpers of the relay tests: a relay and consumers in this process, waits on conditions."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from fastfeed.relay.harness import make_feed, same_windows, windows_document
+from fastfeed.relay.publisher import RelayPublisher, attach_publisher
+from fastfeed.relay.source import source_for_feed
+
+WINDOWS = (5, 10, 30)
+START = 1_700_000_000
+
+
+async def until(pred: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+class Relay:
+    """A Feed on the simulator with a RelayPublisher attached (what `fastfeed relay` runs)."""
+
+    def __init__(self, sim_url: str, nats_url: str, feed: str = "vantafin", **pub_kw: Any) -> None:
+        pub_kw.setdefault("heartbeat", 0.5)
+        self.pub = RelayPublisher(nats_url, feed, **pub_kw)
+        self.events: list[tuple[str, dict]] = []
+        self.feed = make_feed(feed, sim_url, windows=WINDOWS, capacity=1024,
+                              on_event=lambda k, i: self.events.append((k, i)))
+
+    async def __aenter__(self) -> "Relay":
+        await self.pub.start_async()
+        attach_publisher(self.feed, self.pub)
+        await self.feed.start_async()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.feed.close()
+        await self.pub.stop_async(5.0)
+
+    def quiet(self, ms: float = 300) -> bool:
+        """The vendor socket delivered nothing for ``ms`` (the simulator has finished)."""
+        conn = self.feed._conn
+        ln = conn.listener if conn is not None else None
+        return ln is None or ln.idle_ns() > ms * 1e6
+
+
+class Consumer:
+    """A Feed driven from the relay stream (what `Feed(url="nats://...")` runs)."""
+
+    def __init__(self, nats_url: str, feed: str = "vantafin", **src_kw: Any) -> None:
+        self.events: list[tuple[str, dict]] = []
+        self.feed = make_feed(feed, nats_url, windows=WINDOWS, capacity=1024,
+                              on_event=lambda k, i: self.events.append((k, i)))
+        src_kw.setdefault("warm_start", 3600.0)
+        self.src = source_for_feed(self.feed, nats_url, **src_kw)
+        self.task: asyncio.Future | None = None
+
+    async def __aenter__(self) -> "Consumer":
+        self.task = asyncio.ensure_future(self.src.run())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.src.stop()
+        if self.task is not None:
+            await asyncio.wait({self.task}, timeout=10)
+
+    def kinds(self, kind: str) -> list[dict]:
+        return [i for k, i in self.events if k == kind]
+
+
+def sim_done(sim: Any) -> bool:
+    return sim.call(lambda s: bool(s.connections) and all(
+        c._producer is not None and c._producer.done() for c in s.connections))
+
+
+async def settle(sim: Any, relay: Relay, consumers: list[Consumer], timeout: float = 60.0) -> None:
+    """Wait until the simulator finished, the relay read and published everything, and
+    every consumer applied all of it."""
+    await until(lambda: sim_done(sim) and relay.quiet(), timeout, "simulator finished")
+    await until(lambda: relay.pub.buffered_bytes == 0 and relay.pub.acked_through == relay.pub._seq,
+                timeout, "relay published everything")
+    target = relay.pub.acked_through
+    for c in consumers:
+        await until(lambda: c.src.epoch == relay.pub.epoch and c.src.relay_seq >= target, timeout,
+                    "consumer applied everything")
+
+
+def assert_same(relay_feed: Any, consumer_feed: Any) -> None:
+    a, b = windows_document(relay_feed), windows_document(consumer_feed)
+    assert a["windows"][str(WINDOWS[-1])], "no bars at all"
+    diffs = same_windows(a, b)
+    assert not diffs, diffs

@@ -31,7 +31,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ..feeds.base import RateLimitedLog
-from . import wire
+from . import natsio, wire
 from .client import (DEFAULT_DUPLICATE_WINDOW, DEFAULT_MAX_AGE, connect, ensure_stream,
                      last_entry)
 from .config import NatsConfig
@@ -337,6 +337,7 @@ class RelayPublisher:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         try:
+            natsio.check()
             nc = await connect(self.cfg, name=self.name, timeout=self.connect_timeout,
                                disconnected_cb=self._on_disconnected,
                                reconnected_cb=self._on_reconnected,
@@ -441,8 +442,7 @@ class RelayPublisher:
             self._inflight.append(unit)
             self._inflight_bytes += unit.nbytes
             if parts:
-                await nc._send_command(b"".join(parts))  # one write of the whole unit
-                await nc._flush_pending()
+                await natsio.send_raw(nc, b"".join(parts))  # one write of the whole unit
             else:  # nothing publishable in it (all too large): settled with those before it
                 unit.void = True
                 self._release_acked()

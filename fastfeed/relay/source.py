@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import msgspec
 
 from ..feeds.base import RateLimitedLog
-from . import wire
+from . import natsio, wire
 from .client import connect, stream_info
 from .config import NatsConfig
 from .errors import StreamNotFound
@@ -180,9 +180,11 @@ class NatsSource:
             return
         self._t0 = time.monotonic()
         try:
+            natsio.check()
             self._nc = await connect(self.cfg, name=self.name, timeout=self.connect_timeout,
                                      disconnected_cb=self._on_nats_down,
                                      reconnected_cb=self._on_nats_back, ratelog=self._ratelog)
+            natsio.fast_headers(self._nc)
             self._js = self._nc.jetstream(timeout=5.0)
             await self._wait_for_stream()
             if self._stopping:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from fastfeed.relay import wire
 from fastfeed.relay.harness import make_feed, same_windows, windows_document
 from fastfeed.relay.publisher import RelayPublisher, attach_publisher
 from fastfeed.relay.source import source_for_feed
@@ -45,7 +46,7 @@ class Relay:
         """The vendor socket delivered nothing for ``ms`` (the simulator has finished)."""
         conn = self.feed._conn
         ln = conn.listener if conn is not None else None
-        return ln is None or ln.idle_ns() > ms * 1e6
+        return ln is not None and ln.idle_ns() > ms * 1e6
 
 
 class Consumer:
@@ -73,8 +74,9 @@ class Consumer:
 
 
 def sim_done(sim: Any) -> bool:
-    return sim.call(lambda s: bool(s.connections) and all(
-        c._producer is not None and c._producer.done() for c in s.connections))
+    """The simulator sent its last second and every producer has finished."""
+    return sim.call(lambda s: s.high_water >= s.end_second() - 1 and all(
+        c._producer is None or c._producer.done() for c in s.connections))
 
 
 async def settle(sim: Any, relay: Relay, consumers: list[Consumer], timeout: float = 60.0) -> None:
@@ -94,3 +96,30 @@ def assert_same(relay_feed: Any, consumer_feed: Any) -> None:
     assert a["windows"][str(WINDOWS[-1])], "no bars at all"
     diffs = same_windows(a, b)
     assert not diffs, diffs
+
+
+async def stream_entries(url: str, feed: str = "vantafin") -> list[tuple[str, str]]:
+    """(subject, Nats-Msg-Id) of every entry of the feed's stream, in stream order."""
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    info = await js.stream_info(wire.stream_name(feed))
+    out: list[tuple[str, str]] = []
+    sub = await js.subscribe(wire.subjects(feed), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    while len(out) < info.state.messages:
+        m = await sub.next_msg(timeout=10)
+        out.append((m.subject, m.headers[wire.H_MSG_ID]))
+    await nc.close()
+    return out
+
+
+def assert_no_duplicates(entries: list[tuple[str, str]]) -> None:
+    ids = [mid for _, mid in entries]
+    assert len(ids) == len(set(ids)), "an entry was stored twice"
+    last: dict[int, int] = {}
+    for mid in ids:  # in stream order, per relay epoch: strictly increasing
+        epoch, seq = wire.parse_msg_id(mid)
+        assert seq > last.get(epoch, 0), f"{mid} stored out of order"
+        last[epoch] = seq

@@ -4,7 +4,6 @@ test_relay_processes.py). Windows are compared exactly (every window, every symb
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -12,10 +11,10 @@ from fastfeed.feeds import AuthError
 from fastfeed.relay.errors import JetStreamNotEnabled, NatsAuthError
 from fastfeed.relay.publisher import RelayPublisher
 from fastfeed.relay.source import NatsSource
-from fastfeed.relay import wire
 from fastfeed.simulator import Faults
 from fastfeed.simulator.testing import SimThread
-from relay_helpers import START, Consumer, Relay, assert_same, settle, until
+from relay_helpers import (START, Consumer, Relay, assert_no_duplicates, assert_same, settle, sim_done,
+                           stream_entries, until)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,33 +24,6 @@ def sim_thread(**kw):
                 start_second=START)
     base.update(kw)
     return SimThread(**base)
-
-
-async def stream_entries(url: str, feed: str = "vantafin") -> list[tuple[str, str]]:
-    """(subject, Nats-Msg-Id) of every entry of the feed's stream, in stream order."""
-    import nats
-    from nats.js.api import DeliverPolicy
-
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    info = await js.stream_info(wire.stream_name(feed))
-    out: list[tuple[str, str]] = []
-    sub = await js.subscribe(wire.subjects(feed), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    while len(out) < info.state.messages:
-        m = await sub.next_msg(timeout=10)
-        out.append((m.subject, m.headers[wire.H_MSG_ID]))
-    await nc.close()
-    return out
-
-
-def assert_no_duplicates(entries: list[tuple[str, str]]) -> None:
-    ids = [mid for _, mid in entries]
-    assert len(ids) == len(set(ids)), "an entry was stored twice"
-    last: dict[int, int] = {}
-    for mid in ids:  # in stream order, per relay epoch: strictly increasing
-        epoch, seq = wire.parse_msg_id(mid)
-        assert seq > last.get(epoch, 0), f"{mid} stored out of order"
-        last[epoch] = seq
 
 
 def test_consumers_equal_the_relay_under_vendor_faults(nats_server):
@@ -150,8 +122,6 @@ def test_nats_outage_longer_than_the_buffer(nats_server):
         finally:
             await relay.feed.close()
             await relay.pub.stop_async(5.0)
-
-    from relay_helpers import sim_done
 
     with sim_thread(n_tickers=200, bars_per_frame=20, max_seconds=150) as sim:
         asyncio.run(main(sim))

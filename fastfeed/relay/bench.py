@@ -92,16 +92,20 @@ async def _overhead_worker(spec: dict[str, Any]) -> dict[str, Any]:
     await feed.start_async()
     await asyncio.sleep(spec["warmup"])  # the measured span starts after the warm-up
     b0, c0, t0 = feed.stats.bars, time.process_time(), time.perf_counter()
+    m0 = time.thread_time()
     p0 = pub.stats() if pub else None
+    pc0 = pub.cpu_seconds if pub else 0.0
     await asyncio.sleep(spec["duration"])
     b1, c1, t1 = feed.stats.bars, time.process_time(), time.perf_counter()
+    m1 = time.thread_time()
     out: dict[str, Any] = {"bars_per_s": (b1 - b0) / (t1 - t0), "cpu_util": (c1 - c0) / (t1 - t0),
                            "cpu_s_per_m_bars": (c1 - c0) / max(1, b1 - b0) * 1e6}
     if pub is not None:
         p1 = pub.stats()
         out["published_per_s"] = (p1["published"] - p0["published"]) / (t1 - t0)  # type: ignore[index]
         out["dropped_per_s"] = (p1["dropped_messages"] - p0["dropped_messages"]) / (t1 - t0)  # type: ignore[index]
-        out["messages_per_s"] = None
+        out["publisher_cpu_s_per_m_bars"] = (pub.cpu_seconds - pc0) / max(1, b1 - b0) * 1e6
+    out["main_thread_cpu_s_per_m_bars"] = (m1 - m0) / max(1, b1 - b0) * 1e6
     await feed.close()
     if pub is not None:
         await pub.stop_async(2.0)

@@ -85,10 +85,11 @@ def same_windows(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 class _Control:
     """Status lines out, commands in (a reader thread hands stdin lines to the loop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stdin: bool) -> None:
         self.loop = asyncio.get_running_loop()
         self.commands: asyncio.Queue[str] = asyncio.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        if stdin:  # commands on stdin (its end: stop); else run until SIGINT/SIGTERM
+            threading.Thread(target=self._read, daemon=True).start()
         self.stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -110,10 +111,14 @@ class _Control:
         """Answer commands and print status until ``stop``."""
         while not self.stop.is_set():
             self.say({"status": status()})
-            try:
-                cmd = await asyncio.wait_for(self.commands.get(), every)
-            except asyncio.TimeoutError:
+            stop = asyncio.ensure_future(self.stop.wait())
+            get = asyncio.ensure_future(self.commands.get())
+            done, _ = await asyncio.wait({stop, get}, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if get not in done:
+                get.cancel()
                 continue
+            cmd = get.result()
             verb, _, arg = cmd.partition(" ")
             if verb == "dump":
                 doc = windows_document(feed)
@@ -129,7 +134,7 @@ async def relay_main(args: argparse.Namespace) -> int:
     from .errors import NatsAuthError, RelayError
     from .publisher import RelayPublisher, attach_publisher
 
-    ctl = _Control()
+    ctl = _Control(args.stdin_control)
     pub = RelayPublisher(args.nats, args.feed, buffer_bytes=int(args.buffer_mib * (1 << 20)),
                          max_age=args.max_age, heartbeat=args.heartbeat,
                          connect_timeout=args.connect_timeout)
@@ -163,7 +168,7 @@ async def consume_main(args: argparse.Namespace) -> int:
     from .errors import NatsAuthError, RelayError
     from .source import source_for_feed
 
-    ctl = _Control()
+    ctl = _Control(args.stdin_control)
     events: list[tuple[str, dict]] = []
     lat: list[int] = []
 
@@ -220,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--windows", type=lambda t: tuple(int(x) for x in t.split(",")), default=(5, 10, 30))
         s.add_argument("--capacity", type=int, default=1024)
         s.add_argument("--status-every", type=float, default=0.2)
+        s.add_argument("--stdin-control", action="store_true",
+                       help="read commands (dump PATH, stop) on stdin; its end stops the process")
         if role == "relay":
             s.add_argument("--vendor-url", required=True)
             s.add_argument("--buffer-mib", type=float, default=256)
@@ -262,7 +269,8 @@ class HarnessProcess:
 
     def start(self) -> "HarnessProcess":
         env = dict(os.environ if self.env is None else self.env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastfeed.relay.harness", self.role, *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastfeed.relay.harness", self.role,
+                                      "--stdin-control", *self.args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         threading.Thread(target=self._pump, daemon=True).start()
         return self

@@ -89,6 +89,9 @@ async def _overhead_worker(spec: dict[str, Any]) -> dict[str, Any]:
         pub = RelayPublisher(spec["nats"], "vantafin", buffer_bytes=spec["buffer_bytes"], max_age=600)
         await pub.start_async()
         attach_publisher(feed, pub)
+        if spec.get("free_publisher") and pub._thread is not None:
+            # the publisher thread may run on any core; the vendor thread stays pinned
+            _pin(pub._thread.native_id, set(spec["all_cpus"]))
     await feed.start_async()
     await asyncio.sleep(spec["warmup"])  # the measured span starts after the warm-up
     b0, c0, t0 = feed.stats.bars, time.process_time(), time.perf_counter()
@@ -116,27 +119,37 @@ def relay_overhead(*, tickers: int = 12_000, bars_per_frame: int = 100, warmup: 
                    duration: float = 6.0, rounds: int = 2, buffer_mib: int = 256) -> dict[str, Any]:
     """Max-rate bars/s without and with the relay publishing, alternated ``rounds`` times."""
     client, _ = _cores()
-    res: dict[str, list[dict[str, Any]]] = {"plain": [], "relay": []}
+    modes = ("plain", "relay", "relay_free")
+    res: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     load0 = _load()
     with tempfile.TemporaryDirectory(prefix="ff-relay-bench-") as tmp:
         srv = _nats(tmp)
         try:
             for _ in range(rounds):
-                for mode in ("plain", "relay"):
+                for mode in modes:
                     sim = _sim(["--tickers", str(tickers), "--trade-fraction", "1", "--max-rate",
                                 "--bars-per-frame", str(bars_per_frame)])
                     try:
                         spec = {"url": sim.url("vantafin"), "warmup": warmup, "duration": duration,
-                                "nats": srv.url if mode == "relay" else None,
+                                "nats": srv.url if mode != "plain" else None,
+                                "free_publisher": mode == "relay_free",
+                                "all_cpus": sorted(os.sched_getaffinity(0)),
                                 "buffer_bytes": buffer_mib << 20}
                         res[mode].append(_run_worker("overhead", spec, client))
                     finally:
                         sim.stop()
         finally:
             srv.close()
-    plain = statistics.median(r["bars_per_s"] for r in res["plain"])
-    relay = statistics.median(r["bars_per_s"] for r in res["relay"])
-    return {"plain_bars_per_s": plain, "relay_bars_per_s": relay, "ratio": relay / plain,
+    med = {m: statistics.median(r["bars_per_s"] for r in res[m]) for m in modes}
+    cpu = {m: statistics.median(r["cpu_s_per_m_bars"] for r in res[m]) for m in modes}
+    return {"plain_bars_per_s": med["plain"], "relay_bars_per_s": med["relay"],
+            "relay_free_bars_per_s": med["relay_free"],
+            # relay process pinned to the vendor core (publisher thread included)
+            "ratio": med["relay"] / med["plain"],
+            # publisher thread free to use the other core (vendor thread pinned)
+            "ratio_publisher_free": med["relay_free"] / med["plain"],
+            # bars per CPU second of the relay process vs plain: the cost, whatever the cores
+            "cpu_ratio": cpu["plain"] / cpu["relay"],
             "target_ratio": 0.90, "runs": res, "tickers": tickers, "bars_per_frame": bars_per_frame,
             "loadavg": [load0, _load()]}
 

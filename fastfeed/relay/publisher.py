@@ -147,6 +147,7 @@ class RelayPublisher:
         self.duplicates = 0  # entries JetStream said it already had
         self.resends = 0  # times publishing restarted from the oldest unacknowledged entry
         self.too_large = 0  # messages over the server's max_payload (skipped, counted)
+        self.chain_breaks = 0  # entries refused for naming a predecessor the stream lacked
         self.nats_disconnects = 0
         #: CPU seconds the publisher thread has used (benchmarks: the relay's own cost)
         self.cpu_seconds = 0.0
@@ -275,7 +276,7 @@ class RelayPublisher:
             "duplicates": self.duplicates, "dropped_messages": self.dropped_messages,
             "dropped_bytes": self.dropped_bytes, "buffered_bytes": self.buffered_bytes,
             "peak_buffered_bytes": self.peak_buffered_bytes,
-            "resends": self.resends, "too_large": self.too_large,
+            "resends": self.resends, "too_large": self.too_large, "chain_breaks": self.chain_breaks,
             "nats_disconnects": self.nats_disconnects, "connected": self._connected,
             "last_error": self.last_error,
         }
@@ -321,6 +322,10 @@ class RelayPublisher:
                 pass
         self._finished.wait(timeout + 5)
         self._thread.join(5)
+        left = self.buffered_bytes
+        if left:
+            log.warning("%s: relay stopped with %d bytes not published (NATS %s)", self.cfg.display_url,
+                        left, "connected" if self._connected else "down")
 
     async def stop_async(self, timeout: float = 10.0) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop, timeout)
@@ -522,6 +527,7 @@ class RelayPublisher:
         err = ack.error
         if err.err_code == wire.WRONG_LAST_MSG_ID:
             # "wrong last msg ID: <id>": the stream's real last entry
+            self.chain_breaks += 1
             last = err.description.rsplit(":", 1)[-1].strip() if ":" in err.description else ""
             self._note_stored(last or None)
             if last:

@@ -199,6 +199,11 @@ class NatsSource:
         finally:
             self._finish()
             self._running = False
+            if self._consumer is not None and self._nc is not None and self._nc.is_connected:
+                try:  # (else the server drops it after its inactive threshold)
+                    await asyncio.wait_for(self._js.delete_consumer(self.stream, self._consumer), 2.0)
+                except Exception:
+                    pass
             if self._nc is not None:
                 try:
                     await self._nc.close()

@@ -202,3 +202,52 @@ def test_bad_credentials_are_an_auth_error_that_never_shows_them(make_nats_serve
         assert pub.connected and "right-pw" not in repr(pub)
     finally:
         pub.stop()
+
+
+def test_server_restarted_past_the_dedup_window_keeps_the_chain(nats_server):
+    """After a restart the server remembers message ids only within the de-duplication
+    window (older servers also forget the last id): the relay resynchronises on the
+    stream's last entry and goes on. Nothing is lost, nothing doubled."""
+    async def main(sim):
+        async with Relay(sim.url("vantafin"), nats_server.url, heartbeat=0, duplicate_window=0.5) as relay:
+            await settle(sim, relay, [])
+            stored = relay.pub.acked_through
+            # an outage longer than the window (a scenario parameter, not a wait for a condition)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: nats_server.restart(down_for=1.0))
+            await until(lambda: relay.pub.connected, 30, "relay reconnected")
+            relay.pub.event("heartbeat", {"after": "restart"})
+            await until(lambda: relay.pub.acked_through == stored + 1, 30, "entry after the restart stored")
+            async with Consumer(nats_server.url) as cons:
+                await until(lambda: cons.src.relay_seq == stored + 1, 30, "consumer read all")
+                assert cons.src.relay_dropped == 0 and cons.src.duplicates_skipped == 0
+                assert_same(relay.feed, cons.feed)
+        assert_no_duplicates(await stream_entries(nats_server.url))
+
+    with sim_thread(max_seconds=20) as sim:
+        asyncio.run(main(sim))
+
+
+def test_a_foreign_entry_in_the_stream_does_not_stop_the_relay(nats_server):
+    """Someone else publishes to the feed's subjects (no relay id): the relay's next entry
+    names a predecessor that is no longer last; the relay asks the stream and goes on
+    from its real last entry. Consumers skip the foreign entry (counted)."""
+    async def main(sim):
+        import nats
+
+        async with Relay(sim.url("vantafin"), nats_server.url, heartbeat=0) as relay:
+            await settle(sim, relay, [])
+            stored = relay.pub.acked_through
+            nc = await nats.connect(nats_server.url)
+            await nc.jetstream().publish("fastfeed.vantafin.events", b'{"kind":"hello","ns":0}')
+            await nc.close()
+            relay.pub.event("heartbeat", {})
+            await until(lambda: relay.pub.acked_through == stored + 1, 30, "next entry stored")
+            assert relay.pub.chain_breaks == 1
+            async with Consumer(nats_server.url) as cons:
+                await until(lambda: cons.src.relay_seq == stored + 1, 30, "consumer read all")
+                assert cons.src.bad_entries == 1 and cons.src.relay_dropped == 0
+                assert_same(relay.feed, cons.feed)
+
+    with sim_thread(max_seconds=10) as sim:
+        asyncio.run(main(sim))

@@ -32,23 +32,14 @@ import tempfile
 import time
 from typing import Any, Optional
 
+from ..bench.harness import _pin
+from ..bench.harness import cores as _cores
+
 __all__ = ["relay_overhead", "relay_latency", "warm_start", "run_all"]
 
 SIM_KEY = "sim-key"
 
 
-def _cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
-    from ..bench.harness import cores
-
-    return cores()
-
-
-def _pin(pid: int, cpus: Optional[set[int]]) -> None:
-    if cpus:
-        try:
-            os.sched_setaffinity(pid, cpus)
-        except OSError:
-            pass
 
 
 def _sim(args: list[str]) -> Any:

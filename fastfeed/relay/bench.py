@@ -32,7 +32,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from ..bench.harness import _pin
+from ..bench.harness import _pin, _proc_cpu_s
 from ..bench.harness import cores as _cores
 
 __all__ = ["relay_overhead", "relay_latency", "warm_start", "run_all"]
@@ -251,6 +251,9 @@ def warm_start(*, seconds: int = 900, tickers: int = 12_000, bars_per_frame: int
                 target = st["acked_through"]
                 c = cons.wait(lambda s: s["relay_seq"] >= target, 600, "warm start done")
                 out["warm_start_s"] = round(time.monotonic() - t1, 2)
+                # CPU seconds of the consumer process (start-up included): the figure a
+                # loaded machine does not inflate
+                out["warm_start_cpu_s"] = _proc_cpu_s(cons.proc.pid)  # type: ignore[union-attr]
                 out["bars"] = c["bars"]
                 out["bars_per_s"] = round(c["bars"] / out["warm_start_s"])
                 if check:

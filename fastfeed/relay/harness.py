@@ -155,13 +155,23 @@ async def relay_main(args: argparse.Namespace) -> int:
                 **pub.stats()}
 
     await feed.start_async()
+    code = 0
     try:
-        await ctl.serve(feed, status, args.status_every)
+        serve = asyncio.ensure_future(ctl.serve(feed, status, args.status_every))
+        await asyncio.wait({serve, feed._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not serve.done():  # the vendor connection ended by itself: refused key, ...
+            serve.cancel()
+            exc = feed.error
+            if exc is not None:
+                from ..feeds import AuthError
+
+                ctl.say({"error": str(exc), "kind": type(exc).__name__})
+                code = 2 if isinstance(exc, AuthError) else 1
     finally:
         await feed.close()
         await pub.stop_async(timeout=10.0)
         ctl.say({"stopped": status()})
-    return 0
+    return code
 
 
 async def consume_main(args: argparse.Namespace) -> int:
@@ -265,7 +275,8 @@ class HarnessProcess:
         self.status: dict[str, Any] = {}
         self.lines: list[dict[str, Any]] = []
         self._cv = threading.Condition()
-        self.exit_doc: Optional[dict[str, Any]] = None
+        self.exit_doc: Optional[dict[str, Any]] = None  # the "stopped" (or "error") line
+        self.error_doc: Optional[dict[str, Any]] = None  # the "error" line, if any
 
     def start(self) -> "HarnessProcess":
         env = dict(os.environ if self.env is None else self.env)
@@ -287,6 +298,8 @@ class HarnessProcess:
                     self.status = doc["status"]
                 if "stopped" in doc or "error" in doc:
                     self.exit_doc = doc
+                if "error" in doc:
+                    self.error_doc = doc
                 if "status" not in doc or len(doc) > 1:
                     self.lines.append(doc)
                 self._cv.notify_all()
@@ -300,8 +313,8 @@ class HarnessProcess:
             while True:
                 if self.status and pred(self.status):
                     return self.status
-                if self.exit_doc is not None and "error" in self.exit_doc:
-                    raise AssertionError(f"{self.role} failed: {self.exit_doc}")
+                if self.error_doc is not None:
+                    raise AssertionError(f"{self.role} failed: {self.error_doc}")
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc is not None and self.proc.poll() is not None):
                     raise AssertionError(f"{self.role}: {what or 'condition'} not reached; last status {self.status}")

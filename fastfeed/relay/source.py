@@ -340,6 +340,11 @@ class NatsSource:
         self.last_sseq = sseq
         if pending == 0 and not self.caught_up:
             self._caught_up()
+        if self._outstanding <= self.batch // 2 and not self._reset_wanted and self._nc.is_connected:
+            try:  # keep the next batch coming while this one is applied
+                await self._pull()
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {self.cfg.mask(str(exc))}"
 
     def _apply(self, msg: Any) -> None:
         hdrs = msg.headers or {}

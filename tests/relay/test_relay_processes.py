@@ -133,6 +133,36 @@ def test_bad_nats_credentials_exit_2_with_a_clear_line(make_nats_server):
                                        "--connect-timeout", "5"]).start(),
               HarnessProcess("consume", ["--nats", bad]).start()):
         assert p.returncode(60) == 2
-        line = p.exit_doc
+        line = p.error_doc
         assert line is not None and line["kind"] == "NatsAuthError"
         assert "refused the credentials" in line["error"] and "wrong-pw" not in json.dumps(line)
+
+
+def test_relay_with_a_refused_vendor_key_exits_2_and_says_so_on_the_stream(nats_server):
+    with SimThread(n_tickers=20, speed=20.0) as sim:
+        relay = HarnessProcess("relay", ["--vendor-url", sim.url("vantafin", "not-the-key"),
+                                         "--nats", nats_server.url]).start()
+        assert relay.returncode(60) == 2
+        assert relay.error_doc["kind"] == "AuthError" and "not-the-key" not in json.dumps(relay.error_doc)
+    kinds = [json.loads(e) for e in asyncio.run(_event_payloads(nats_server.url))]
+    assert "auth_failed" in [k["kind"] for k in kinds]  # published before the relay exited
+
+
+async def _event_payloads(url: str) -> list[bytes]:
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    n = (await js.stream_info(wire.stream_name("vantafin"))).state.messages
+    sub = await js.subscribe(wire.events_subject("vantafin"), ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.ALL)
+    out = []
+    while True:
+        try:
+            out.append((await sub.next_msg(timeout=2)).data)
+        except Exception:
+            break
+    await nc.close()
+    assert len(out) <= n
+    return out

@@ -399,7 +399,7 @@ class RelayPublisher:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        tick = max(0.02, min(0.25, self.heartbeat / 4))
+        tick = max(0.02, min(0.25, self.heartbeat / 4)) if self.heartbeat > 0 else 0.25
         while True:
             self.cpu_seconds = time.thread_time()
             if self._stopping and (not self._unsent and not self._inflight

@@ -194,7 +194,11 @@ class NatsSource:
                                      pending_msgs_limit=4 * self.batch + 64,
                                      pending_bytes_limit=4 * self.max_bytes + 4 * MiB)
             self._connected_event("nats", {"stream": self.stream})
-            await self._new_consumer()
+            try:
+                await self._new_consumer()
+            except Exception as exc:  # e.g. JetStream still recovering: _watch retries
+                self.last_error = f"{type(exc).__name__}: {self.cfg.mask(str(exc))}"
+                self._reset_wanted = True
             await self._watch()
         finally:
             self._finish()

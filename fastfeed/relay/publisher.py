@@ -457,33 +457,34 @@ class RelayPublisher:
 
     def _frames(self, unit: _Unit) -> list[bytes]:
         """The HPUB commands of ``unit``'s entries not yet stored, chained on the entry
-        published before; the last one asks for the acknowledgement."""
+        published before; the last one asks for the acknowledgement (see ``wire.hpub``)."""
         subject = self._subj[unit.kind]
         epoch_b = self._epoch_b
         acked = self.acked_through
         maxp = self._max_payload - 512  # room for the headers
-        todo = []
-        seq = unit.first - 1
-        for payload, ns in unit.items:
-            seq += 1
-            if seq <= acked:
-                continue
-            if len(payload) > maxp:
-                self.too_large += 1
-                self._ratelog("too-large", "%s: a %d-byte message is over the NATS server's "
-                              "max_payload (%d): not relayed", self.cfg.display_url,
-                              len(payload), self._max_payload)
-                continue
-            todo.append((seq, payload, ns))
+        items = unit.items
+        first = unit.first
+        # the entries to send: not stored yet, not over the server's max_payload
+        idx = [i for i in range(max(0, acked + 1 - first), len(items)) if len(items[i][0]) <= maxp]
+        n_big = len(items) - max(0, acked + 1 - first) - len(idx)
+        if n_big > 0:
+            self.too_large += n_big
+            self._ratelog("too-large", "%s: %d message(s) over the NATS server's max_payload (%d): "
+                          "not relayed", self.cfg.display_url, n_big, self._max_payload)
         parts: list[bytes] = []
+        append = parts.append
         prev = self._prev_id
-        last = len(todo) - 1
-        for i, (seq, payload, ns) in enumerate(todo):
+        last_i = idx[-1] if idx else -1
+        end_seq = unit.last if unit.kind == _RAW else -1
+        for i in idx:
+            payload, ns = items[i]
+            seq = first + i
             mid = epoch_b + b"%d" % seq
-            reply = self._reply_prefix + b"%d.%d" % (self._round, seq) if i == last else b""
-            head, body = wire.hpub(subject, reply, mid, prev, ns,
-                                   ns >= 0 and seq == unit.last, payload)
-            parts += (head, body, b"\r\n")
+            reply = self._reply_prefix + b"%d.%d" % (self._round, seq) if i == last_i else b""
+            head, _ = wire.hpub(subject, reply, mid, prev, ns, seq == end_seq, payload)
+            append(head)
+            append(payload)
+            append(b"\r\n")
             prev = mid
         self._prev_id = prev
         return parts

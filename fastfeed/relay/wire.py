@@ -146,17 +146,12 @@ def hpub(subject: bytes, reply: bytes, mid: bytes, expected: Optional[bytes],
     writes ``payload`` and ``b"\\r\\n"`` after it (no copy of the payload here).
 
     ``recv_ns < 0``: no ``Ff-Ns`` header (events)."""
-    h = b"NATS/1.0\r\nNats-Msg-Id: " + mid + b"\r\n"
-    if expected:
-        h += b"Nats-Expected-Last-Msg-Id: " + expected + b"\r\n"
-    if recv_ns >= 0:
-        h += b"Ff-Ns: %d\r\n" % recv_ns
-    if end:
-        h += b"Ff-End: 1\r\n"
-    h += b"\r\n"
+    h = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n%s%s%s\r\n" % (
+        mid,
+        b"Nats-Expected-Last-Msg-Id: %s\r\n" % expected if expected else b"",
+        b"Ff-Ns: %d\r\n" % recv_ns if recv_ns >= 0 else b"",
+        b"Ff-End: 1\r\n" if end else b"")
     n = len(h)
     if reply:
-        line = b"HPUB %s %s %d %d\r\n" % (subject, reply, n, n + len(payload))
-    else:
-        line = b"HPUB %s %d %d\r\n" % (subject, n, n + len(payload))
-    return line + h, payload
+        return b"HPUB %s %s %d %d\r\n%s" % (subject, reply, n, n + len(payload), h), payload
+    return b"HPUB %s %d %d\r\n%s" % (subject, n, n + len(payload), h), payload

@@ -37,7 +37,7 @@ from ..feeds.base import RateLimitedLog
 from . import natsio, wire
 from .client import connect, stream_info
 from .config import NatsConfig
-from .errors import StreamNotFound
+from .errors import RelayError, StreamNotFound
 
 __all__ = ["NatsSource", "DEFAULT_WARM_MARGIN", "source_for_feed"]
 
@@ -181,9 +181,9 @@ class NatsSource:
         self._t0 = time.monotonic()
         try:
             natsio.check()
-            self._nc = await connect(self.cfg, name=self.name, timeout=self.connect_timeout,
-                                     disconnected_cb=self._on_nats_down,
-                                     reconnected_cb=self._on_nats_back, ratelog=self._ratelog)
+            self._nc = await self._connect()
+            if self._nc is None:  # stopped before any server answered
+                return
             natsio.fast_headers(self._nc)
             self._js = self._nc.jetstream(timeout=5.0)
             await self._wait_for_stream()
@@ -215,6 +215,23 @@ class NatsSource:
                     pass
 
     # ------------------------------------------------------------------ consumer
+    async def _connect(self) -> Any:
+        """Connect, retrying while no server answers (like the transport with a vendor);
+        refused credentials raise at once."""
+        while not self._stopping:
+            try:
+                return await connect(self.cfg, name=self.name, timeout=self.connect_timeout,
+                                     disconnected_cb=self._on_nats_down,
+                                     reconnected_cb=self._on_nats_back, ratelog=self._ratelog)
+            except RelayError as exc:
+                self.last_error = str(exc)
+                self._ratelog("connect", "%s; retrying", exc)
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), 1.0)  # type: ignore[union-attr]
+            except asyncio.TimeoutError:
+                pass
+        return None
+
     async def _wait_for_stream(self) -> None:
         while not self._stopping:
             try:

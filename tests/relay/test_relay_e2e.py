@@ -251,3 +251,21 @@ def test_a_foreign_entry_in_the_stream_does_not_stop_the_relay(nats_server):
 
     with sim_thread(max_seconds=10) as sim:
         asyncio.run(main(sim))
+
+
+def test_a_consumer_waits_for_the_server_and_the_stream(nats_server):
+    """Started before NATS answers and before any relay: it retries, then reads."""
+    async def main(sim):
+        await asyncio.get_running_loop().run_in_executor(None, nats_server.stop)
+        async with Consumer(nats_server.url, connect_timeout=0.5) as cons:
+            await until(lambda: cons.src.last_error is not None, 20, "a failed attempt")
+            assert "no NATS server answered" in cons.src.last_error
+            await asyncio.get_running_loop().run_in_executor(None, nats_server.start)
+            await until(lambda: cons.src.last_error is not None and "no stream" in cons.src.last_error,
+                        20, "waiting for the relay's stream")
+            async with Relay(sim.url("vantafin"), nats_server.url) as relay:
+                await settle(sim, relay, [cons])
+                assert_same(relay.feed, cons.feed)
+
+    with sim_thread(max_seconds=10) as sim:
+        asyncio.run(main(sim))

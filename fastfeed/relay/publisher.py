@@ -47,6 +47,27 @@ DEFAULT_BUFFER_BYTES = 256 * MiB
 ENTRY_OVERHEAD = 100
 
 _RAW, _EVENT = 0, 1
+#: messages are copied into slabs of this size, recycled once every entry in them is
+#: settled: no fresh memory (page faults) per message
+SLAB_BYTES = 1 << 20
+#: free slabs kept for reuse at most
+MAX_FREE_SLABS = 64
+
+
+class _Slab:
+    """A copy buffer shared by the entries copied into it; when the last of them (and
+    the producer) lets go, its bytearray goes back to the free list (``pool``)."""
+
+    __slots__ = ("buf", "pool")
+
+    def __init__(self, buf: Any, pool: Optional[list[bytearray]]) -> None:
+        self.buf = buf
+        self.pool = pool
+
+    def __del__(self) -> None:
+        pool = self.pool
+        if pool is not None and len(pool) < MAX_FREE_SLABS:
+            pool.append(self.buf)  # atomic under the GIL, from whichever thread
 
 
 class _Unit:
@@ -54,10 +75,10 @@ class _Unit:
 
     __slots__ = ("first", "kind", "items", "nbytes", "sent_at", "void")
 
-    def __init__(self, first: int, kind: int, items: list[tuple[bytes, int]], nbytes: int) -> None:
+    def __init__(self, first: int, kind: int, items: list[tuple[_Slab, int, int, int]], nbytes: int) -> None:
         self.first = first  # relay sequence of items[0]
         self.kind = kind
-        self.items = items  # (payload, recv_ns); events: (json, -1)
+        self.items = items  # (slab, offset, length, recv_ns); events: recv_ns -1
         self.nbytes = nbytes
         self.sent_at = 0.0
         self.void = False  # nothing in it could be published (all over max_payload)
@@ -119,7 +140,11 @@ class RelayPublisher:
         self._epoch_b = b"%d-" % self.epoch
 
         # producer side (feed thread) -------------------------------------------------
-        self._read: list[tuple[bytes, int]] = []  # messages of the read in progress
+        self._read: list[tuple[_Slab, int, int, int]] = []  # messages of the read in progress
+        self._read_bytes = 0
+        self._free_slabs: list[bytearray] = []
+        self._slab = _Slab(bytearray(SLAB_BYTES), self._free_slabs)
+        self._slab_pos = 0
         self._lock = threading.Lock()  # guards _unsent, _unsent_bytes, _seq, drop counters
         self._unsent: collections.deque[_Unit] = collections.deque()
         self._unsent_bytes = 0
@@ -170,7 +195,21 @@ class RelayPublisher:
     # ------------------------------------------------------------------ producer side
     def message(self, payload: Any, recv_ns: int) -> None:
         """Queue one received message (copied; ``payload`` may be a short-lived view)."""
-        self._read.append((bytes(payload), recv_ns))
+        n = len(payload)
+        pos = self._slab_pos
+        if pos + n > SLAB_BYTES:
+            if n > SLAB_BYTES // 4:  # a large message: a buffer of its own
+                self._read.append((_Slab(bytes(payload), None), 0, n, recv_ns))
+                self._read_bytes += n
+                return
+            free = self._free_slabs
+            self._slab = _Slab(free.pop() if free else bytearray(SLAB_BYTES), free)
+            pos = 0
+        slab = self._slab
+        slab.buf[pos:pos + n] = payload
+        self._slab_pos = pos + n
+        self._read.append((slab, pos, n, recv_ns))
+        self._read_bytes += n
 
     def end_of_read(self) -> None:
         """The socket read that delivered the queued messages is over: hand them on."""
@@ -179,7 +218,8 @@ class RelayPublisher:
             return
         items = read.copy()
         read.clear()
-        nbytes = sum(map(len, (p for p, _ in items))) + ENTRY_OVERHEAD * len(items)
+        nbytes = self._read_bytes + ENTRY_OVERHEAD * len(items)
+        self._read_bytes = 0
         self._enqueue(_RAW, items, nbytes)
 
     def event(self, kind: str, info: Optional[dict[str, Any]] = None) -> None:
@@ -190,7 +230,7 @@ class RelayPublisher:
         if threading.current_thread() is not self._thread:
             self.end_of_read()
         payload = wire.encode_event(kind, info)
-        self._enqueue(_EVENT, [(payload, -1)], len(payload) + ENTRY_OVERHEAD)
+        self._enqueue(_EVENT, [(_Slab(payload, None), 0, len(payload), -1)], len(payload) + ENTRY_OVERHEAD)
 
     on_event = event
 
@@ -199,7 +239,7 @@ class RelayPublisher:
         to the transport instead of ``session``)."""
         return RelaySession(session, self)
 
-    def _enqueue(self, kind: int, items: list[tuple[bytes, int]], nbytes: int) -> None:
+    def _enqueue(self, kind: int, items: list[tuple[_Slab, int, int, int]], nbytes: int) -> None:
         dropped = 0
         with self._lock:
             unit = _Unit(self._seq + 1, kind, items, nbytes)
@@ -237,7 +277,7 @@ class RelayPublisher:
         freed = 0
         items = unit.items
         while freed < excess and n < len(items) - 1:
-            freed += len(items[n][0]) + ENTRY_OVERHEAD
+            freed += items[n][2] + ENTRY_OVERHEAD
             n += 1
         if n:
             del items[:n]
@@ -465,7 +505,7 @@ class RelayPublisher:
         items = unit.items
         first = unit.first
         # the entries to send: not stored yet, not over the server's max_payload
-        idx = [i for i in range(max(0, acked + 1 - first), len(items)) if len(items[i][0]) <= maxp]
+        idx = [i for i in range(max(0, acked + 1 - first), len(items)) if items[i][2] <= maxp]
         n_big = len(items) - max(0, acked + 1 - first) - len(idx)
         if n_big > 0:
             self.too_large += n_big
@@ -477,7 +517,8 @@ class RelayPublisher:
         last_i = idx[-1] if idx else -1
         end_seq = unit.last if unit.kind == _RAW else -1
         for i in idx:
-            payload, ns = items[i]
+            slab, off, n, ns = items[i]
+            payload = memoryview(slab.buf)[off:off + n]  # joined (copied) by the caller
             seq = first + i
             mid = epoch_b + b"%d" % seq
             reply = self._reply_prefix + b"%d.%d" % (self._round, seq) if i == last_i else b""
@@ -610,16 +651,16 @@ class RelaySession:
 
     def _sink(self, inner: Callable[[Any, int], Any]) -> Callable[[Any, int], Any]:
         pub = self.publisher
-        append = pub._read.append
+        copy = pub.message
         if self._inner_has_buffer_end():
             def on_message(payload: Any, recv_ns: int) -> Any:
-                append((bytes(payload), recv_ns))
+                copy(payload, recv_ns)
                 return inner(payload, recv_ns)
         else:  # no read boundaries from this session: each message is its own read
             end = pub.end_of_read
 
             def on_message(payload: Any, recv_ns: int) -> Any:
-                append((bytes(payload), recv_ns))
+                copy(payload, recv_ns)
                 end()
                 return inner(payload, recv_ns)
         return on_message

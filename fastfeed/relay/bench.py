@@ -35,7 +35,7 @@ from typing import Any, Optional
 from ..bench.harness import _pin, _proc_cpu_s
 from ..bench.harness import cores as _cores
 
-__all__ = ["relay_overhead", "relay_latency", "warm_start", "run_all"]
+__all__ = ["relay_overhead", "relay_overhead_inprocess", "relay_latency", "warm_start", "run_all"]
 
 SIM_KEY = "sim-key"
 
@@ -154,6 +154,107 @@ def _run_worker(kind: str, spec: dict[str, Any], cpus: Optional[set[int]]) -> di
         if line.startswith("{"):
             return json.loads(line)
     raise RuntimeError(f"bench worker failed ({p.returncode}): {err[-1500:]}")
+
+
+def _capture(tickers: int, seconds: int, bars_per_frame: int) -> list[tuple[bytes, int, bool]]:
+    """``seconds`` of a full market from the simulator as the transport delivered them:
+    ``(payload, recv_ns, last of its socket read)``."""
+    from ..simulator.testing import SimThread
+    from .harness import make_feed
+
+    out: list[tuple[bytes, int, bool]] = []
+
+    class Capture:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def on_message(self, payload: Any, ns: int) -> None:
+            out.append((bytes(payload), ns, False))
+            self.inner.on_message(payload, ns)
+
+        def on_buffer_end(self) -> None:
+            if out:
+                out[-1] = out[-1][:2] + (True,)
+            self.inner.on_buffer_end()
+
+    async def grab(url: str) -> None:
+        feed = make_feed("vantafin", url, windows=(60, 300, 900), capacity=16384)
+        feed.session = Capture(feed.session)
+        await feed.start_async()
+        while feed.stats.bars < seconds * tickers:
+            await asyncio.sleep(0.05)
+        await feed.close()
+
+    with SimThread(n_tickers=tickers, trade_fraction=1.0, bars_per_frame=bars_per_frame, max_rate=True,
+                   max_seconds=seconds + 5, record=False) as sim:
+        asyncio.run(grab(sim.url("vantafin")))
+    return out
+
+
+def relay_overhead_inprocess(*, tickers: int = 12_000, seconds: int = 40, bars_per_frame: int = 100,
+                             rounds: int = 5) -> dict[str, Any]:
+    """The relay's cost on the vendor path without the simulator's or the network's noise:
+    the same captured messages (with their read boundaries) driven through a plain feed
+    session and through one behind a started :class:`RelayPublisher` (real NATS server on
+    the other core), alternately; the relay's time runs until everything is acknowledged.
+    ``ratio`` = plain time / relay time (= relayed bars/s ÷ plain bars/s)."""
+    from .harness import make_feed
+    from .publisher import RelayPublisher
+
+    msgs = _capture(tickers, seconds, bars_per_frame)
+    client, _ = _cores()
+    before = os.sched_getaffinity(0)
+    modes = ("plain", "relay", "relay_free")
+    # per round: (vendor-thread CPU s for the whole drive, process CPU s until acknowledged)
+    times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="ff-relay-inproc-") as tmp:
+        srv = _nats(tmp)
+        _pin(0, client)
+        try:
+            for _ in range(rounds):
+                for mode in modes:
+                    feed = make_feed("vantafin", "ws://127.0.0.1:9/v1/stocks", windows=(60, 300, 900),
+                                     capacity=16384)
+                    session, pub = feed.session, None
+                    if mode != "plain":
+                        pub = RelayPublisher(srv.url, "vantafin", max_age=600, heartbeat=0).start()
+                        session = pub.wrap(session)
+                        if mode == "relay_free" and pub._thread is not None:
+                            _pin(pub._thread.native_id, before)  # the publisher may use any core
+                    session.defer_until_buffer_end = True
+                    on_message, end = session.on_message, session.on_buffer_end
+                    m0, c0 = time.thread_time(), time.process_time()
+                    for payload, ns, last in msgs:
+                        on_message(memoryview(payload), ns)
+                        if last:
+                            end()
+                    end()
+                    m1 = time.thread_time()
+                    while pub is not None and (pub.buffered_bytes or pub.acked_through < pub._seq):
+                        time.sleep(0.001)  # polling the publisher's progress (measured span)
+                    times[mode].append((m1 - m0, time.process_time() - c0))
+                    if pub is not None:
+                        pub.stop(5)
+        finally:
+            os.sched_setaffinity(0, before)
+            srv.close()
+    bars = seconds * tickers
+    vendor = {m: statistics.median(t for t, _ in times[m]) for m in modes}
+    total = {m: statistics.median(c for _, c in times[m]) for m in modes}
+    return {"messages": len(msgs), "bars": bars,
+            # the vendor thread's CPU for the same messages: the relay's cost on the vendor
+            # path when its publisher thread has a core of its own
+            "vendor_thread_ratio": vendor["plain"] / vendor["relay_free"],
+            # and with the publisher thread on the vendor's core (GIL and cache shared)
+            "vendor_thread_ratio_same_core": vendor["plain"] / vendor["relay"],
+            # bars per CPU second of the whole relay process (publishing included) vs plain
+            "process_cpu_ratio": total["plain"] / total["relay"],
+            "vendor_thread_us_per_message": {m: vendor[m] / len(msgs) * 1e6 for m in modes},
+            "process_cpu_us_per_message": {m: total[m] / len(msgs) * 1e6 for m in modes},
+            "target_ratio": 0.90, "rounds": rounds, "loadavg": _load()}
 
 
 # ------------------------------------------------------------------ latency
@@ -275,16 +376,18 @@ def run_all(quick: bool = False) -> dict[str, Any]:
     """All three, as ``fastfeed bench`` reports them (``quick``: shorter, fewer consumers)."""
     if quick:
         return {"overhead": relay_overhead(duration=3.0, rounds=1),
+                "overhead_inprocess": relay_overhead_inprocess(seconds=15, rounds=3),
                 "latency": relay_latency(consumers=(1, 4), seconds=8.0),
                 "warm_start": warm_start(seconds=120)}
-    return {"overhead": relay_overhead(), "latency": relay_latency(), "warm_start": warm_start()}
+    return {"overhead": relay_overhead(), "overhead_inprocess": relay_overhead_inprocess(),
+            "latency": relay_latency(), "warm_start": warm_start()}
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastfeed.relay.bench")
     p.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", choices=("overhead", "latency", "warm_start"))
+    p.add_argument("--only", choices=("overhead", "overhead_inprocess", "latency", "warm_start"))
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.worker:
@@ -295,7 +398,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
         print(json.dumps(res), flush=True)
         return 0
     if a.only:
-        fn = {"overhead": relay_overhead, "latency": relay_latency, "warm_start": warm_start}[a.only]
+        fn = {"overhead": relay_overhead, "overhead_inprocess": relay_overhead_inprocess,
+              "latency": relay_latency, "warm_start": warm_start}[a.only]
         doc = {a.only: fn()}
     else:
         doc = run_all(a.quick)

@@ -4,6 +4,11 @@
   100 bars per frame) without and with the relay publishing to the real nats-server
   (JetStream, file store), alternated in fresh processes → ``ratio`` (target >= 0.90),
   plus CPU seconds per million bars of the vendor thread and of the publisher thread.
+- ``test_relay_overhead_inprocess``: the same captured full-market messages through a
+  plain session and a relayed one → ``vendor_thread_ratio`` (the vendor thread's CPU,
+  publisher on another core), ``vendor_thread_ratio_same_core``, ``process_cpu_ratio``
+  (the whole relay process, publishing included). Free of the simulator's and the NATS
+  server's competition for the cores, unlike ``test_relay_overhead`` on a 2-core box.
 - ``test_relay_latency``: at the simulator's real cadence (one 12,000-ticker burst per
   second), relay socket read → consumer engine updated, p50/p90/p99 over every update of
   1, 4 and 16 consumer processes.
@@ -39,6 +44,12 @@ def test_relay_overhead(benchmark):
     r = _once(benchmark, bench.relay_overhead)
     benchmark.extra_info.update({k: v for k, v in r.items() if k != "runs"})
     print("\nrelay overhead:", json.dumps(r, default=str))
+
+
+def test_relay_overhead_inprocess(benchmark):
+    r = _once(benchmark, bench.relay_overhead_inprocess)
+    benchmark.extra_info.update(r)
+    print("\nrelay overhead (in process):", json.dumps(r, default=str))
 
 
 def test_relay_latency(benchmark):

@@ -9,6 +9,10 @@ server to the last (as ``fastfeed bench`` does).
 * :func:`relay_overhead` — fastfeed's max-rate bars/s on the simulator with and without a
   :class:`RelayPublisher` attached, measured alternately in fresh processes; the ratio
   (relay / plain, target >= 0.90). The relay's publisher thread shares the client's core.
+* :func:`relay_overhead_inprocess` — the same captured full-market messages (with their
+  read boundaries) through a plain feed session and through a relayed one (real NATS
+  server): the vendor thread's CPU for them (the overhead on the vendor path proper),
+  and the whole relay process's CPU until every entry is acknowledged.
 * :func:`relay_latency` — at the simulator's real cadence (one full-market burst per
   second), for 1, 4 and 16 consumer processes: the time from the relay's socket read
   (``recv_ns``) to the consumer's engine update that applied that read (``on_update``),

@@ -215,35 +215,33 @@ class NatsSource:
                     pass
 
     # ------------------------------------------------------------------ consumer
-    async def _connect(self) -> Any:
-        """Connect, retrying while no server answers (like the transport with a vendor);
-        refused credentials raise at once."""
+    async def _retry(self, attempt: Callable[[], Any], retried: type[BaseException], what: str) -> Any:
+        """``await attempt()`` until it returns, once a second while it raises ``retried``
+        (logged, kept in :attr:`last_error`); ``None`` if stopped first."""
         while not self._stopping:
             try:
-                return await connect(self.cfg, name=self.name, timeout=self.connect_timeout,
-                                     disconnected_cb=self._on_nats_down,
-                                     reconnected_cb=self._on_nats_back, ratelog=self._ratelog)
-            except RelayError as exc:
+                return await attempt()
+            except retried as exc:
                 self.last_error = str(exc)
-                self._ratelog("connect", "%s; retrying", exc)
+                self._ratelog(what, "%s; %s", exc, what)
             try:
                 await asyncio.wait_for(self._stop_event.wait(), 1.0)  # type: ignore[union-attr]
             except asyncio.TimeoutError:
                 pass
         return None
 
+    async def _connect(self) -> Any:
+        """Connect, retrying while no server answers (like the transport with a vendor);
+        refused credentials raise at once."""
+        return await self._retry(
+            lambda: connect(self.cfg, name=self.name, timeout=self.connect_timeout,
+                            disconnected_cb=self._on_nats_down, reconnected_cb=self._on_nats_back,
+                            ratelog=self._ratelog),
+            RelayError, "retrying")
+
     async def _wait_for_stream(self) -> None:
-        while not self._stopping:
-            try:
-                await stream_info(self._js, self.stream, self.display_url)
-                return
-            except StreamNotFound as exc:
-                self.last_error = str(exc)
-                self._ratelog("no-stream", "%s; waiting for it", exc)
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), 1.0)  # type: ignore[union-attr]
-            except asyncio.TimeoutError:
-                pass
+        await self._retry(lambda: stream_info(self._js, self.stream, self.display_url), StreamNotFound,
+                          "waiting for it")
 
     async def _new_consumer(self) -> None:
         """(Re)create the ephemeral pull consumer from the next stream sequence (or the

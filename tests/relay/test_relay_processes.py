@@ -59,15 +59,17 @@ def assert_same(a: dict, b: dict) -> None:
 def test_three_consumers_one_late_equal_the_relay_through_faults_and_a_nats_restart(nats_server, tmp_path):
     faults = Faults(correction_every=4, malformed_every=5, garbage_every=9, fragment_every=7,
                     drop_after=60, drop_mode="abrupt", connections=2)
-    with SimThread(n_tickers=150, trade_fraction=0.8, bars_per_frame=10, speed=25.0, max_seconds=150,
+    # simulated time runs with the wall clock (x40): long enough for slow process starts
+    with SimThread(n_tickers=150, trade_fraction=0.8, bars_per_frame=10, speed=40.0, max_seconds=500,
                    faults=faults) as sim:
+        end = sim.call(lambda s: s.end_second())
         early = [consumer_proc(nats_server.url), consumer_proc(nats_server.url)]
         relay = relay_proc(sim.url("vantafin"), nats_server.url)
         procs = [*early, relay]
         try:
             st = relay.wait(lambda s: s["T"] is not None and s["acked_through"] > 100, 60, "relay under way")
             nats_server.restart()  # mid-stream: relay buffers, consumers resume by sequence
-            t_half = st["T"] + 40
+            t_half = min(st["T"] + 40, end - 60)  # still well before the end
             relay.wait(lambda s: (s["T"] or 0) >= t_half, 60, "half-way")
             late = consumer_proc(nats_server.url)  # joins late: warm start from the stream
             procs.append(late)
@@ -93,7 +95,8 @@ def test_three_consumers_one_late_equal_the_relay_through_faults_and_a_nats_rest
 def test_relay_killed_and_restarted(nats_server, tmp_path):
     """kill -9 of the relay: consumers report the gap, store no entry twice, and follow
     the new relay to its exact windows."""
-    with SimThread(n_tickers=100, trade_fraction=0.8, bars_per_frame=10, speed=25.0, max_seconds=200) as sim:
+    with SimThread(n_tickers=100, trade_fraction=0.8, bars_per_frame=10, speed=40.0, max_seconds=700) as sim:
+        end = sim.call(lambda s: s.end_second())
         cons = [consumer_proc(nats_server.url), consumer_proc(nats_server.url)]
         relay = relay_proc(sim.url("vantafin"), nats_server.url)
         relay2 = None
@@ -102,6 +105,7 @@ def test_relay_killed_and_restarted(nats_server, tmp_path):
             relay.kill()
             relay2 = relay_proc(sim.url("vantafin"), nats_server.url)
             st = relay2.wait(lambda s: s["T"] is not None, 60, "second relay reading")
+            assert st["T"] < end - 40, "the simulation ended before the new relay got going"
             # past the longest window, the new relay's windows hold only what it received
             relay2.wait(lambda s: s["T"] >= st["T"] + 40, 60, "new relay past the 30 s window")
             wait_all_applied(sim, relay2, cons)

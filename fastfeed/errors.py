@@ -14,6 +14,12 @@ __all__ = [
     "RecordingError",
     "TransportError",
     "UniverseFull",
+    # the NATS relay and its consumers
+    "RelayError",
+    "RelayConfigError",
+    "NatsAuthError",
+    "JetStreamNotEnabled",
+    "StreamNotFound",
 ]
 
 
@@ -43,3 +49,26 @@ class RecordingError(Exception):
 
 class FormatError(RecordingError):
     """The file is not a fastfeed recording, or its header is damaged."""
+
+
+# ------------------------------------------------------------------ the NATS relay
+
+
+class RelayError(ConnectionError):
+    """The relay or a consumer cannot work with the NATS server (not retried)."""
+
+
+class RelayConfigError(ConfigurationError):
+    """A bad NATS URL, option or credentials file."""
+
+
+class NatsAuthError(AuthError):
+    """The NATS server refused our credentials (an ``AuthError``: the commands exit 2)."""
+
+
+class JetStreamNotEnabled(RelayError):
+    """The NATS server runs without JetStream (start it with ``-js``)."""
+
+
+class StreamNotFound(RelayError):
+    """No relay stream for this feed on the server (is ``fastfeed relay`` running?)."""

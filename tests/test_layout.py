@@ -19,11 +19,12 @@ ALLOWED = {
     "transport": {"_ext", "engine", "errors", "log"},
     "feeds": {"_ext", "engine", "errors", "log", "transport"},
     "snapshot": {"engine"},
-    "feed": {"engine", "errors", "feeds", "recording", "snapshot", "transport"},
+    "feed": {"engine", "errors", "feeds", "recording", "relay", "snapshot", "transport"},
     "recording": {"_ext", "engine", "errors", "feed", "feeds", "snapshot", "transport"},
     "simulator": {"_ext", "errors", "feeds", "transport"},
     "bench": {"engine", "errors", "feeds", "simulator", "transport"},
-    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "simulator", "snapshot"},
+    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "relay", "simulator", "snapshot"},
+    "relay": {"bench", "errors", "feed", "log", "simulator", "transport"},
 }
 
 

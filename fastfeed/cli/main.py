@@ -1,4 +1,4 @@
-"""The ``fastfeed`` command: watch, simulate, snapshot, bench, record, replay, export.
+"""The ``fastfeed`` command: watch, simulate, snapshot, bench, record, replay, export, relay.
 
 Exit codes: 0 success; 1 a failure with a one-line message on stderr (no traceback for
 expected errors); 2 authentication refused (or bad command-line usage, as argparse does);
@@ -11,11 +11,11 @@ import logging
 import sys
 from typing import Sequence
 
-from . import bench, export, record, replay, simulate, snapshot, watch
+from . import bench, export, record, relay, replay, simulate, snapshot, watch
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, exit_status, formatter
 
 #: the sub-commands, in the order ``fastfeed --help`` lists them
-COMMANDS = (watch, simulate, snapshot, bench, record, replay, export)
+COMMANDS = (watch, simulate, snapshot, bench, record, replay, export, relay)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,11 +15,14 @@ __all__ = ["MaskingAdapter", "mask_secrets", "mask_url", "secrets_of"]
 
 #: a credential-looking query parameter and its value
 KEY_RE = re.compile(r"(?i)((?:api[_-]?key|apikey|key|token|secret)=)[^&\s#'\"]*")
+#: the user information of a URL (``nats://user:password@``, ``nats://token@``, ...)
+USERINFO_RE = re.compile(r"(?i)\b((?:nats|tls|wss?)://)[^@/\s]*@")
 
 
 def mask_url(url: str) -> str:
-    """``url`` with every ``apiKey=`` (and similar) query value replaced by ``***``."""
-    return KEY_RE.sub(r"\1***", url)
+    """``url`` with every ``apiKey=`` (and similar) query value and any user information
+    (``user:password@``, ``token@``) replaced by ``***``."""
+    return USERINFO_RE.sub(r"\1***@", KEY_RE.sub(r"\1***", url))
 
 
 def secrets_of(url: str) -> list[str]:

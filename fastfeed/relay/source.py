@@ -478,6 +478,12 @@ class NatsSource:
 
     def _caught_up(self) -> None:
         self.caught_up = True
+        # processing latency counts from the relay's receipt: history read by the warm
+        # start would show its age, so the histogram starts over once live
+        flush = getattr(self.session, "flush_stats", None)
+        if callable(flush) and self.stats is not None:
+            flush()
+            self.stats.processing_latency.reset()
         self._emit("caught_up", {"entries": self.entries, "stream_seq": self.last_sseq,
                                  "seconds": round(time.monotonic() - self._t0, 3)})
 

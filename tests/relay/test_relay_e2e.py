@@ -42,6 +42,11 @@ def test_consumers_equal_the_relay_under_vendor_faults(nats_server):
                     assert_same(relay.feed, early.feed)
                     assert_same(relay.feed, late.feed)
                     assert late.src.caught_up and late.kinds("caught_up")
+                    # it joined after the last bar: all it read was history, and history's
+                    # age is not reported as processing latency
+                    late.feed.stats_dict()
+                    assert late.feed.stats.processing_latency.get_total_count() == 0
+                    assert late.feed.stats.bars > 0
                 rs, cs = relay.feed.stats_dict(), early.feed.stats_dict()
                 for k in ("bars", "messages", "decode_errors", "decode_errors_by_kind",
                           "reconnects", "gaps", "gap_list", "stale_dropped", "replaced"):

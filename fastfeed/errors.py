@@ -18,6 +18,12 @@ __all__ = [
     "SegmentFormatError",
     "TransportError",
     "UniverseFull",
+    # the NATS relay and its consumers
+    "RelayError",
+    "RelayConfigError",
+    "NatsAuthError",
+    "JetStreamNotEnabled",
+    "StreamNotFound",
 ]
 
 
@@ -79,3 +85,26 @@ class SegmentFormatError(ValueError):
 
 class NoWriter(TimeoutError):
     """No live writer published the named segment within the time allowed."""
+
+
+# ------------------------------------------------------------------ the NATS relay
+
+
+class RelayError(ConnectionError):
+    """The relay or a consumer cannot work with the NATS server (not retried)."""
+
+
+class RelayConfigError(ConfigurationError):
+    """A bad NATS URL, option or credentials file."""
+
+
+class NatsAuthError(AuthError):
+    """The NATS server refused our credentials (an ``AuthError``: the commands exit 2)."""
+
+
+class JetStreamNotEnabled(RelayError):
+    """The NATS server runs without JetStream (start it with ``-js``)."""
+
+
+class StreamNotFound(RelayError):
+    """No relay stream for this feed on the server (is ``fastfeed relay`` running?)."""

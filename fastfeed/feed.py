@@ -49,7 +49,9 @@ class Feed:
 
     :param feed: ``"vantafin"`` (stocks, ``LS.*``), ``"sfox"`` (crypto ticker) or
         ``"massive"`` (Polygon/Massive per-second aggregates, ``A.*``).
-    :param url: WebSocket URL; default the vendor's real URL.
+    :param url: WebSocket URL; default the vendor's real URL. A ``nats://`` (or ``tls://``)
+        URL reads the stream of a ``fastfeed relay`` instead (warm start from ``now - depth``,
+        then live; credentials from the URL or ``FASTFEED_NATS_*``).
     :param api_key: default from ``VANTAFIN_API_KEY`` / ``SFOX_API_KEY`` /
         ``MASSIVE_API_KEY``.  Never printed, logged or stored.
     :param subscribe: topics, a list or one comma-separated string (``"LS.AAPL,LS.MSFT"``);
@@ -78,7 +80,8 @@ class Feed:
         ``k`` for a simulator running at ``--speed k``.
     :param on_event: ``on_event(kind, info)`` for connection events, gaps, sequence gaps.
     :param connection_options: more keyword arguments for the transport's ``Connection``
-        (e.g. ``backoff_initial``, ``backoff_max``, ``max_message_size``).
+        (e.g. ``backoff_initial``, ``backoff_max``, ``max_message_size``), or for a NATS URL
+        for ``fastfeed.relay.NatsSource`` (e.g. ``warm_start``, ``batch``).
     :param record: path of a recording file: every raw message received is written to it
         (``fastfeed replay`` reads it back); finished when the feed closes, and its
         summary is in ``feed.recording``.  A write failure stops the recording, not the feed.
@@ -281,8 +284,21 @@ class Feed:
         if self._task is not None:
             raise RuntimeError("feed already started")
         self._loop = asyncio.get_running_loop()
-        self._conn = Connection(self._url, self.session, stats=self.stats, on_event=self._emit, **self._conn_kwargs)
+        self._conn = self._open_source()
         self._task = asyncio.ensure_future(self._conn.run())
+
+    def _open_source(self) -> Any:
+        """Where messages come from, chosen in this one place: the vendor's WebSocket
+        (``Connection``), or for a ``nats://``/``tls://`` URL a relay's stream
+        (``fastfeed.relay.NatsSource``, same surface)."""
+        from .relay.config import is_nats_url
+
+        if is_nats_url(self._url):
+            from .relay.source import source_for_feed
+
+            kw = {k: v for k, v in self._conn_kwargs.items() if k != "ping_interval"}
+            return source_for_feed(self, self._url, **kw)
+        return Connection(self._url, self.session, stats=self.stats, on_event=self._emit, **self._conn_kwargs)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until connected and authenticated (or data flows).

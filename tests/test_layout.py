@@ -20,12 +20,13 @@ ALLOWED = {
     "feeds": {"_ext", "engine", "errors", "log", "transport"},
     "snapshot": {"engine"},
     "strategy": {"_ext", "engine", "log"},
-    "feed": {"engine", "errors", "feeds", "recording", "share", "snapshot", "strategy", "transport"},
+    "feed": {"engine", "errors", "feeds", "recording", "relay", "share", "snapshot", "strategy", "transport"},
     "recording": {"_ext", "engine", "errors", "feed", "feeds", "snapshot", "transport"},
     "simulator": {"_ext", "errors", "feeds", "transport"},
     "bench": {"engine", "errors", "feed", "feeds", "simulator", "transport"},
     "share": {"_ext", "engine", "errors", "feeds", "recording", "snapshot"},
-    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "share", "simulator", "snapshot"},
+    "cli": {"bench", "engine", "errors", "feed", "feeds", "recording", "relay", "share", "simulator", "snapshot"},
+    "relay": {"bench", "errors", "feed", "log", "simulator", "transport"},
 }
 
 

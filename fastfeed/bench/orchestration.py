@@ -96,7 +96,7 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
         }
         t0 = time.perf_counter()
         load0 = _loadavg()
-        srv0 = _proc_cpu_s(sim.proc.pid)
+        srv0 = proc_cpu_s(sim.proc.pid)
         proc = subprocess.Popen(
             [python, "-m", "fastfeed.bench.worker", json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -107,7 +107,7 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
             proc.kill()
             out, err = proc.communicate()
             return {"case": asdict(case), "error": "worker timed out", "stderr": err[-2000:]}
-        srv1 = _proc_cpu_s(sim.proc.pid)
+        srv1 = proc_cpu_s(sim.proc.pid)
         t1 = time.perf_counter()
     result: dict[str, Any] | None = None
     for line in reversed(out.strip().splitlines()):
@@ -130,7 +130,7 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
     return result
 
 
-def _proc_cpu_s(pid: int) -> Optional[float]:
+def proc_cpu_s(pid: int) -> Optional[float]:
     """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -84,7 +84,7 @@ def add_command(sub: Any, name: str, func: Any, *, help: str, description: str,
 def add_connection_args(p: argparse.ArgumentParser, *, subscribe_help: str | None = None) -> None:
     """``--feed --url --api-key --subscribe``, as every connecting command takes them."""
     p.add_argument("--feed", choices=tuple(FEEDS), default="vantafin", help="which feed's protocol (default: vantafin)")
-    p.add_argument("--url", help="WebSocket URL (default: the vendor's real URL)")
+    p.add_argument("--url", help="WebSocket URL (default: the vendor's real URL), or nats://HOST:PORT to read a `fastfeed relay`")
     p.add_argument(
         "--api-key",
         help=f"API key (default: {' / '.join('$' + f.api_key_env for f in FEEDS.values())}); never printed or stored",

@@ -1,4 +1,4 @@
-"""The ``fastfeed`` command: watch, simulate, snapshot, bench, record, replay, export, serve.
+"""The ``fastfeed`` command: watch, simulate, snapshot, bench, record, replay, export, serve, relay.
 
 Exit codes: 0 success; 1 a failure with a one-line message on stderr (no traceback for
 expected errors); 2 authentication refused (or bad command-line usage, as argparse does);
@@ -13,12 +13,12 @@ import os
 import sys
 from typing import Sequence
 
-from . import bench, export, record, replay, serve, simulate, snapshot, watch
+from . import bench, export, record, relay, replay, serve, simulate, snapshot, watch
 from ..feeds import mask_secrets
 from .common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, exit_status, formatter
 
 #: the sub-commands, in the order ``fastfeed --help`` lists them
-COMMANDS = (watch, simulate, snapshot, bench, record, replay, export, serve)
+COMMANDS = (watch, simulate, snapshot, bench, record, replay, export, serve, relay)
 
 
 def build_parser() -> argparse.ArgumentParser:

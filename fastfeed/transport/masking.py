@@ -17,6 +17,8 @@ __all__ = ["MaskingAdapter", "mask_secrets", "mask_url", "remember_secret", "sec
 
 #: a credential-looking query parameter and its value
 KEY_RE = re.compile(r"(?i)((?:api[_-]?key|apikey|key|token|secret)=)[^&\s#'\"]*")
+#: the user information of a URL (``nats://user:password@``, ``nats://token@``, ...)
+USERINFO_RE = re.compile(r"(?i)\b((?:nats|tls|wss?)://)[^@/\s]*@")
 
 #: a key shorter than this is not searched for in free text (it would mask ordinary words)
 MIN_SECRET_LEN = 4
@@ -26,8 +28,9 @@ _known_secrets: set[str] = set()
 
 
 def mask_url(url: str) -> str:
-    """``url`` with every ``apiKey=`` (and similar) query value and every remembered key
-    replaced by ``***`` (:func:`mask_secrets`, named for its most common use)."""
+    """``url`` with every ``apiKey=`` (and similar) query value, any user information
+    (``user:password@``, ``token@``) and every remembered key replaced by ``***``
+    (:func:`mask_secrets`, named for its most common use)."""
     return mask_secrets(url)
 
 
@@ -52,7 +55,7 @@ def remember_secret(*secrets: str | None) -> None:
 def mask_secrets(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """``text`` with key-looking query values, every remembered key and each of
     ``secrets`` replaced by ``***``: the one masking function."""
-    text = KEY_RE.sub(r"\1***", text)
+    text = USERINFO_RE.sub(r"\1***@", KEY_RE.sub(r"\1***", text))
     for s in sorted({*secrets, *_known_secrets}, key=len, reverse=True):
         if s and s in text:
             text = text.replace(s, "***")

@@ -90,11 +90,11 @@ def test_snapshot_sfox_csv(sim, capsys):
 
 
 def test_every_command_has_help_with_examples():
-    for cmd in ("watch", "snapshot", "simulate", "bench", "record", "replay", "export"):
+    for cmd in ("watch", "snapshot", "simulate", "bench", "record", "replay", "export", "relay"):
         r = subprocess.run([sys.executable, "-m", "fastfeed.cli", cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "examples:" in r.stdout
     r = subprocess.run([sys.executable, "-m", "fastfeed.cli", "--help"], capture_output=True, text=True)
-    for cmd in ("watch", "simulate", "snapshot", "bench", "record", "replay", "export"):
+    for cmd in ("watch", "simulate", "snapshot", "bench", "record", "replay", "export", "relay"):
         assert cmd in r.stdout
 
 

@@ -1,4 +1,4 @@
-"""NATS relay benchmarks (issue #14), real processes on loopback (fastfeed.relay.bench).
+"""NATS relay benchmarks, real processes on loopback (fastfeed.relay.bench).
 
 - ``test_relay_overhead``: fastfeed's max-rate bars/s on the simulator (12,000 tickers,
   100 bars per frame) without and with the relay publishing to the real nats-server

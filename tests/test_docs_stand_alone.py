@@ -20,13 +20,13 @@ SHIPPED_FILES = ("README.md", "pyproject.toml", "setup.py", "MANIFEST.in", ".git
 TEXT_SUFFIXES = {".py", ".pyx", ".pxd", ".pyi", ".md", ".toml", ".cfg", ".txt", ".sh", ""}
 
 #: a cited file: a path or a name ending in a source/doc suffix
-CITED = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w-][\w.-]*\.(?:md|py|pyx|pxd|pyi|toml|cfg|sh))\b")
+CITED = re.compile(r"(?<![\w./-])(?!self\.)((?:[\w.-]+/)*[\w-][\w.-]*\.(?:md|py|pyx|pxd|pyi|toml|cfg|sh))\b")
 #: "issue #3", "(issue 10)": a tracker the reader of the repository does not have
 ISSUE = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
 #: a recording's file name: day.ffr (never .ffrec or another spelling)
 RECORDING_NAME = re.compile(r"\.ff(r\w+|[a-qs-z]\w*)\b")
 #: files a test writes itself
-WRITTEN_BY_TESTS = {"ff_user_strategy.pyx"}
+WRITTEN_BY_TESTS = {"ff_user_strategy.pyx", "example.py"}
 
 
 def _shipped() -> list[pathlib.Path]:

@@ -1,4 +1,4 @@
-"""Shared memory: one feed handler, many strategy processes (issue 13).
+"""Shared memory: one feed handler, many strategy processes.
 
 ``SegmentWriter`` publishes an engine's windows, symbols, clock, counters and completed
 seconds to a named POSIX shared-memory segment; ``attach(name)`` reads them from any

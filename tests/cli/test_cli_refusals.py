@@ -72,7 +72,7 @@ def test_snapshot_close_1008_after_auth_exits_2():
 
 @pytest.mark.parametrize("command", ["record", "watch"])
 def test_other_commands_exit_2_when_refused(command, tmp_path):
-    extra = ["--out", str(tmp_path / "x.ffrec")] if command == "record" else ["--refresh", "0.2"]
+    extra = ["--out", str(tmp_path / "x.ffr")] if command == "record" else ["--refresh", "0.2"]
     with sim_thread(faults=Faults(reject_status=401)) as sim:
         r = run(command, "--url", sim.url("vantafin", api_key=None), "--api-key", KEY, "--duration", "5", *extra)
     assert r.returncode == 2, r.stderr

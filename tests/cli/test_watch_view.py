@@ -77,7 +77,7 @@ def test_status_line_shows_the_completed_second_latency_and_reasons():
     assert "second" not in status_line({"seconds_completed": {"complete": 0, "quiet": 0, "next": 0}}, 0.0).plain
 
 
-# -- what a new user saw (issue 9) ---------------------------------------------------------
+# -- what a new user saw ---------------------------------------------------------
 import logging
 import re
 

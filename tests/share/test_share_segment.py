@@ -155,25 +155,27 @@ def test_snapshot_is_the_snapshot_document(shm_name):
         assert r.T == b.engine.T and r.feed == "vantafin" and r.windows == (5, 20)
 
 
-def test_symbol_table_grows_and_keeps_unicode(shm_name):
+def test_symbol_table_grows_and_keeps_every_usable_symbol(shm_name):
     b = Book()
     with SegmentWriter(shm_name, b.engine, b.universe, b.stats) as w, attach(shm_name, timeout=1) as r:
         assert r.symbols == []
         b.upsert([("BRK.B", T0, 1.0, 1.0)])
         w.publish()
-        b.upsert([("ÆØÅ-€", T0, 2.0, 1.0), ("btcusd", T0, 3.0, 1.0)])
+        b.upsert([("X" * 32, T0, 2.0, 1.0), ("btc/usd:~!", T0, 3.0, 1.0)])
         w.publish()
-        assert r.symbols == ["BRK.B", "ÆØÅ-€", "btcusd"]
+        assert r.symbols == ["BRK.B", "X" * 32, "btc/usd:~!"]
 
 
 def test_symbols_beyond_the_heap_are_stored_empty_and_counted(shm_name):
     b = Book(rows=4)
     with SegmentWriter(shm_name, b.engine, b.universe, b.stats, heap_per_row=16) as w, \
             attach(shm_name, timeout=1) as r:
-        b.upsert([("A" * 40, T0, 1.0, 1.0), ("B" * 40, T0, 1.0, 1.0), ("C", T0, 1.0, 1.0)])
+        b.upsert([("A" * 32, T0, 1.0, 1.0), ("B" * 32, T0, 1.0, 1.0), ("C" * 32, T0, 1.0, 1.0),
+                  ("D", T0, 1.0, 1.0)])
         w.publish()
-        assert r.symbols == ["A" * 40, "", "C"]  # heap: 4 rows x 16 bytes = 64 bytes
-        assert w._core.symbols_overflow == 1
+        # heap: 4 rows x 16 bytes = 64 bytes: A and B fill it, C does not fit, D would not either
+        assert r.symbols == ["A" * 32, "B" * 32, "", ""]
+        assert w._core.symbols_overflow == 2
 
 
 def test_completed_second_is_published_with_its_info(shm_name):

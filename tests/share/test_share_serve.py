@@ -66,7 +66,8 @@ def test_serve_publishes_the_truth_snapshot_attach_and_metrics_agree_sigterm_is_
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode == 1 and "no 60s window" in bad.stderr
         view = subprocess.run([*FASTFEED, "watch", "--attach", shm_name, "--window", "10", "--duration", "1",
-                               "--refresh", "0.2"], capture_output=True, text=True, timeout=60)
+                               "--refresh", "0.2"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "COLUMNS": "200"})  # wide enough for the header's title
         assert view.returncode == 0, view.stderr
         assert f"segment {shm_name}" in view.stdout and "200 of 200 instruments active" in view.stdout
         assert "Volume leaders" in view.stdout

@@ -116,7 +116,7 @@ def test_a_replay_announces_what_the_live_feed_announced(tmp_path):
     """The rule follows receive times: a recording replays to the same announcements."""
     from fastfeed.recording.replay import replay
 
-    path = tmp_path / "live.ffrec"
+    path = tmp_path / "live.ffr"
     faults = Faults(withhold_every=3, withhold_count=4, delay_every=4, delay_count=3, delay_ms=120,
                     correction_every=5, correction_lag=1, correction_count=4)
     feed, calls, sent, _ = run_seconds(

@@ -680,7 +680,7 @@ def test_a_payload_kept_past_the_call_is_released_not_dangling():
     run(main())
 
 
-# --- limits and refusals the transport must count or honour (issue 9) ------------------------
+# --- limits and refusals the transport must count or honour ------------------------
 
 
 @pytest.mark.parametrize("size", [100_000, 8_000_000])  # payload read whole / refused from its header

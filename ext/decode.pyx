@@ -48,6 +48,10 @@ cdef extern from "Python.h":
     void* PyUnicode_DATA(PyObject*)
     double PyFloat_AsDouble(PyObject*) except? -1.0
 
+#: an upsert of at least this many bars releases the GIL (fewer: not worth the switch)
+cdef enum:
+    NOGIL_BARS = 256
+
 #: how the engine's ``pv`` (price × volume) is made from a bar
 PV_TYPICAL = 0   # volume * (high + low + close) / 3
 PV_CLOSE = 1     # volume * close
@@ -303,6 +307,7 @@ cdef class BarFiller:
     cdef int no_guess           # bars left to look up without guessing (after a wrong guess)
     cdef object universe_row, overflow_exc, upsert, universe, usable
     cdef Engine eng             # the engine when it is the compiled one (else None)
+    cdef Engine direct          # the engine when it was given itself (not wrapped): C upserts
     cdef object duck            # the engine otherwise (T, depth, max_future_skew read)
     # new symbols of this batch (see the class doc): symbol -> j, j -> symbol, j -> row
     cdef dict new_index
@@ -390,6 +395,9 @@ cdef class BarFiller:
         self.no_guess = 0
         self.overflow_exc = overflow_exc
         self.upsert = engine.upsert if engine is not None else None
+        # the compiled engine itself: the filler upserts through its C API (no Python call);
+        # a wrapper (or a stand-in) is called through its ``upsert`` method
+        self.direct = <Engine>engine if isinstance(engine, Engine) else None
         self.processing_latency = LatencyBuckets()
         self.feed_latency = LatencyBuckets()
         self.capacity = 0
@@ -734,14 +742,24 @@ cdef class BarFiller:
         than the engine's clock (the completed-second rule closes the open second there,
         while the windows are still as of it): unset, it costs one pointer compare."""
         cdef double now = recv_ns / 1e9
+        cdef Engine eng = self.direct
         self.batch_first_ns = recv_ns
         self.batch_last_ns = last_ns
         if self.before_second is not None and max_s > self.engine.T:
             self.before_second(max_s)
         if self.new_syms:
             n = self._resolve(n, now)
-        self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
-                                    self.close, self.volume, self.pv, n, now)
+        if eng is not None:
+            if n >= NOGIL_BARS:
+                with nogil:
+                    self.accepted = eng.upsert_bars(n, self.p_rows, self.p_sec, self.p_o, self.p_h,
+                                                    self.p_l, self.p_c, self.p_v, self.p_pv, now)
+            else:
+                self.accepted = eng.upsert_bars(n, self.p_rows, self.p_sec, self.p_o, self.p_h,
+                                                self.p_l, self.p_c, self.p_v, self.p_pv, now)
+        else:
+            self.accepted = self.upsert(self.rows, self.seconds, self.open, self.high, self.low,
+                                        self.close, self.volume, self.pv, n, now)
         self.processing_latency.record(now_ns() - recv_ns)
         self.feed_latency.record(recv_ns // 1000 - (max_s + 1) * 1000000)
         return self.accepted

@@ -155,15 +155,28 @@ cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q, Py_ss
     return dominates(hl(&col[q[at].slot * NP], ismax), earlier, ismax)
 
 
-cdef inline double vwap_of(const WinState *ws) noexcept nogil:
-    cdef double vol = ws.vs + ws.vc
-    if vol != 0.0:
-        return (ws.ps + ws.pc) / vol
+cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
+    """Neumaier step, then renormalize so that s is the rounded total (exact TwoSum):
+    the window's volume output doubles as the running sum."""
+    cdef double t = s[0] + x, u, bp
+    if fabs(s[0]) >= fabs(x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    u = t + c[0]
+    bp = u - t
+    c[0] = (t - (u - bp)) + (c[0] - bp)
+    s[0] = u
+
+
+cdef inline double vwap_of(const WinState *ws, const WinOut *out) noexcept nogil:
+    if out.volume != 0.0:
+        return (ws.ps + ws.pc) / out.volume
     return NAN
 
 
-cdef inline bint cancelled(const WinState *ws) noexcept nogil:
-    return (fabs(ws.vs + ws.vc) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
+cdef inline bint cancelled(const WinState *ws, const WinOut *out) noexcept nogil:
+    return (fabs(out.volume) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
 
 
 cdef class WindowView:
@@ -303,10 +316,11 @@ cdef class Engine:
         self._keep = []
 
         N, NP, D, K = self.N, self.NP, self.D, self.K
-        assert sizeof(RowHead) == 48 and sizeof(WinState) == 56 and sizeof(WinOut) == 56
+        assert sizeof(RowHead) == 56 and sizeof(WinState) == 48 and sizeof(WinOut) == 56
         assert sizeof(DQE) == 6 and sizeof(VP) == 16 and sizeof(OHLC) == 32
-        self.wo_off = sizeof(RowHead) + K * sizeof(WinState)
-        self.RB = (self.wo_off + K * sizeof(WinOut) + 63) & ~63
+        self.wo_off = K * sizeof(WinState)
+        self.head_off = self.wo_off + K * sizeof(WinOut)
+        self.RB = (self.head_off + sizeof(RowHead) + 63) & ~63
         self.win = <int64_t *>_alloc(self._keep, K * 8, 64)
         for k in range(K):
             self.win[k] = wins[k]
@@ -324,6 +338,7 @@ cdef class Engine:
         self.ehi = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.eslot = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
+        self.marks = <uint32_t *>_alloc(self._keep, N * 4, 64)
         lrows = np.zeros(N, dtype=np.int64)
         self._keep.append((lrows, lrows.view(np.uint8)))
         self.lrows = <int64_t *>cnp.PyArray_DATA(lrows)
@@ -366,10 +381,10 @@ cdef class Engine:
 
     # -- row blocks ------------------------------------------------------------------------
     cdef inline RowHead *_head(self, Py_ssize_t r) noexcept nogil:
-        return <RowHead *>(self.blk + r * self.RB)
+        return <RowHead *>(self.blk + r * self.RB + self.head_off)
 
     cdef inline WinState *_ws(self, Py_ssize_t r) noexcept nogil:
-        return <WinState *>(self.blk + r * self.RB + sizeof(RowHead))
+        return <WinState *>(self.blk + r * self.RB)
 
     cdef inline WinOut *_wo(self, Py_ssize_t r) noexcept nogil:
         return <WinOut *>(self.blk + r * self.RB + self.wo_off)
@@ -489,14 +504,13 @@ cdef class Engine:
         vp = &self.svp[eslot * NP + r]
         v = vp.v
         pv = vp.pv
-        nadd(&w.vs, &w.vc, -v)
+        vadd(&out.volume, &w.vc, -v)
         nadd(&w.ps, &w.pc, -pv)
         w.va += <float>fabs(v)
         w.pa += <float>fabs(pv)
-        if cancelled(w):
+        if cancelled(w, out):
             self._recompute(k, r, e, self._T)
-        vol = w.vs + w.vc
-        out.volume = vol
+        vol = out.volume
         out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
         if w.hslot == eslot:
             w.fmax += 1
@@ -557,7 +571,7 @@ cdef class Engine:
         cdef WinState *w = &self._ws(r)[k]
         cdef WinOut *out = &self._wo(r)[k]
         cdef RowHead *hd = self._head(r)
-        w.vs = w.vc = w.ps = w.pc = 0.0
+        w.vc = w.ps = w.pc = 0.0
         w.va = w.pa = 0.0
         w.fmax = hd.tail[0]
         w.fmin = hd.tail[1]
@@ -568,12 +582,13 @@ cdef class Engine:
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
         """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""
         cdef WinState *w = &self._ws(r)[k]
+        cdef WinOut *out = &self._wo(r)[k]
         cdef int64_t x = lo + 1
         cdef Py_ssize_t sl, off
         cdef const VP *vp
         if x < 0:
             x = 0
-        w.vs = w.vc = w.ps = w.pc = 0.0
+        out.volume = w.vc = w.ps = w.pc = 0.0
         w.va = w.pa = 0.0
         self.n_recomputes += 1
         if x > hi:
@@ -583,7 +598,7 @@ cdef class Engine:
             off = sl * self.NP + r
             if self.present[off]:
                 vp = &self.svp[off]
-                nadd(&w.vs, &w.vc, vp.v)
+                vadd(&out.volume, &w.vc, vp.v)
                 nadd(&w.ps, &w.pc, vp.pv)
                 w.va += fabs(vp.v)
                 w.pa += fabs(vp.pv)
@@ -604,8 +619,7 @@ cdef class Engine:
         out.high = self.soh[w.hslot * NP + r].h
         out.low = self.soh[w.lslot * NP + r].l
         out.close = self.soh[self._slot(self._head(r).last) * NP + r].c
-        out.volume = w.vs + w.vc
-        out.vwap = vwap_of(w)
+        out.vwap = vwap_of(w, out)
 
     # -- monotonic deques ----------------------------------------------------------------
     cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil:
@@ -695,17 +709,15 @@ cdef class Engine:
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
         cdef int64_t t = hd.tail[which], p = t, T = self._T
-        cdef float fval = f32(val), fb2
+        cdef float fval = f32(val)
         cdef bint pop2
         if p > head and dominates(val, hd.back[which], ismax):
             p -= 1
-            # the entry before the back is mirrored too (float32 copy in back2): a push
-            # that pops one entry reads neither the deque nor the store (the deque line
-            # is a cache miss) unless the float32 copies tie
+            # the entry before the back is mirrored too (back2): a push that pops one
+            # entry reads neither the deque nor the store (the deque line is a miss)
             if p > head:
-                fb2 = hd.back2[which]
-                if hd.b2ok[which] and fval != fb2:
-                    pop2 = (fval > fb2) if ismax else (fval < fb2)
+                if hd.b2ok[which]:
+                    pop2 = dominates(val, hd.back2[which], ismax)
                 else:
                     pop2 = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
                 if pop2:
@@ -716,7 +728,7 @@ cdef class Engine:
             # popped one: the entry before the back is the same as before (back2 unchanged)
         else:
             # nothing popped: the old back is now the entry before the back
-            hd.back2[which] = f32(hd.back[which])
+            hd.back2[which] = hd.back[which]
             hd.b2ok[which] = 1
         q[p & mask].v = fval
         q[p & mask].slot = slot
@@ -857,7 +869,7 @@ cdef class Engine:
         cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
         cdef int64_t hx = ws[self.kmax].fmax, hn = ws[self.kmax].fmin
         cdef int64_t px = hd.tail[0], pn = hd.tail[1], cnt
-        cdef float fh = f32(h), fl = f32(l), fb
+        cdef float fh = f32(h), fl = f32(l)
         cdef bint pop
         cdef WinState *w
         cdef WinOut *out
@@ -866,9 +878,8 @@ cdef class Engine:
         if px > hx and h >= hd.back[0]:
             px -= 1
             if px > hx:
-                fb = hd.back2[0]
-                if hd.b2ok[0] and fh != fb:
-                    pop = fh > fb
+                if hd.b2ok[0]:
+                    pop = h >= hd.back2[0]
                 else:
                     pop = dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True)
                 if pop:
@@ -877,7 +888,7 @@ cdef class Engine:
                         px -= 1
                     hd.b2ok[0] = 0
         else:
-            hd.back2[0] = f32(hd.back[0])
+            hd.back2[0] = hd.back[0]
             hd.b2ok[0] = 1
         qx[px & mask].v = fh
         qx[px & mask].slot = slot
@@ -887,9 +898,8 @@ cdef class Engine:
         if pn > hn and l <= hd.back[1]:
             pn -= 1
             if pn > hn:
-                fb = hd.back2[1]
-                if hd.b2ok[1] and fl != fb:
-                    pop = fl < fb
+                if hd.b2ok[1]:
+                    pop = l <= hd.back2[1]
                 else:
                     pop = dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False)
                 if pop:
@@ -898,7 +908,7 @@ cdef class Engine:
                         pn -= 1
                     hd.b2ok[1] = 0
         else:
-            hd.back2[1] = f32(hd.back[1])
+            hd.back2[1] = hd.back[1]
             hd.b2ok[1] = 1
         qn[pn & mask].v = fl
         qn[pn & mask].slot = slot
@@ -920,14 +930,13 @@ cdef class Engine:
             if cnt == 1:
                 w.fslot = slot
                 out.open = o
-            nadd(&w.vs, &w.vc, v)
+            vadd(&out.volume, &w.vc, v)
             nadd(&w.ps, &w.pc, pv)
             w.va += <float>fabs(v)
             w.pa += <float>fabs(pv)
-            if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+            if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                 self._recompute(k, r, self._T - self.win[k], self._T)
-            vol = w.vs + w.vc
-            out.volume = vol
+            vol = out.volume
             out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
             out.close = c
         if px + 1 >= REBASE_AT:
@@ -987,17 +996,16 @@ cdef class Engine:
                 out = &wo[k]
                 cnt = out.count + 1
                 out.count = cnt
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(v)
                 w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if cnt == 1:
                     w.fslot = <uint16_t>slot
                     out.open = o
-                out.volume = w.vs + w.vc
-                out.vwap = vwap_of(w)
+                out.vwap = vwap_of(w, out)
                 out.close = c
                 if w.hslot == slot:
                     out.high = h
@@ -1028,26 +1036,25 @@ cdef class Engine:
             w = &ws[k]
             out = &wo[k]
             if replaced:
-                nadd(&w.vs, &w.vc, -oldv)
+                vadd(&out.volume, &w.vc, -oldv)
                 nadd(&w.ps, &w.pc, -oldpv)
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(oldv) + fabs(v)
                 w.pa += fabs(oldpv) + fabs(pv)
-                if cancelled(w):
+                if cancelled(w, out):
                     self._recompute(k, r, T - self.win[k], T)
             else:
                 out.count += 1
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(v)
                 w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if out.count == 1 or s < self._sec(w.fslot):
                     w.fslot = <uint16_t>slot
-            out.volume = w.vs + w.vc
-            out.vwap = vwap_of(w)
+            out.vwap = vwap_of(w, out)
             if rebuilt:
                 self._refresh_out(k, r)
                 continue
@@ -1091,7 +1098,7 @@ cdef class Engine:
         self.epoch += 1
         if self.epoch == 0:
             for i in range(self.N):
-                self._head(i).mark = 0
+                self.marks[i] = 0
             self.epoch = 1
         epoch = self.epoch
         self.nlast = 0
@@ -1132,8 +1139,8 @@ cdef class Engine:
                 self._advance(s)
             self._apply(r, s, o, h, l, c, v, pv)
             accepted += 1
-            if self._head(r).mark != epoch:
-                self._head(r).mark = epoch
+            if self.marks[r] != epoch:
+                self.marks[r] = epoch
                 self.lrows[self.nlast] = r
                 self.nlast += 1
         self.n_accepted += accepted

@@ -169,6 +169,37 @@ cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
     s[0] = u
 
 
+cdef inline int64_t push_back(DQE *q, RowHead *hd, int which, int64_t p, int64_t head,
+                              double val, float fval, uint16_t slot, Py_ssize_t mask,
+                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
+    """Push a new latest bar on a deque whose back is at ``p - 1`` (front ``head``):
+    pop the entries it dominates (ties: keep the latest; the head's mirrors decide the
+    first two pops without reading the ring), write it, return its index."""
+    cdef bint pop
+    if p > head and dominates(val, hd.back[which], ismax):
+        p -= 1
+        if p > head:
+            if hd.b2ok[which]:
+                pop = dominates(val, hd.back2[which], ismax)
+            else:
+                pop = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
+            if pop:
+                p -= 1
+                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
+                    p -= 1
+                hd.b2ok[which] = 0      # the new entry before the back: not mirrored
+        # popped one: the entry before the back is the same as before (back2 unchanged)
+    else:
+        # nothing popped: the old back is now the entry before the back
+        hd.back2[which] = hd.back[which]
+        hd.b2ok[which] = 1
+    q[p & mask].v = fval
+    q[p & mask].slot = slot
+    hd.back[which] = val
+    hd.tail[which] = <int32_t>(p + 1)
+    return p
+
+
 cdef inline double vwap_of(const WinState *ws, const WinOut *out) noexcept nogil:
     if out.volume != 0.0:
         return (ws.ps + ws.pc) / out.volume
@@ -708,32 +739,8 @@ cdef class Engine:
         cdef WinState *ws = self._ws(r)
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = hd.tail[which], p = t, T = self._T
-        cdef float fval = f32(val)
-        cdef bint pop2
-        if p > head and dominates(val, hd.back[which], ismax):
-            p -= 1
-            # the entry before the back is mirrored too (back2): a push that pops one
-            # entry reads neither the deque nor the store (the deque line is a miss)
-            if p > head:
-                if hd.b2ok[which]:
-                    pop2 = dominates(val, hd.back2[which], ismax)
-                else:
-                    pop2 = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
-                if pop2:
-                    p -= 1
-                    while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
-                        p -= 1
-                    hd.b2ok[which] = 0      # the new entry before the back: not mirrored
-            # popped one: the entry before the back is the same as before (back2 unchanged)
-        else:
-            # nothing popped: the old back is now the entry before the back
-            hd.back2[which] = hd.back[which]
-            hd.b2ok[which] = 1
-        q[p & mask].v = fval
-        q[p & mask].slot = slot
-        hd.back[which] = val
-        hd.tail[which] = <int32_t>(p + 1)
+        cdef int64_t p, T = self._T
+        p = push_back(q, hd, which, hd.tail[which], head, val, f32(val), slot, mask, col, NP, ismax)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
@@ -870,50 +877,11 @@ cdef class Engine:
         cdef int64_t hx = ws[self.kmax].fmax, hn = ws[self.kmax].fmin
         cdef int64_t px = hd.tail[0], pn = hd.tail[1], cnt
         cdef float fh = f32(h), fl = f32(l)
-        cdef bint pop
         cdef WinState *w
         cdef WinOut *out
         cdef double vol
-        # max deque: pop the entries the new high dominates (ties: keep the latest)
-        if px > hx and h >= hd.back[0]:
-            px -= 1
-            if px > hx:
-                if hd.b2ok[0]:
-                    pop = h >= hd.back2[0]
-                else:
-                    pop = dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True)
-                if pop:
-                    px -= 1
-                    while px > hx and dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True):
-                        px -= 1
-                    hd.b2ok[0] = 0
-        else:
-            hd.back2[0] = hd.back[0]
-            hd.b2ok[0] = 1
-        qx[px & mask].v = fh
-        qx[px & mask].slot = slot
-        hd.back[0] = h
-        hd.tail[0] = <int32_t>(px + 1)
-        # min deque
-        if pn > hn and l <= hd.back[1]:
-            pn -= 1
-            if pn > hn:
-                if hd.b2ok[1]:
-                    pop = l <= hd.back2[1]
-                else:
-                    pop = dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False)
-                if pop:
-                    pn -= 1
-                    while pn > hn and dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False):
-                        pn -= 1
-                    hd.b2ok[1] = 0
-        else:
-            hd.back2[1] = hd.back[1]
-            hd.b2ok[1] = 1
-        qn[pn & mask].v = fl
-        qn[pn & mask].slot = slot
-        hd.back[1] = l
-        hd.tail[1] = <int32_t>(pn + 1)
+        px = push_back(qx, hd, 0, px, hx, h, fh, slot, mask, col, NP, True)
+        pn = push_back(qn, hd, 1, pn, hn, l, fl, slot, mask, col, NP, False)
         for k in range(K):
             w = &ws[k]
             out = &wo[k]

@@ -3,8 +3,7 @@
 Slow on purpose and obviously right: bars live in a dict keyed by ``(row, second)``
 and every window is recomputed by brute force (``math.fsum`` for the sums) when it is
 read.  The tests drive the same sequences through this and the Cython engine and
-compare after every step.  The rules (see ``docs/ENGINE.md`` and DESIGN.md
-"Rolling semantics"):
+compare after every step.  The rules (see ``docs/ENGINE.md``, "Semantics"):
 
 * a bar is rejected, in this order, as ``bad_row`` (row outside ``[0, capacity)``),
   ``invalid_rejected`` (a non-finite number, ``volume < 0``, a price <= 0, open or

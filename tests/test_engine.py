@@ -1,4 +1,4 @@
-"""Unit tests of each Engine rule (DESIGN.md "Rolling semantics"; docs/ENGINE.md)."""
+"""Unit tests of each Engine rule (docs/ENGINE.md, "Semantics")."""
 import math
 
 import numpy as np

@@ -4,7 +4,9 @@ Run: ``python -m pytest benches/bench_engine.py --benchmark-only``
 (add ``--benchmark-columns=min,median,mean,max,rounds`` for a compact table).
 
 Every engine is first filled with ``depth`` seconds of bars for every row (steady
-state: every clock advance really evicts a full second from every window).  Rows in
+state: every clock advance really evicts a full second from every window).  The
+``test_steady_*`` cases are the issue 11 measurement (``fastfeed.bench.steady``): whole
+market seconds at 12,000 and 1,000 rows, the decode of the same bars, and the ratios.  Rows in
 a burst come in a random order, as a feed's would.  Per-bar figures are in
 ``extra_info`` (``ns_per_bar``, from the median); the targets are:
 upsert <= 80 ns/bar for a 12,000-bar burst, clock advance for 12,000 rows x 3
@@ -182,6 +184,67 @@ def test_worse_correction_burst(benchmark):
     rebuilds = f.engine.internals["deque_rebuilds"] - before
     benchmark.extra_info["rebuilds_per_burst"] = round(rebuilds / 31, 1)
     _per_bar(benchmark, n)
+
+
+# -- steady state (issue 11): fastfeed.bench.steady, per market second ---------------------
+@pytest.fixture(scope="module")
+def steady_runners():
+    """Filled engines at 12,000 and 1,000 rows (default capacity, 60/300/900), 100-bar calls."""
+    from fastfeed.bench import steady
+    _feeds.clear()
+    out = {}
+    for nrows in (12_000, 1_000):
+        run = steady._Runner(Engine(16384, (60, 300, 900)), steady.Market(nrows, nrows), 100)
+        for _ in range(run.engine.depth):
+            run.market.next_second()
+            run.second()
+        out[nrows] = run
+    yield out
+    out.clear()
+
+
+@pytest.mark.parametrize("nrows", [12_000, 1_000])
+def test_steady_second(benchmark, steady_runners, nrows):
+    """One market second in steady state: 1 bar per row in random order, 100-bar upserts,
+    the first of which advances the clock (eviction from every window)."""
+    run = steady_runners[nrows]
+    benchmark.pedantic(run.second, setup=run.market.next_second, rounds=100, iterations=1,
+                       warmup_rounds=3)
+    _per_bar(benchmark, nrows)
+
+
+def test_steady_decode_yardstick(benchmark):
+    """The same kind of second as the feed receives it: Vantafin 100-bar JSON arrays,
+    decoded by the feed's own Decoder (no fill, no engine)."""
+    from fastfeed.bench import steady
+    from fastfeed.feeds import vantafin
+    m = steady.Market(12_000, 5)
+    syms = steady.tickers(12_000)
+    seconds = []
+    for _ in range(8):
+        m.next_second()
+        seconds.append(m.messages(syms, 100))
+    decode = vantafin.decoder.decode
+    it = iter(range(10**9))
+
+    def one_second():
+        for msg in seconds[next(it) % 8]:
+            decode(msg)
+
+    benchmark.pedantic(one_second, rounds=100, iterations=1, warmup_rounds=3)
+    _per_bar(benchmark, 12_000)
+
+
+def test_steady_ratios(benchmark):
+    """fastfeed.bench.steady.measure(): engine at 12k and 1k rows and the decode, interleaved
+    second by second in one process (CPU time); ratios in extra_info (targets <= 0.25, <= 1.3)."""
+    from fastfeed.bench import steady
+    _feeds.clear()
+    doc = benchmark.pedantic(lambda: steady.measure(seconds=60), rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        engine_12000_ns=doc["engine_ns_per_bar"]["12000"], engine_1000_ns=doc["engine_ns_per_bar"]["1000"],
+        decode_ns=doc["decode_ns_per_bar"], alloc_bytes_per_bar=doc["alloc_bytes_per_bar"], **doc["ratios"])
+    print("\nsteady state:", doc["engine_ns_per_bar"], "decode", doc["decode_ns_per_bar"], doc["ratios"])
 
 
 @pytest.mark.parametrize("nsym", [12_000])

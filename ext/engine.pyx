@@ -157,15 +157,59 @@ cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q, Py_ss
     return dominates(hl(&col[q[at].slot * NP], ismax), earlier, ismax)
 
 
-cdef inline double vwap_of(const WinState *ws) noexcept nogil:
-    cdef double vol = ws.vs + ws.vc
-    if vol != 0.0:
-        return (ws.ps + ws.pc) / vol
+cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
+    """Neumaier step, then renormalize so that s is the rounded total (exact TwoSum):
+    the window's volume output doubles as the running sum."""
+    cdef double t = s[0] + x, u, bp
+    if fabs(s[0]) >= fabs(x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    u = t + c[0]
+    bp = u - t
+    c[0] = (t - (u - bp)) + (c[0] - bp)
+    s[0] = u
+
+
+cdef inline int64_t push_back(DQE *q, RowHead *hd, int which, int64_t p, int64_t head,
+                              double val, float fval, uint16_t slot, Py_ssize_t mask,
+                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
+    """Push a new latest bar on a deque whose back is at ``p - 1`` (front ``head``):
+    pop the entries it dominates (ties: keep the latest; the head's mirrors decide the
+    first two pops without reading the ring), write it, return its index."""
+    cdef bint pop
+    if p > head and dominates(val, hd.back[which], ismax):
+        p -= 1
+        if p > head:
+            if hd.b2ok[which]:
+                pop = dominates(val, hd.back2[which], ismax)
+            else:
+                pop = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
+            if pop:
+                p -= 1
+                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
+                    p -= 1
+                hd.b2ok[which] = 0      # the new entry before the back: not mirrored
+        # popped one: the entry before the back is the same as before (back2 unchanged)
+    else:
+        # nothing popped: the old back is now the entry before the back
+        hd.back2[which] = hd.back[which]
+        hd.b2ok[which] = 1
+    q[p & mask].v = fval
+    q[p & mask].slot = slot
+    hd.back[which] = val
+    hd.tail[which] = <int32_t>(p + 1)
+    return p
+
+
+cdef inline double vwap_of(const WinState *ws, const WinOut *out) noexcept nogil:
+    if out.volume != 0.0:
+        return (ws.ps + ws.pc) / out.volume
     return NAN
 
 
-cdef inline bint cancelled(const WinState *ws) noexcept nogil:
-    return (fabs(ws.vs + ws.vc) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
+cdef inline bint cancelled(const WinState *ws, const WinOut *out) noexcept nogil:
+    return (fabs(out.volume) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
 
 
 cdef class WindowView:
@@ -305,10 +349,11 @@ cdef class Engine:
         self._keep = []
 
         N, NP, D, K = self.N, self.NP, self.D, self.K
-        assert sizeof(RowHead) == 48 and sizeof(WinState) == 56 and sizeof(WinOut) == 56
+        assert sizeof(RowHead) == 56 and sizeof(WinState) == 48 and sizeof(WinOut) == 56
         assert sizeof(DQE) == 6 and sizeof(VP) == 16 and sizeof(OHLC) == 32
-        self.wo_off = sizeof(RowHead) + K * sizeof(WinState)
-        self.RB = (self.wo_off + K * sizeof(WinOut) + 63) & ~63
+        self.wo_off = K * sizeof(WinState)
+        self.head_off = self.wo_off + K * sizeof(WinOut)
+        self.RB = (self.head_off + sizeof(RowHead) + 63) & ~63
         self.win = <int64_t *>_alloc(self._keep, K * 8, 64)
         for k in range(K):
             self.win[k] = wins[k]
@@ -326,6 +371,7 @@ cdef class Engine:
         self.ehi = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.eslot = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
+        self.marks = <uint32_t *>_alloc(self._keep, N * 4, 64)
         lrows = np.zeros(N, dtype=np.int64)
         self._keep.append((lrows, lrows.view(np.uint8)))
         self.lrows = <int64_t *>cnp.PyArray_DATA(lrows)
@@ -368,10 +414,10 @@ cdef class Engine:
 
     # -- row blocks ------------------------------------------------------------------------
     cdef inline RowHead *_head(self, Py_ssize_t r) noexcept nogil:
-        return <RowHead *>(self.blk + r * self.RB)
+        return <RowHead *>(self.blk + r * self.RB + self.head_off)
 
     cdef inline WinState *_ws(self, Py_ssize_t r) noexcept nogil:
-        return <WinState *>(self.blk + r * self.RB + sizeof(RowHead))
+        return <WinState *>(self.blk + r * self.RB)
 
     cdef inline WinOut *_wo(self, Py_ssize_t r) noexcept nogil:
         return <WinOut *>(self.blk + r * self.RB + self.wo_off)
@@ -491,14 +537,13 @@ cdef class Engine:
         vp = &self.svp[eslot * NP + r]
         v = vp.v
         pv = vp.pv
-        nadd(&w.vs, &w.vc, -v)
+        vadd(&out.volume, &w.vc, -v)
         nadd(&w.ps, &w.pc, -pv)
         w.va += <float>fabs(v)
         w.pa += <float>fabs(pv)
-        if cancelled(w):
+        if cancelled(w, out):
             self._recompute(k, r, e, self._T)
-        vol = w.vs + w.vc
-        out.volume = vol
+        vol = out.volume
         out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
         if w.hslot == eslot:
             w.fmax += 1
@@ -559,7 +604,7 @@ cdef class Engine:
         cdef WinState *w = &self._ws(r)[k]
         cdef WinOut *out = &self._wo(r)[k]
         cdef RowHead *hd = self._head(r)
-        w.vs = w.vc = w.ps = w.pc = 0.0
+        w.vc = w.ps = w.pc = 0.0
         w.va = w.pa = 0.0
         w.fmax = hd.tail[0]
         w.fmin = hd.tail[1]
@@ -570,12 +615,13 @@ cdef class Engine:
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
         """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""
         cdef WinState *w = &self._ws(r)[k]
+        cdef WinOut *out = &self._wo(r)[k]
         cdef int64_t x = lo + 1
         cdef Py_ssize_t sl, off
         cdef const VP *vp
         if x < 0:
             x = 0
-        w.vs = w.vc = w.ps = w.pc = 0.0
+        out.volume = w.vc = w.ps = w.pc = 0.0
         w.va = w.pa = 0.0
         self.n_recomputes += 1
         if x > hi:
@@ -585,7 +631,7 @@ cdef class Engine:
             off = sl * self.NP + r
             if self.present[off]:
                 vp = &self.svp[off]
-                nadd(&w.vs, &w.vc, vp.v)
+                vadd(&out.volume, &w.vc, vp.v)
                 nadd(&w.ps, &w.pc, vp.pv)
                 w.va += fabs(vp.v)
                 w.pa += fabs(vp.pv)
@@ -606,8 +652,7 @@ cdef class Engine:
         out.high = self.soh[w.hslot * NP + r].h
         out.low = self.soh[w.lslot * NP + r].l
         out.close = self.soh[self._slot(self._head(r).last) * NP + r].c
-        out.volume = w.vs + w.vc
-        out.vwap = vwap_of(w)
+        out.vwap = vwap_of(w, out)
 
     # -- monotonic deques ----------------------------------------------------------------
     cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil:
@@ -696,34 +741,8 @@ cdef class Engine:
         cdef WinState *ws = self._ws(r)
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
         cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = hd.tail[which], p = t, T = self._T
-        cdef float fval = f32(val), fb2
-        cdef bint pop2
-        if p > head and dominates(val, hd.back[which], ismax):
-            p -= 1
-            # the entry before the back is mirrored too (float32 copy in back2): a push
-            # that pops one entry reads neither the deque nor the store (the deque line
-            # is a cache miss) unless the float32 copies tie
-            if p > head:
-                fb2 = hd.back2[which]
-                if hd.b2ok[which] and fval != fb2:
-                    pop2 = (fval > fb2) if ismax else (fval < fb2)
-                else:
-                    pop2 = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
-                if pop2:
-                    p -= 1
-                    while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
-                        p -= 1
-                    hd.b2ok[which] = 0      # the new entry before the back: not mirrored
-            # popped one: the entry before the back is the same as before (back2 unchanged)
-        else:
-            # nothing popped: the old back is now the entry before the back
-            hd.back2[which] = f32(hd.back[which])
-            hd.b2ok[which] = 1
-        q[p & mask].v = fval
-        q[p & mask].slot = slot
-        hd.back[which] = val
-        hd.tail[which] = <int32_t>(p + 1)
+        cdef int64_t p, T = self._T
+        p = push_back(q, hd, which, hd.tail[which], head, val, f32(val), slot, mask, col, NP, ismax)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
@@ -859,53 +878,12 @@ cdef class Engine:
         cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
         cdef int64_t hx = ws[self.kmax].fmax, hn = ws[self.kmax].fmin
         cdef int64_t px = hd.tail[0], pn = hd.tail[1], cnt
-        cdef float fh = f32(h), fl = f32(l), fb
-        cdef bint pop
+        cdef float fh = f32(h), fl = f32(l)
         cdef WinState *w
         cdef WinOut *out
         cdef double vol
-        # max deque: pop the entries the new high dominates (ties: keep the latest)
-        if px > hx and h >= hd.back[0]:
-            px -= 1
-            if px > hx:
-                fb = hd.back2[0]
-                if hd.b2ok[0] and fh != fb:
-                    pop = fh > fb
-                else:
-                    pop = dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True)
-                if pop:
-                    px -= 1
-                    while px > hx and dom_hint(h, fh, qx, (px - 1) & mask, col, NP, True):
-                        px -= 1
-                    hd.b2ok[0] = 0
-        else:
-            hd.back2[0] = f32(hd.back[0])
-            hd.b2ok[0] = 1
-        qx[px & mask].v = fh
-        qx[px & mask].slot = slot
-        hd.back[0] = h
-        hd.tail[0] = <int32_t>(px + 1)
-        # min deque
-        if pn > hn and l <= hd.back[1]:
-            pn -= 1
-            if pn > hn:
-                fb = hd.back2[1]
-                if hd.b2ok[1] and fl != fb:
-                    pop = fl < fb
-                else:
-                    pop = dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False)
-                if pop:
-                    pn -= 1
-                    while pn > hn and dom_hint(l, fl, qn, (pn - 1) & mask, col, NP, False):
-                        pn -= 1
-                    hd.b2ok[1] = 0
-        else:
-            hd.back2[1] = f32(hd.back[1])
-            hd.b2ok[1] = 1
-        qn[pn & mask].v = fl
-        qn[pn & mask].slot = slot
-        hd.back[1] = l
-        hd.tail[1] = <int32_t>(pn + 1)
+        px = push_back(qx, hd, 0, px, hx, h, fh, slot, mask, col, NP, True)
+        pn = push_back(qn, hd, 1, pn, hn, l, fl, slot, mask, col, NP, False)
         for k in range(K):
             w = &ws[k]
             out = &wo[k]
@@ -922,14 +900,13 @@ cdef class Engine:
             if cnt == 1:
                 w.fslot = slot
                 out.open = o
-            nadd(&w.vs, &w.vc, v)
+            vadd(&out.volume, &w.vc, v)
             nadd(&w.ps, &w.pc, pv)
             w.va += <float>fabs(v)
             w.pa += <float>fabs(pv)
-            if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+            if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                 self._recompute(k, r, self._T - self.win[k], self._T)
-            vol = w.vs + w.vc
-            out.volume = vol
+            vol = out.volume
             out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
             out.close = c
         if px + 1 >= REBASE_AT:
@@ -989,17 +966,16 @@ cdef class Engine:
                 out = &wo[k]
                 cnt = out.count + 1
                 out.count = cnt
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(v)
                 w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if cnt == 1:
                     w.fslot = <uint16_t>slot
                     out.open = o
-                out.volume = w.vs + w.vc
-                out.vwap = vwap_of(w)
+                out.vwap = vwap_of(w, out)
                 out.close = c
                 if w.hslot == slot:
                     out.high = h
@@ -1030,26 +1006,25 @@ cdef class Engine:
             w = &ws[k]
             out = &wo[k]
             if replaced:
-                nadd(&w.vs, &w.vc, -oldv)
+                vadd(&out.volume, &w.vc, -oldv)
                 nadd(&w.ps, &w.pc, -oldpv)
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(oldv) + fabs(v)
                 w.pa += fabs(oldpv) + fabs(pv)
-                if cancelled(w):
+                if cancelled(w, out):
                     self._recompute(k, r, T - self.win[k], T)
             else:
                 out.count += 1
-                nadd(&w.vs, &w.vc, v)
+                vadd(&out.volume, &w.vc, v)
                 nadd(&w.ps, &w.pc, pv)
                 w.va += fabs(v)
                 w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w):      # volume >= 0: only pv can cancel on add
+                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if out.count == 1 or s < self._sec(w.fslot):
                     w.fslot = <uint16_t>slot
-            out.volume = w.vs + w.vc
-            out.vwap = vwap_of(w)
+            out.vwap = vwap_of(w, out)
             if rebuilt:
                 self._refresh_out(k, r)
                 continue
@@ -1093,7 +1068,7 @@ cdef class Engine:
         self.epoch += 1
         if self.epoch == 0:
             for i in range(self.N):
-                self._head(i).mark = 0
+                self.marks[i] = 0
             self.epoch = 1
         epoch = self.epoch
         self.nlast = 0
@@ -1134,8 +1109,8 @@ cdef class Engine:
                 self._advance(s)
             self._apply(r, s, o, h, l, c, v, pv)
             accepted += 1
-            if self._head(r).mark != epoch:
-                self._head(r).mark = epoch
+            if self.marks[r] != epoch:
+                self.marks[r] = epoch
                 self.lrows[self.nlast] = r
                 self.nlast += 1
         self.n_accepted += accepted

@@ -73,20 +73,12 @@ ctypedef struct WindowRow:
 
 # -- private layout (docs/ENGINE.md, "Layout") -----------------------------------------
 # Fields that name a bar hold its slot (second % depth): unique within a window.
-# A row block is RowHead, then K WinState, then K WinOut, padded to a multiple of 64
-# bytes (384 = 6 cache lines for 3 windows); blocks are row-major and page-aligned.
+# A row block is K WinState, then K WinOut, then the RowHead, padded to a multiple of 64
+# bytes (384 = 6 cache lines for 3 windows); blocks are row-major and page-aligned.  An
+# eviction touches the states and outputs only (the first 5 of the 6 lines).
 
-ctypedef struct RowHead:            # 48 bytes
-    int64_t last        # latest second accepted for the row (-1: none)
-    double back[2]      # exact value of the back entry of the max [0] / min [1] deque
-    float back2[2]      # float32 value of the entry before the back (valid when b2ok)
-    int32_t tail[2]     # tail index of each deque (rebased, see Engine._rebase)
-    uint32_t mark       # last_rows: epoch of the last upsert that touched the row
-    uint8_t b2ok[2]     # back2 mirrors the entry before the back
-    uint8_t _pad[2]
-
-ctypedef struct WinState:           # 56 bytes, per (row, window)
-    double vs, vc       # Neumaier sum of volume and its compensation
+ctypedef struct WinState:           # 48 bytes, per (row, window)
+    double vc           # compensation of the volume sum (the sum itself is WinOut.volume)
     double ps, pc       # Neumaier sum of pv and its compensation
     float va, pa        # ~ sum of |x| added + removed since the last exact recompute
     int32_t fmax, fmin  # index of this window's front in the row's max/min deque
@@ -95,8 +87,18 @@ ctypedef struct WinState:           # 56 bytes, per (row, window)
     uint16_t _pad
 
 ctypedef struct WinOut:             # 56 bytes, per (row, window): what readers see
-    double open, high, low, close, volume, vwap
+    double open, high, low, close
+    double volume       # the volume sum, kept rounded: true sum ~ volume + WinState.vc
+    double vwap
     int64_t count
+
+ctypedef struct RowHead:            # 56 bytes
+    int64_t last        # latest second accepted for the row (-1: none)
+    double back[2]      # value of the back entry of the max [0] / min [1] deque
+    double back2[2]     # value of the entry before the back (valid when b2ok)
+    int32_t tail[2]     # tail index of each deque (rebased, see Engine._rebase)
+    uint8_t b2ok[2]     # back2 mirrors the entry before the back
+    uint8_t _pad[6]
 
 # One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
 # (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
@@ -120,7 +122,7 @@ cdef class Engine:
     cdef readonly double max_future_skew
     cdef readonly bint prefault
 
-    cdef Py_ssize_t N, NP, D, K, kmax, C, mask, RB, wo_off
+    cdef Py_ssize_t N, NP, D, K, kmax, C, mask, RB, wo_off, head_off
     cdef int64_t Wmax, Wmin
     cdef int64_t _T, _Tslot
     cdef int64_t *win
@@ -138,6 +140,7 @@ cdef class Engine:
     cdef DQE *tmpq              # deque-correction scratch: C entries
     # last_rows bookkeeping
     cdef int64_t *lrows
+    cdef uint32_t *marks        # per row: epoch of the last upsert that touched it
     cdef uint32_t epoch
     cdef Py_ssize_t nlast
     # counters

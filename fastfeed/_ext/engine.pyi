@@ -1,7 +1,8 @@
 """Type stubs for :mod:`fastfeed._ext.engine` (ext/engine.pyx).
 
 Cython types are given as comments, pandas-style.  See docs/ENGINE.md for the exact
-semantics, the memory formula and measured figures.
+semantics, the memory formula and measured figures; the ``nogil`` Cython API (and the
+accept rule ``bar_fate``) is in ``engine.pxd`` beside this file.
 """
 from typing import Sequence
 
@@ -16,8 +17,9 @@ DEPTH_LIMIT: int
 class WindowView:
     """Columns of one window, each of length ``capacity`` and indexed by row.
 
-    From :meth:`Engine.window`: zero-copy **read-only** views (stride ``8 * len(windows)``
-    bytes), valid until the next ``upsert``/``advance_to``.  From
+    From :meth:`Engine.window`: zero-copy **read-only** views (fields of the engine's
+    row blocks: stride 384 bytes for 3 windows), valid until the next
+    ``upsert``/``advance_to``.  From
     :meth:`Engine.window_copy`: private contiguous copies.
     """
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastfeed._ext.engine import Engine
-from fastfeed.engine.reference import ReferenceEngine, assert_history_match, assert_windows_match
+from fastfeed.engine.reference import ReferenceEngine, assert_history_match, assert_windows_match, bars
 
 N = 4
 BASE = 1_000
@@ -76,9 +76,15 @@ def scenario(draw):
     return windows, depth, steps
 
 
-def run(windows, depth, steps, skew=2.0):
-    eng = Engine(N, windows, depth, max_future_skew=skew)
-    ref = ReferenceEngine(N, windows, depth, max_future_skew=skew)
+def run(windows, depth, steps, skew=2.0, nrows=N, start=False):
+    """Drive engine and reference through ``steps`` (offsets from the clock), comparing
+    after every step; ``start``: one bar first, so that the first batch is not the one
+    that starts the clock."""
+    eng = Engine(nrows, windows, depth, max_future_skew=skew)
+    ref = ReferenceEngine(nrows, windows, depth, max_future_skew=skew)
+    if start:
+        eng.upsert(*bars([0], [BASE], 1.0))
+        ref.upsert(*bars([0], [BASE], 1.0))
     for step in steps:
         base = max(ref.T, BASE)
         if step[0] == "advance":
@@ -97,10 +103,10 @@ def run(windows, depth, steps, skew=2.0):
             got = eng.upsert(rows, secs, *vals, now=now)
             want = ref.upsert(rows, secs, *vals, now=now)
             assert got == want
-            assert sorted(eng.last_rows().tolist()) == sorted(ref.last_rows().tolist())
+            assert eng.last_rows().tolist() == ref.last_rows().tolist()     # first-seen order
         assert eng.counters == ref.counters
         assert_windows_match(eng, ref)
-    for r in range(N):
+    for r in range(nrows):
         assert_history_match(eng, ref, r)
     return eng
 
@@ -214,3 +220,51 @@ def test_engine_matches_reference_with_worse_corrections(sc):
 def test_engine_matches_reference_long_fuzz(sc):
     """Opt-in (-m slow): all the generators above, many more examples."""
     run(*sc)
+
+
+NB = 40          # rows of the burst tests
+
+
+def burst_bar(row, gap, a, b, v, kind):
+    """A bar of a burst from a few drawn numbers: valid, or invalid one way or another."""
+    h, l = max(a, b), min(a, b)
+    o, c = a, b
+    if kind == 0:
+        v = -1.0                       # invalid: negative volume
+    elif kind == 1:
+        o = h + 1.0                    # invalid: open above high
+    elif kind == 2:
+        c = math.nan                   # invalid: non-finite
+    elif kind == 3:
+        row = NB                       # bad row
+    return (row, gap, o, h, l, c, v, v * c)
+
+
+@st.composite
+def bursts(draw):
+    """Whole-second bursts (many rows, some twice, some invalid or out of range),
+    each one or more seconds after the last, with jumps past windows and depth."""
+    windows = draw(st.sampled_from([(3, 7), (2, 5, 9), (6,)]))
+    depth = max(windows) + draw(st.sampled_from([0, 2]))
+    steps = []
+    levels = st.sampled_from([1.0, 2.0, 3.0, 0.5, 1e6, 1e6 + 0.5, 0.001])
+    for _ in range(draw(st.integers(2, 8))):
+        if draw(st.integers(0, 6)) == 0:
+            steps.append(("advance", draw(st.integers(0, 3))))
+        gap = draw(st.sampled_from([1, 1, 1, 2, 3, depth + 1]))
+        size = draw(st.sampled_from([32, 36, 40, 40, 55]))
+        rows = draw(st.lists(st.integers(0, NB - 1), min_size=size, max_size=size))
+        a, b = draw(levels), draw(levels)
+        vols = draw(st.lists(st.sampled_from([0.0, 1.0, 0.1, 1e6, 12345.678]), min_size=4, max_size=4))
+        kinds = draw(st.lists(st.integers(0, 24), min_size=size, max_size=size))
+        batch = [burst_bar(r, gap, a * (1 + (r % 3) / 7), b * (1 + (r % 5) / 11), vols[r % 4], k)
+                 for r, k in zip(rows, kinds)]
+        steps.append(("upsert", batch, draw(st.sampled_from([math.nan, math.nan, 0.0, 2.0]))))
+    return windows, depth, steps
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bursts())
+def test_engine_matches_reference_on_whole_second_bursts(sc):
+    windows, depth, steps = sc
+    run(windows, depth, steps, nrows=NB, start=True)

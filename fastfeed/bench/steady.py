@@ -164,7 +164,7 @@ def measure(rows_large: int = 12_000, rows_small: int = 1_000, seconds: int = 10
     are alive at once.
     """
     from ..feeds import vantafin
-    from .._ext.engine import Engine
+    from ..engine import Engine
 
     if rows_large > capacity or rows_small > capacity:
         raise ValueError(f"rows must be <= capacity ({capacity})")

@@ -5,7 +5,7 @@ Run: ``python -m pytest benches/bench_engine.py --benchmark-only``
 
 Every engine is first filled with ``depth`` seconds of bars for every row (steady
 state: every clock advance really evicts a full second from every window).  The
-``test_steady_*`` cases are the issue 11 measurement (``fastfeed.bench.steady``): whole
+``test_steady_*`` cases are the steady-state measurement (``fastfeed.bench.steady``): whole
 market seconds at 12,000 and 1,000 rows, the decode of the same bars, and the ratios.  Rows in
 a burst come in a random order, as a feed's would.  Per-bar figures are in
 ``extra_info`` (``ns_per_bar``, from the median); the targets are:
@@ -186,7 +186,7 @@ def test_worse_correction_burst(benchmark):
     _per_bar(benchmark, n)
 
 
-# -- steady state (issue 11): fastfeed.bench.steady, per market second ---------------------
+# -- steady state: fastfeed.bench.steady, per market second ---------------------
 @pytest.fixture(scope="module")
 def steady_runners():
     """Filled engines at 12,000 and 1,000 rows (default capacity, 60/300/900), 100-bar calls."""

@@ -1,4 +1,4 @@
-"""Engine steady state beside the decode yardstick, in one process (issue 11).
+"""Engine steady state beside the decode yardstick, in one process.
 
 :func:`measure` runs a market of one bar per row per second, rows in a fresh random
 order every second, through two engines (``rows_large`` and ``rows_small`` rows;
@@ -36,7 +36,7 @@ import numpy as np
 __all__ = ["measure", "Market", "TARGETS"]
 
 T0 = 1_700_000_000
-#: the issue 11 targets for the two ratios (at most)
+#: the targets for the two ratios (at most)
 TARGETS = {"engine_over_decode": 0.25, "large_over_small": 1.3}
 
 

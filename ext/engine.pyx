@@ -14,7 +14,7 @@ Semantics (details in ``docs/ENGINE.md``):
 
 Layout (``docs/ENGINE.md``, "Layout"; types in ``engine.pxd``): everything a bar of a
 row reads or writes besides the store and its deques sits in the row's **row block**
-(head, then the K window states, then the K window outputs: 384 bytes = 6 cache lines
+(the K window states, then the K window outputs, then the head: 384 bytes = 6 cache lines
 for 3 windows), so a bar in a random row touches few lines and one page.  The bar store
 is slot-major (slot = second % depth): a burst for one second writes one contiguous
 stretch and evicting a second reads one; per slot and row it holds ``(volume, pv)``
@@ -287,9 +287,9 @@ cdef class Engine:
         seconds (full RSS from the start; ~1.4 s for the default size on the 2-core VM).
         ``False``: pages become resident as they are first written.
 
-    Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 8)`` bytes, where ``C`` =
+    Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 13)`` bytes, where ``C`` =
     next power of two >= max(windows), ``K`` = number of windows and ``B`` = the row
-    block, ``48 + 112 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 930 MB (887 MiB)
+    block, ``56 + 104 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 931 MB (888 MiB)
     for the default 16384 x 900 x 3 windows.
     """
 

@@ -164,9 +164,9 @@ class Feed:
             self.stats,
             topics=topics,
             api_key=api_key,
-            # the user's callback is the one Python call per engine update (publishing
-            # and journal warm starts need one in between)
-            on_batch=self._on_batch if (share is not None or journal is not None) else on_update,
+            # the user's callback is the one Python call per engine update (a journal's
+            # warm start needs one in between, to keep replayed data from the user)
+            on_batch=self._on_batch if journal is not None else on_update,
             on_event=self._emit,
             on_gap=self._on_gap,
             **(session_options or {}),
@@ -240,9 +240,8 @@ class Feed:
             self.session.expect_gap(self.warm_start.T)
 
     def _on_batch(self, rows: np.ndarray, T: int) -> None:
-        """An engine update with a segment or a journal: publish, then the user's callback."""
-        if self.segment is not None:
-            self.segment.publish(rows)
+        """An engine update with a journal: the user's callback, except for replayed data
+        (a segment publishes through the callbacks' runner, which ``share=`` always installs)."""
         if self._user_on_update is not None and not self._warming:
             self._user_on_update(rows, T)
 

@@ -102,6 +102,23 @@ cdef inline bint as_double(PyObject* o, double* out) noexcept:
     return True
 
 
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+
+
+cdef inline bint as_int64(PyObject* o, int64_t* out) noexcept:
+    """Read an exact ``int`` field; False if it is not one or does not fit 64 bits.
+
+    (``PyLong_AsLongLong`` of CPython 3.11 converts every int of two or more internal
+    digits, i.e. from 2**30 on, such as any epoch-ms time, through ``_PyLong_AsByteArray``;
+    the ``AndOverflow`` variant loops over the digits in place.)"""
+    cdef int overflow = 0
+    if o == NULL or not PyLong_CheckExact(o):
+        return False
+    out[0] = PyLong_AsLongLongAndOverflow(<object>o, &overflow)
+    return overflow == 0
+
+
 cdef class LatencyBuckets:
     """Log-linear bucket counts (7 significant bits): O(1) per record, no allocation.
 
@@ -629,16 +646,7 @@ cdef class BarFiller:
                 or v < 0 or h < l:
             self.values_errors += 1
             return 0
-        p = get_slot(item, self.off_t)
-        if p == NULL or not PyLong_CheckExact(p):
-            self.values_errors += 1
-            return 0
-        try:
-            ms = PyLong_AsLongLong(<object>p)
-        except OverflowError:
-            self.values_errors += 1
-            return 0
-        if ms < 0 or ms > MAX_MS:
+        if not as_int64(get_slot(item, self.off_t), &ms) or ms < 0 or ms > MAX_MS:
             self.values_errors += 1
             return 0
         p = get_slot(item, self.off_sym)

@@ -63,3 +63,36 @@ def test_topics(bad):
     s, *_ = make("massive", topics=["A.*"])
     with pytest.raises(ValueError, match=r"A\.\{TICKER\}"):
         s.subscribe(bad)
+
+
+def test_only_the_fields_read_are_validated():
+    """The fields the engine does not need (``av op a z e``, anything unknown) are skipped
+    whatever their JSON type, as msgspec skips undeclared fields; a field it needs that is
+    missing or mistyped loses that element only, counted as ``validation``."""
+    s, engine, universe, stats, _, _ = make("massive")
+    odd = agg("A", av="many", op=None, a=[1, {"x": 2}], z={"k": True}, e="later", otc=False)
+    missing = agg("B")
+    del missing["h"]
+    mistyped_time = agg("C", s=1700000001000.0)
+    mistyped_vwap = agg("D", vw="10.2")
+    s.on_message(json.dumps([odd, missing, mistyped_time, mistyped_vwap, agg("E")]).encode(), RECV)
+    got = bars_of(engine, universe)
+    assert stats.bars == 2 and set(universe.symbols) == {"A", "E"}
+    assert got[("A", 1700000001)] == got[("E", 1700000001)]
+    assert dict(stats.decode_errors_by_kind) == {"validation": 3}
+
+
+def test_vwap_null_or_absent_is_typical_price():
+    s, engine, universe, stats, _, _ = make("massive")
+    s.on_message(json.dumps([agg("A", vw=None), {**agg("B"), "vw": None}]).encode(), RECV)
+    got = bars_of(engine, universe)
+    assert stats.bars == 2 and stats.decode_errors == 0
+    assert got[("A", 1700000001)][5] == got[("B", 1700000001)][5] == pytest.approx(100 * (11 + 9 + 10.5) / 3)
+
+
+def test_bad_json_in_a_skipped_field_loses_the_message():
+    """A skipped field must still be JSON: the array does not parse, so it counts once as ``json``."""
+    s, engine, universe, stats, _, _ = make("massive")
+    body = json.dumps([agg("A"), agg("B")]).replace('"z": 12', '"z": 12x', 1).encode()
+    s.on_message(body, RECV)
+    assert stats.bars == 0 and dict(stats.decode_errors_by_kind) == {"json": 1}

@@ -14,7 +14,10 @@ Layout of a run (docs/BENCHMARKS.md has the definitions):
   its processed-bar counter every ``interval`` seconds for ``duration`` seconds;
 * ``cadence`` cases: the simulator at ``--speed`` (time compression), one full-universe
   burst per simulated second; the worker measures each burst from the receive time of its
-  first message to the moment the last of its bars has been applied.
+  first message to the moment the last of its bars has been applied (the floor: decoded);
+* the **engine steady state** (:func:`run_steady`, no socket): after the cases, in a process
+  of its own (``python -m fastfeed.bench.steady``) pinned to the client's core, so that
+  its two ~0.9 GB engines never run beside a case.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from typing import Any, Callable, Optional
 
 from .planning import SIM_KEY, BenchConfig, Case, plan
 
-__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "sim_args"]
+__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "run_steady", "sim_args"]
 
 
 def cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
@@ -89,8 +92,9 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
             "warmup": cfg.warmup,
             "duration": cfg.duration,
             "interval": cfg.interval,
-            "bursts": cfg.bursts if case.client == "fastfeed" else cfg.peer_bursts,
-            "skip_bursts": cfg.skip_bursts if case.client == "fastfeed" else 1,
+            # the floor's bursts are fastfeed's: the burst ratio compares the same bursts
+            "bursts": cfg.bursts if case.client in ("fastfeed", "floor") else cfg.peer_bursts,
+            "skip_bursts": cfg.skip_bursts if case.client in ("fastfeed", "floor") else 1,
             "timeout": cfg.case_timeout,
             "cpus": sorted(client_cpus) if client_cpus else None,
         }
@@ -130,6 +134,50 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
     return result
 
 
+def steady_spec(cfg: BenchConfig) -> dict[str, Any]:
+    """:func:`.steady.measure`'s keyword arguments for ``cfg``."""
+    large, small = cfg.steady_rows
+    return {"rows_large": large, "rows_small": small, "seconds": cfg.steady_seconds,
+            "windows": list(cfg.windows), "capacity": cfg.steady_capacity, "seed": cfg.seed}
+
+
+def run_steady(cfg: BenchConfig, *, progress: Optional[Callable[[str], None]] = None,
+               python: str = sys.executable) -> dict[str, Any]:
+    """The engine steady state (:mod:`.steady`) in its own process, pinned to the client's core.
+
+    ``progress`` gets each of its progress lines.  Never raises: a failure is ``{"error"}``.
+    The result is :func:`.steady.measure`'s document plus ``peak_rss_mb``, ``wall_s`` and
+    ``loadavg_1m`` (before, after).
+    """
+    client_cpus, _ = cores()
+    spec = steady_spec(cfg)
+    spec["cpus"] = sorted(client_cpus) if client_cpus else None
+    t0, load0 = time.perf_counter(), _loadavg()
+    try:
+        proc = subprocess.Popen([python, "-m", "fastfeed.bench.steady", "--spec", json.dumps(spec)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    tail: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:            # progress lines until the process closes stderr
+        line = line.rstrip("\n")
+        if line.startswith("progress: "):
+            if progress:
+                progress(line[len("progress: "):])
+        else:
+            tail = (tail + [line])[-20:]
+    out = proc.stdout.read()
+    rc = proc.wait()
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        return {"error": f"steady-state process exited {rc} without a result", "stderr": "\n".join(tail)}
+    doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    doc["loadavg_1m"] = [load0, _loadavg()]
+    return doc
+
+
 def proc_cpu_s(pid: int) -> Optional[float]:
     """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
     try:
@@ -149,6 +197,14 @@ def contended(r: dict[str, Any]) -> bool:
 def _loadavg() -> Optional[float]:
     try:
         return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _loadavg3() -> Optional[list[float]]:
+    """The 1-, 5- and 15-minute load averages (what ``uptime`` prints)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
 
@@ -187,13 +243,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, Optional[dict]], None]] = None,
-              command: str = "fastfeed bench") -> dict[str, Any]:
-    """Run every case of :func:`plan` and return the result document (see report.py)."""
+              command: str = "fastfeed bench",
+              steady_progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Run every case of :func:`plan`, then the engine steady state (``cfg.steady``);
+    return the result document (see report.py)."""
     from .report import summarize
 
     cases = plan(cfg)
     results = []
     t0 = time.perf_counter()
+    load0 = _loadavg3()
     for i, case in enumerate(cases):
         if progress:
             progress(i, len(cases), case, None)
@@ -218,5 +277,9 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "results": results,
     }
+    if cfg.steady:
+        doc["steady"] = run_steady(cfg, progress=steady_progress)
+        doc["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    doc["load"] = {"start": load0, "end": _loadavg3()}
     doc["summary"] = summarize(doc)
     return doc

@@ -33,12 +33,18 @@ class BenchConfig:
     retries: int = 2
     #: no retry starts after this many seconds of the run (None: no limit)
     retry_budget_s: Optional[float] = None
+    #: the engine steady state beside the decode yardstick (fastfeed.bench.steady), in its
+    #: own process after the socket cases: universe sizes (large, small), timed seconds
+    steady: bool = True
+    steady_rows: tuple[int, ...] = (12_000, 1_000)
+    steady_seconds: int = 100
+    steady_capacity: int = 16_384
 
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
         base = dict(quick=True, warmup=0.5, duration=2.0, bursts=30, skip_bursts=2,
                     cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=30.0, retries=1,
-                    retry_budget_s=60.0)
+                    retry_budget_s=60.0, steady_seconds=30)
         base.update(kw)
         return cls(**base)
 
@@ -70,7 +76,11 @@ PEER_DIALECT = {
 
 
 def plan(cfg: BenchConfig) -> list[Case]:
-    """The cases of a run, fastfeed first for each dialect and frame size."""
+    """The socket cases of a run, fastfeed first for each dialect and frame size.
+
+    The engine steady state (``cfg.steady``) is not a case: :func:`.orchestration.run_bench`
+    runs it after them, in its own process.
+    """
     cases: list[Case] = []
     peers = [p for p in cfg.peers if p in PEER_DIALECT]
     for bpf in cfg.bars_per_frame:
@@ -87,6 +97,8 @@ def plan(cfg: BenchConfig) -> list[Case]:
                 cases.append(Case("throughput", p, "massive", mbpf))
     for bpf in cfg.cadence_bars_per_frame:
         cases.append(Case("cadence", "fastfeed", "vantafin", bpf, cfg.speed))
+        if "floor" in peers:  # the same bursts, decoded only: the burst ratio's denominator
+            cases.append(Case("cadence", "floor", "vantafin", bpf, cfg.speed))
     if cfg.peer_cadence:
         for p in ("websockets-json", "massive"):
             if p in peers:

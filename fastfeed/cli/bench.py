@@ -20,10 +20,16 @@ EPILOG = textwrap.dedent(
     dataclass + rolling in Python), massive (the official client + the same Python rolling),
     massive-raw (the official client, callback only counts). Definitions: docs/BENCHMARKS.md.
 
-    exit code: 0 all cases measured (targets missed are reported, not failures); 1 a case failed.
+    After the socket cases, the engine steady state runs in its own process (--no-steady skips it):
+    engines of 12,000 and 1,000 rows in steady state beside the msgspec decode of the same bars.
+    The report's ratio table lists every ratio target, measured or "not run".
+
+    exit code: 0 all cases measured (targets missed are reported, not failures); 1 a case or the
+    steady state failed.
 
     examples:
       fastfeed bench --quick
+      fastfeed bench --markdown           # README's tables
       fastfeed bench --json > bench.json
       fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
       fastfeed bench --seconds --speed 10
@@ -65,6 +71,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--peers", default=None, metavar="LIST",
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
     p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
+    p.add_argument("--no-steady", action="store_true",
+                   help="skip the engine steady state (two ~0.9 GB engines, 12,000 and 1,000 rows, beside the "
+                        "msgspec decode of the same bars; about 1 minute, 40 s with --quick)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--seconds", action="store_true",
                    help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
@@ -99,6 +108,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     kw["peers"] = tuple(kept)
     if args.no_peer_cadence:
         kw["peer_cadence"] = False
+    if args.no_steady:
+        kw["steady"] = False
     cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
     return cfg, notes
 
@@ -125,11 +136,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   style="yellow", markup=False)
         args.plot = None
     n_cases = len(plan(cfg))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    total = n_cases + (1 if cfg.steady else 0)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=False, refresh_per_second=2) as prog:
-        task = prog.add_task("fastfeed bench", total=n_cases)
+        task = prog.add_task("fastfeed bench", total=total)
 
-        def on_progress(i: int, total: int, case: Any, result: Optional[dict]) -> None:
+        def on_progress(i: int, n: int, case: Any, result: Optional[dict]) -> None:
             if result is None:
                 prog.update(task, completed=i, description=f"[{i + 1}/{total}] {case.label}")
             else:
@@ -137,8 +150,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if result.get("error"):
                     prog.console.print(f"{case.label}: {result['error']}", style="red", markup=False)
 
-        doc = run_bench(cfg, progress=on_progress, command=command)
-        prog.update(task, description="fastfeed bench: done")
+        def on_steady(msg: str) -> None:
+            prog.update(task, completed=n_cases, description=f"[{total}/{total}] engine steady state: {msg}")
+
+        doc = run_bench(cfg, progress=on_progress, command=command, steady_progress=on_steady)
+        prog.update(task, completed=total, description="fastfeed bench: done")
+        st = doc.get("steady")
+        if st and st.get("error"):
+            prog.console.print(f"engine steady state: {st['error']}", style="red", markup=False)
     doc["notes"] = notes
     if args.output:
         with open(args.output, "w") as f:
@@ -152,7 +171,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sys.stdout.write(report.render_markdown(doc))
     else:
         sys.stdout.write(report.render_table(doc))
-    return 1 if any(r.get("error") for r in doc["results"]) else 0
+    failed = any(r.get("error") for r in doc["results"]) or bool((doc.get("steady") or {}).get("error"))
+    return 1 if failed else 0
 
 
 def _cmd_seconds(args: argparse.Namespace) -> int:

@@ -1,0 +1,126 @@
+"""The ratio targets of ``fastfeed bench`` (docs/BENCHMARKS.md, "Ratios"): every row is built
+from a result document, carried in the JSON and rendered in ``--markdown`` and the report.
+
+Unit level: the documents are written here, nothing is timed.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastfeed.bench import report
+from fastfeed.bench.planning import BenchConfig
+
+KEYS = ["engine_over_decode", "large_over_small", "vs_floor_100", "vs_floor_1", "vs_massive",
+        "burst_over_floor", "alloc_per_bar"]
+
+
+def _thr(client, dialect, bpf, rate, cpu, util=0.99):
+    return {"case": {"mode": "throughput", "client": client, "dialect": dialect, "bars_per_frame": bpf,
+                     "speed": 0.0}, "bars_per_s": rate, "bars_per_s_median_interval": rate,
+            "cpu_util": util, "cpu_s_per_million_bars": cpu, "peak_rss_mb": 100.0, "server_cpu_util": 0.9}
+
+
+def _cad(client, p99_after, p50_after, p99_burst):
+    return {"case": {"mode": "cadence", "client": client, "dialect": "vantafin", "bars_per_frame": 100,
+                     "speed": 10.0}, "bursts": 30, "burst_bars": 12000,
+            "burst_latency_ms": {"p50": p99_burst - 1, "p99": p99_burst, "p99.9": p99_burst, "max": p99_burst,
+                                 "count": 30},
+            "burst_after_last_arrival_ms": {"p50": p50_after, "p99": p99_after, "count": 30},
+            "peak_rss_mb": 50.0}
+
+
+def _steady(alloc=0.009):
+    return {"rows_large": 12000, "rows_small": 1000, "capacity": 16384, "windows": [60, 300, 900],
+            "seconds": 30, "batch": 100, "block": 10, "bars_per_message": 100,
+            "engine_ns_per_bar": {"12000": 240.0, "1000": 160.0},
+            "engine_ns_per_bar_p90": {"12000": 260.0, "1000": 170.0},
+            "decode_ns_per_bar": 400.0, "decode_ns_per_bar_p90": 420.0,
+            "ratios": {"engine_over_decode": 0.6, "large_over_small": 1.5},
+            "alloc_bytes_per_bar": alloc, "peak_rss_mb": 1900.0, "wall_s": 40.0}
+
+
+def _doc(massive_installed=True, steady=True):
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(BenchConfig.quick_config()).items()}
+    results = [
+        _thr("fastfeed", "vantafin", 1, 1.8e6, 0.55), _thr("floor", "vantafin", 1, 2.0e6, 0.5),
+        _thr("fastfeed", "vantafin", 100, 2.7e6, 0.37), _thr("floor", "vantafin", 100, 3.0e6, 0.33),
+        _cad("fastfeed", 1.2, 0.9, 5.0), _cad("floor", 1.0, 0.5, 4.0),
+    ]
+    if massive_installed:
+        results[4:4] = [_thr("fastfeed", "massive", 100, 2.1e6, 0.48), _thr("massive", "massive", 100, 0.1e6, 10.0)]
+    else:
+        cfg["peers"] = ["floor", "websockets-json"]
+    doc = {"command": "fastfeed bench --quick", "started": "2026-12-01T04:00:00Z", "elapsed_s": 90.0,
+           "machine": {"cpu": "Test CPU", "cores": 2, "versions": {"massive": "2.0" if massive_installed else None}},
+           "config": cfg, "results": results, "load": {"start": [0.5, 0.6, 0.7], "end": [1.0, 0.8, 0.7]}}
+    if steady:
+        doc["steady"] = _steady()
+    else:
+        cfg["steady"] = False
+    return doc
+
+
+def _rows(doc):
+    return [g for g in report.summarize(doc)["targets"] if g["kind"] == "ratio"]
+
+
+def test_every_ratio_row_comes_first_with_its_value_target_and_verdict():
+    targets = report.summarize(_doc())["targets"]
+    rows = [g for g in targets if g["kind"] == "ratio"]
+    assert [g["key"] for g in rows] == KEYS
+    assert targets[:len(rows)] == rows                        # the ratios before the absolute targets
+    k = {g["key"]: g for g in rows}
+    assert k["engine_over_decode"]["measured"] == 0.6 and k["engine_over_decode"]["met"] is False
+    assert k["large_over_small"]["measured"] == 1.5 and k["large_over_small"]["met"] is False
+    assert k["vs_floor_100"]["measured"] == pytest.approx(0.9) and k["vs_floor_100"]["met"] is True
+    assert k["vs_floor_1"]["measured"] == pytest.approx(0.9) and k["vs_floor_1"]["met"] is True
+    assert k["vs_massive"]["measured"] == pytest.approx(21.0) and k["vs_massive"]["met"] is True
+    assert k["burst_over_floor"]["measured"] == pytest.approx(1.2) and k["burst_over_floor"]["met"] is True
+    assert k["alloc_per_bar"]["measured"] == 0.009 and k["alloc_per_bar"]["met"] is True
+    # the machine's absolute figures stand beside the ratios
+    assert "msgspec decode 400 ns/bar" in k["engine_over_decode"]["absolute"]
+    assert "floor 3.000 M bars/s (0.33 CPU s/M bars)" in k["vs_floor_100"]["absolute"]
+    assert "floor p99 1.000 ms" in k["burst_over_floor"]["absolute"]
+
+
+def test_an_allocation_per_bar_misses_the_target():
+    doc = _doc()
+    doc["steady"]["alloc_bytes_per_bar"] = 48.0
+    (g,) = [g for g in _rows(doc) if g["key"] == "alloc_per_bar"]
+    assert g["met"] is False
+
+
+def test_rows_not_run_say_why():
+    k = {g["key"]: g for g in _rows(_doc(massive_installed=False, steady=False))}
+    assert list(k) == KEYS
+    assert k["vs_massive"]["measured"] is None and k["vs_massive"]["met"] is None
+    assert k["vs_massive"]["note"] == "not run: install .[bench]"
+    for key in ("engine_over_decode", "large_over_small", "alloc_per_bar"):
+        assert k[key]["measured"] is None and "not run" in k[key]["note"], key
+    failed = _doc()
+    failed["steady"] = {"error": "steady-state process exited 1 without a result"}
+    k = {g["key"]: g for g in _rows(failed)}
+    assert k["engine_over_decode"]["note"] == "not run: steady-state process exited 1 without a result"
+
+
+def test_json_markdown_and_report_carry_the_rows():
+    doc = _doc()
+    doc["summary"] = report.summarize(doc)
+    back = json.loads(report.to_json(doc))
+    assert [g["key"] for g in back["summary"]["targets"][:7]] == KEYS
+    md = report.render_markdown(doc)
+    assert md.startswith("`fastfeed bench --quick`")
+    assert "load average 0.50, 0.60, 0.70 at the start" in md
+    ratios = md.index("| figure | measured | target | met |")
+    assert ratios < md.index("| client | dialect |")              # ratios first, absolute figures after
+    assert "| engine ns/bar at 12,000 rows ÷ msgspec decode ns/bar, steady state | 0.60 | ≤ 0.25 | NO |" in md
+    assert "| fastfeed ÷ official massive client + the same rolling, A.* | 21.0x | ≥ 20x | yes |" in md
+    assert "| allocations per bar, steady state (heap growth, tracemalloc) | 0.009 B/bar | 0 | yes |" in md
+    assert "| floor (decode only) | 100 |" in md
+    text = report.render_table(doc, width=250)
+    assert "Ratios, measured side by side" in text and "engine@12000 rows 240 ns/bar" in text
+    assert text.index("Ratios, measured") < text.index("Absolute targets")
+    not_run = report.render_markdown(_doc(massive_installed=False))
+    assert "| - | ≥ 20x | n/a | not run: install .[bench] |" in not_run

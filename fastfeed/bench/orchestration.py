@@ -239,7 +239,43 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - not installed
             versions[mod] = None
     info["versions"] = versions
+    info.update(_memory_info())
     return info
+
+
+def _memory_info() -> dict[str, Any]:
+    """Per-core data caches and total memory (Linux sysfs/procfs; empty elsewhere)."""
+    caches: dict[str, str] = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for name in sorted(os.listdir(base)):
+            d = os.path.join(base, name)
+            try:
+                with open(os.path.join(d, "type")) as f:
+                    kind = f.read().strip()
+                with open(os.path.join(d, "level")) as f:
+                    level = f.read().strip()
+                with open(os.path.join(d, "size")) as f:
+                    size = f.read().strip()
+            except OSError:
+                continue
+            if not size.endswith("K") or not size[:-1].isdigit():
+                continue
+            if kind != "Instruction":
+                kib = int(size.rstrip("K"))
+                caches[f"L{level}"] = f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+    except OSError:
+        pass
+    out: dict[str, Any] = {"caches": caches}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    out["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, Optional[dict]], None]] = None,

@@ -293,22 +293,22 @@ def busy_machine(doc: dict[str, Any]) -> Optional[float]:
 MET = {True: "yes", False: "NO", None: "n/a"}
 
 
+#: how a target row's measured value is written, by its unit
+_UNIT_FORMAT = {
+    "bars/s": lambda v: _m(v) + " bars/s",
+    "x": "{:.1f}x".format,
+    "B/bar": "{:.3f} B/bar".format,
+    "ms": "{:.2f} ms".format,
+    "MiB": "{:.0f} MiB".format,
+}
+
+
 def fmt_measured(g: dict[str, Any]) -> str:
     """A target row's measured value in its unit (``-`` when not measured)."""
-    v, unit = g["measured"], g.get("unit", "")
+    v = g["measured"]
     if v is None:
         return "-"
-    if unit == "bars/s":
-        return _m(v) + " bars/s"
-    if unit == "x":
-        return f"{v:.1f}x"
-    if unit == "B/bar":
-        return f"{v:.3f} B/bar"
-    if unit == "ms":
-        return f"{v:.2f} ms"
-    if unit == "MiB":
-        return f"{v:.0f} MiB"
-    return f"{v:.2f}"
+    return _UNIT_FORMAT.get(g.get("unit", ""), "{:.2f}".format)(v)
 
 
 def to_json(doc: dict[str, Any]) -> str:
@@ -334,9 +334,11 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
     con = Console(file=buf, width=width, force_terminal=False, color_system=None, markup=False)
     m = doc.get("machine", {})
     con.print(f"$ {doc.get('command', 'fastfeed bench')}")
-    con.print(f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; client on cores {m.get('client_cores')}, "
+    ld = load_text(doc)
+    con.print(f"{machine_text(m)}; client on cores {m.get('client_cores')}, "
               f"simulator on {m.get('simulator_cores')}; Python {m.get('python', '?')}; "
-              f"{doc.get('config', {}).get('tickers', '?')} tickers; run took {doc.get('elapsed_s', '?')} s")
+              f"{doc.get('config', {}).get('tickers', '?')} tickers; run took {doc.get('elapsed_s', '?')} s"
+              + (f"; {ld}" if ld else ""))
 
     t = Table(title="Max-rate throughput (every ticker trades every second; fresh simulator per row)")
     for col in ("client", "feed dialect", "bars/frame", "bars/s", "median 0.25s", "CPU use",
@@ -476,6 +478,14 @@ def plot(doc: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
+def machine_text(m: dict[str, Any]) -> str:
+    """``CPU, N cores (caches), memory``: what tells a slow machine from a slow client."""
+    caches = m.get("caches") or {}
+    extra = ", ".join(f"{k} {v}" for k, v in caches.items())
+    mem = f", {m['memory_gib']:g} GiB" if m.get("memory_gib") else ""
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" + (f" ({extra})" if extra else "") + mem
+
+
 def load_text(doc: dict[str, Any]) -> str:
     """``load average a, b, c at the start, ... at the end`` (what ``uptime`` prints), or ``""``."""
     ld = doc.get("load") or {}
@@ -494,7 +504,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     m = doc.get("machine", {})
     ld = load_text(doc)
     lines = [f"`{doc.get('command', 'fastfeed bench')}` ({doc.get('started', '?')}, {doc.get('elapsed_s', '?')} s) "
-             f"on {m.get('cpu', '?')}, {m.get('cores', '?')} cores{'; ' + ld if ld else ''}.", ""]
+             f"on {machine_text(m)}{'; ' + ld if ld else ''}.", ""]
     rt = [g for g in s["targets"] if g.get("kind") == "ratio"]
     if rt:
         lines += ["Ratios, measured side by side in this run:", "",

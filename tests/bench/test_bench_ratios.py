@@ -53,7 +53,8 @@ def _doc(massive_installed=True, steady=True):
     else:
         cfg["peers"] = ["floor", "websockets-json"]
     doc = {"command": "fastfeed bench --quick", "started": "2026-12-01T04:00:00Z", "elapsed_s": 90.0,
-           "machine": {"cpu": "Test CPU", "cores": 2, "versions": {"massive": "2.0" if massive_installed else None}},
+           "machine": {"cpu": "Test CPU", "cores": 2, "caches": {"L2": "2 MiB"}, "memory_gib": 23.5,
+                       "versions": {"massive": "2.0" if massive_installed else None}},
            "config": cfg, "results": results, "load": {"start": [0.5, 0.6, 0.7], "end": [1.0, 0.8, 0.7]}}
     if steady:
         doc["steady"] = _steady()
@@ -112,7 +113,7 @@ def test_json_markdown_and_report_carry_the_rows():
     assert [g["key"] for g in back["summary"]["targets"][:7]] == KEYS
     md = report.render_markdown(doc)
     assert md.startswith("`fastfeed bench --quick`")
-    assert "load average 0.50, 0.60, 0.70 at the start" in md
+    assert "on Test CPU, 2 cores (L2 2 MiB), 23.5 GiB; load average 0.50, 0.60, 0.70 at the start" in md
     ratios = md.index("| figure | measured | target | met |")
     assert ratios < md.index("| client | dialect |")              # ratios first, absolute figures after
     assert "| engine ns/bar at 12,000 rows ÷ msgspec decode ns/bar, steady state | 0.60 | ≤ 0.25 | NO |" in md

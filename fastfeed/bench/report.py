@@ -63,21 +63,77 @@ def _key(r: dict[str, Any]) -> tuple[str, str, str, int]:
     return c["mode"], c["client"], c["dialect"], c["bars_per_frame"]
 
 
+def _round(r: dict[str, Any]) -> int:
+    return r["case"].get("round", 0)
+
+
+def _representative(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of one case's rounds, the one with the median bars/s (the lower of two); else the last."""
+    ok = sorted((r for r in rs if r.get("bars_per_s") and not r.get("error")), key=lambda r: r["bars_per_s"])
+    return ok[(len(ok) - 1) // 2] if ok else rs[-1]
+
+
+def _pair(ff: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+    """fastfeed ÷ peer for one round (both measured, same dialect and frame size)."""
+    c = peer["case"]
+    cpu_ratio = None
+    if ff.get("cpu_s_per_million_bars") and peer.get("cpu_s_per_million_bars"):
+        cpu_ratio = peer["cpu_s_per_million_bars"] / ff["cpu_s_per_million_bars"]
+    q = {
+        "peer": c["client"], "dialect": c["dialect"], "bars_per_frame": c["bars_per_frame"], "round": _round(peer),
+        "fastfeed_bars_per_s": ff["bars_per_s"], "peer_bars_per_s": peer["bars_per_s"],
+        "fastfeed_cpu_s_per_million_bars": ff.get("cpu_s_per_million_bars"),
+        "peer_cpu_s_per_million_bars": peer.get("cpu_s_per_million_bars"),
+        # floor: fastfeed's share of the decode-only ceiling; others: fastfeed ÷ peer
+        "ratio": ff["bars_per_s"] / peer["bars_per_s"],
+        "cpu_ratio": cpu_ratio,
+        "fastfeed_server_bound": _server_bound(ff),
+        "peer_server_bound": _server_bound(peer),
+        "fastfeed_contended": _contended(ff),
+        "peer_contended": _contended(peer),
+    }
+    # wall-clock bars/s compare the clients only when both had their core to themselves and
+    # were not waiting for the server; otherwise CPU per bar is the comparison that holds
+    q["basis"] = ("cpu" if (q["fastfeed_server_bound"] or q["peer_server_bound"] or q["fastfeed_contended"]
+                           or q["peer_contended"]) and cpu_ratio else "wall")
+    if q["peer"] == "floor":
+        # share of the floor on a CPU basis: floor CPU per bar / fastfeed CPU per bar
+        q["ratio_cpu_basis"] = cpu_ratio
+    return q
+
+
+def verdict_ratio(q: dict[str, Any]) -> Optional[float]:
+    """The ratio a target is judged on: wall-clock, or CPU per bar when a client waited."""
+    if q["basis"] != "cpu":
+        return q["ratio"]
+    return q.get("ratio_cpu_basis") if q["peer"] == "floor" else q["cpu_ratio"]
+
+
 def summarize(doc: dict[str, Any]) -> dict[str, Any]:
-    """Throughput rows, peer ratios, cadence rows and the targets, from ``doc["results"]``."""
+    """Throughput rows, peer ratios, cadence rows and the targets, from ``doc["results"]``.
+
+    A case measured in several rounds (``--rounds``) is one throughput row (the round with
+    the median bars/s) and one ratio: the median of the per-round ratios, each round's
+    fastfeed and peer measured one after the other.
+    """
     results = doc.get("results", [])
-    by = {_key(r): r for r in results}
-    thr: list[dict[str, Any]] = []
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
-        c = r["case"]
-        if c["mode"] != "throughput":
+        groups.setdefault(_key(r), []).append(r)
+    by = {k: _representative(v) for k, v in groups.items()}
+    thr: list[dict[str, Any]] = []
+    for key, rs in groups.items():
+        if key[0] != "throughput":
             continue
+        r = by[key]
+        c = r["case"]
         row = {
             "client": c["client"], "dialect": c["dialect"], "bars_per_frame": c["bars_per_frame"],
             "bars_per_s": r.get("bars_per_s"), "bars_per_s_median_interval": r.get("bars_per_s_median_interval"),
             "cpu_util": r.get("cpu_util"), "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"),
             "peak_rss_mb": r.get("peak_rss_mb"), "error": r.get("error"),
             "preemptions_per_s": r.get("preemptions_per_s"),
+            "rounds": len(rs), "bars_per_s_rounds": [x.get("bars_per_s") for x in rs],
         }
         row["server_bound"] = _server_bound(r)
         row["contended"] = _contended(r)
@@ -88,35 +144,21 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         thr.append(row)
 
     ratios: list[dict[str, Any]] = []
-    for row in thr:
-        if row["client"] == "fastfeed" or row.get("error") or not row.get("bars_per_s"):
+    for key, rs in groups.items():
+        mode, client, dialect, bpf = key
+        if mode != "throughput" or client == "fastfeed":
             continue
-        ff = by.get(("throughput", "fastfeed", row["dialect"], row["bars_per_frame"]))
-        if not ff or not ff.get("bars_per_s"):
+        ffs = {_round(r): r for r in groups.get(("throughput", "fastfeed", dialect, bpf), [])
+               if r.get("bars_per_s") and not r.get("error")}
+        qs = [_pair(ffs[_round(r)], r) for r in rs
+              if r.get("bars_per_s") and not r.get("error") and _round(r) in ffs]
+        if not qs:
             continue
-        ratio = ff["bars_per_s"] / row["bars_per_s"]
-        cpu_ratio = None
-        if ff.get("cpu_s_per_million_bars") and row.get("cpu_s_per_million_bars"):
-            cpu_ratio = row["cpu_s_per_million_bars"] / ff["cpu_s_per_million_bars"]
-        ratios.append({
-            "peer": row["client"], "dialect": row["dialect"], "bars_per_frame": row["bars_per_frame"],
-            "fastfeed_bars_per_s": ff["bars_per_s"], "peer_bars_per_s": row["bars_per_s"],
-            # floor: fastfeed's share of the decode-only ceiling; others: fastfeed ÷ peer
-            "ratio": ratio,
-            "cpu_ratio": cpu_ratio,
-            "fastfeed_server_bound": _server_bound(ff),
-            "peer_server_bound": row["server_bound"],
-            "fastfeed_contended": _contended(ff),
-            "peer_contended": row["contended"],
-        })
-        q = ratios[-1]
-        # wall-clock bars/s compare the clients only when both had their core to themselves and
-        # were not waiting for the server; otherwise CPU per bar is the comparison that holds
-        q["basis"] = ("cpu" if (q["fastfeed_server_bound"] or q["peer_server_bound"] or q["fastfeed_contended"]
-                               or q["peer_contended"]) and cpu_ratio else "wall")
-        if q["peer"] == "floor":
-            # share of the floor on a CPU basis: floor CPU per bar / fastfeed CPU per bar
-            q["ratio_cpu_basis"] = cpu_ratio
+        ranked = sorted((q for q in qs if verdict_ratio(q) is not None), key=verdict_ratio) or qs
+        q = ranked[(len(ranked) - 1) // 2]
+        q["rounds"] = len(qs)
+        q["ratio_rounds"] = [verdict_ratio(x) for x in qs]
+        ratios.append(q)
 
     cad: list[dict[str, Any]] = []
     for r in results:
@@ -181,9 +223,24 @@ def _met(key: str, v: Optional[float]) -> Optional[bool]:
     return v <= t if side == "max" else v >= t
 
 
-def _rate(r: dict[str, Any]) -> str:
-    cpm = r.get("cpu_s_per_million_bars")
-    return f"{_m(r.get('bars_per_s'))} bars/s" + (f" ({cpm:.2f} CPU s/M bars)" if cpm else "")
+def _pair_text(q: dict[str, Any], peer: str) -> str:
+    """The absolute figures behind a fastfeed ÷ peer ratio (its median round)."""
+    def rate(bps: float, cpm: Optional[float]) -> str:
+        return f"{_m(bps)} bars/s" + (f" ({cpm:.2f} CPU s/M bars)" if cpm else "")
+
+    return (f"fastfeed {rate(q['fastfeed_bars_per_s'], q.get('fastfeed_cpu_s_per_million_bars'))}; "
+            f"{peer} {rate(q['peer_bars_per_s'], q.get('peer_cpu_s_per_million_bars'))}")
+
+
+def _basis_note(q: dict[str, Any]) -> str:
+    notes = []
+    if q.get("rounds", 1) > 1:
+        fmt = "{:.1f}x" if q["peer"] != "floor" else "{:.2f}"
+        notes.append(f"median of {q['rounds']} rounds: "
+                     + ", ".join("-" if v is None else fmt.format(v) for v in q["ratio_rounds"]))
+    if q["basis"] == "cpu":
+        notes.append("CPU-per-bar basis (a client was idle part of the time)")
+    return "; ".join(notes)
 
 
 def ratio_targets(doc: dict[str, Any], by: dict[tuple, dict[str, Any]],
@@ -235,10 +292,7 @@ def ratio_targets(doc: dict[str, Any], by: dict[tuple, dict[str, Any]],
             row(key, name, None, "ratio", "not run: " + ("floor not in --peers" if not floor_on
                                                         else f"{bpf} not in --bars-per-frame"))
             continue
-        v = q.get("ratio_cpu_basis") if q["basis"] == "cpu" else q["ratio"]
-        ff, fl = by[("throughput", "fastfeed", "vantafin", bpf)], by[("throughput", "floor", "vantafin", bpf)]
-        row(key, name, v, "ratio", "CPU-per-bar basis (a client was idle part of the time)"
-            if q["basis"] == "cpu" else "", f"fastfeed {_rate(ff)}; floor {_rate(fl)}")
+        row(key, name, verdict_ratio(q), "ratio", _basis_note(q), _pair_text(q, "floor"))
 
     name = "fastfeed ÷ official massive client + the same rolling, A.*"
     q = next((q for q in ratios if q["peer"] == "massive"), None)
@@ -247,11 +301,7 @@ def ratio_targets(doc: dict[str, Any], by: dict[tuple, dict[str, Any]],
         row("vs_massive", name, None, "x", "not run: " + ("install .[bench]" if not installed
                                                         else "massive not in --peers"), want=_want("vs_massive", "{:g}x"))
     else:
-        v = q["cpu_ratio"] if q["basis"] == "cpu" else q["ratio"]
-        ff, pm = by[("throughput", "fastfeed", "massive", q["bars_per_frame"])], by[("throughput", "massive", "massive",
-                                                                                    q["bars_per_frame"])]
-        row("vs_massive", name, v, "x", "CPU-per-bar basis (a client was idle part of the time)"
-            if q["basis"] == "cpu" else "", f"fastfeed {_rate(ff)}; massive client {_rate(pm)}",
+        row("vs_massive", name, verdict_ratio(q), "x", _basis_note(q), _pair_text(q, "massive client"),
             want=_want("vs_massive", "{:g}x"))
 
     n = cfg.get("tickers", 12_000)
@@ -340,7 +390,9 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
               f"{doc.get('config', {}).get('tickers', '?')} tickers; run took {doc.get('elapsed_s', '?')} s"
               + (f"; {ld}" if ld else ""))
 
-    t = Table(title="Max-rate throughput (every ticker trades every second; fresh simulator per row)")
+    rounds = max((r.get("rounds", 1) for r in s["throughput"]), default=1)
+    t = Table(title="Max-rate throughput (every ticker trades every second; fresh simulator per case"
+              + (f"; median of {rounds} rounds" if rounds > 1 else "") + ")")
     for col in ("client", "feed dialect", "bars/frame", "bars/s", "median 0.25s", "CPU use",
                 "server CPU", "CPU s / M bars", "peak RSS MiB", "preempt/s", "note"):
         t.add_column(col, justify="left" if col in ("client", "feed dialect", "note") else "right")
@@ -515,8 +567,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {g['target']} | {fmt_measured(g)} | {g['want'].replace('<=', '≤').replace('>=', '≥')} "
                          f"| {MET[g['met']]} | {note} |")
         lines.append("")
+    rounds = max((r.get("rounds", 1) for r in s["throughput"]), default=1)
     lines += [f"Absolute figures ({doc.get('config', {}).get('tickers', '?')} tickers, client and simulator "
-              "pinned to separate cores):", "",
+              "pinned to separate cores" + (f"; a max-rate row measured in {rounds} rounds shows its median round"
+                                            if rounds > 1 else "") + "):", "",
               "| client | dialect | bars/frame | bars/s | CPU s / M bars | fastfeed ÷ client |",
               "|---|---|---:|---:|---:|---:|"]
     ratio = {(q["peer"], q["dialect"], q["bars_per_frame"]): q for q in s["ratios"]}

@@ -68,12 +68,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None,
                    help="real-cadence time compression: simulated seconds per wall second (default 10)")
     p.add_argument("--bursts", type=int, default=None, help="bursts measured in real-cadence mode")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="max-rate rounds of fastfeed beside the floor and the official client, alternating; "
+                        "each ratio is the median of the rounds' (default 3, 1 with --quick)")
     p.add_argument("--peers", default=None, metavar="LIST",
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
-    p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
+    p.add_argument("--no-peer-cadence", action="store_true",
+                   help="skip websockets-json's and massive's burst latency (at speed 1); the floor's bursts "
+                        "(the burst ratio's denominator) follow --peers")
     p.add_argument("--no-steady", action="store_true",
                    help="skip the engine steady state (two ~0.9 GB engines, 12,000 and 1,000 rows, beside the "
-                        "msgspec decode of the same bars; about 1 minute, 40 s with --quick)")
+                        "msgspec decode of the same bars; 10-20 s, 1.8 GiB of memory)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--seconds", action="store_true",
                    help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
@@ -86,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     from ..bench.planning import PEER_DIALECT, BenchConfig
 
     kw: dict[str, Any] = {"tickers": args.tickers, "seed": args.seed}
-    for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts"):
+    for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts", "rounds"):
         v = getattr(args, name)
         if v is not None:
             kw[name] = v

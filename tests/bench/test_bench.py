@@ -106,6 +106,17 @@ def test_plan_pairs_every_peer_with_fastfeed_on_the_same_dialect_and_frame_size(
     assert len(quick) < len(cases)
     none = plan(BenchConfig(peers=()))
     assert {c.client for c in none} == {"fastfeed"}
+    # rounds: fastfeed and the floor / the official client alternate, each round in turn
+    thr = [(c.round, c.client, c.dialect, c.bars_per_frame) for c in cases if c.mode == "throughput"]
+    for r in range(cfg.rounds):
+        for dialect, peer, bpf in (("vantafin", "floor", 1), ("vantafin", "floor", 100), ("massive", "massive", 100)):
+            i = thr.index((r, "fastfeed", dialect, bpf))
+            assert thr[i + 1] == (r, peer, dialect, bpf)
+    assert [x for x in thr if x[1] in ("websockets-json", "massive-raw")] == [
+        (0, "websockets-json", "vantafin", 1), (0, "websockets-json", "vantafin", 100), (0, "massive-raw", "massive", 100)]
+    assert {c.round for c in quick} == {0}
+    cad = [(c.client, c.bars_per_frame) for c in cases if c.mode == "cadence"]
+    assert cad[:2] == [("fastfeed", 100), ("floor", 100)]  # the burst ratio's two sides, one after the other
 
 
 def _fake_doc() -> dict:
@@ -158,6 +169,7 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     rc = main(["--tickers", "200", "--bars-per-frame", "100", "--duration", "0.4", "--warmup", "0.1",
                "--bursts", "3", "--speed", "20", "--peers", "floor", "--no-peer-cadence", "--no-steady",
+               "--rounds", "1",
                "--output", str(out)])
     return rc, json.loads(out.read_text())
 

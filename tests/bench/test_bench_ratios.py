@@ -125,3 +125,27 @@ def test_json_markdown_and_report_carry_the_rows():
     assert text.index("Ratios, measured") < text.index("Absolute targets")
     not_run = report.render_markdown(_doc(massive_installed=False))
     assert "| - | ≥ 20x | n/a | not run: install .[bench] |" in not_run
+
+
+def test_rounds_give_the_median_ratio_and_the_median_row():
+    doc = _doc()
+    doc["results"] = [r for r in doc["results"] if r["case"]["bars_per_frame"] != 100
+                      or r["case"]["mode"] != "throughput" or r["case"]["dialect"] != "vantafin"]
+    for rnd, (ff, fl) in enumerate(((1.0e6, 2.0e6), (2.7e6, 3.0e6), (2.1e6, 3.0e6))):   # 0.5, 0.9, 0.7
+        for client, rate in (("fastfeed", ff), ("floor", fl)):
+            r = _thr(client, "vantafin", 100, rate, 1e6 / rate)
+            r["case"]["round"] = rnd
+            doc["results"].append(r)
+    s = report.summarize(doc)
+    (q,) = [q for q in s["ratios"] if q["peer"] == "floor" and q["bars_per_frame"] == 100]
+    assert q["rounds"] == 3 and q["round"] == 2 and q["ratio"] == pytest.approx(0.7)
+    assert q["ratio_rounds"] == pytest.approx([0.5, 0.9, 0.7])
+    (row,) = [g for g in s["targets"] if g["key"] == "vs_floor_100"]
+    assert row["measured"] == pytest.approx(0.7)
+    assert row["note"] == "median of 3 rounds: 0.50, 0.90, 0.70"
+    assert row["absolute"] == ("fastfeed 2.100 M bars/s (0.48 CPU s/M bars); "
+                               "floor 3.000 M bars/s (0.33 CPU s/M bars)")
+    ff = [r for r in s["throughput"] if r["client"] == "fastfeed" and r["bars_per_frame"] == 100
+          and r["dialect"] == "vantafin"]
+    assert len(ff) == 1 and ff[0]["bars_per_s"] == 2.1e6 and ff[0]["rounds"] == 3
+    assert "shows its median round" in report.render_markdown(doc)

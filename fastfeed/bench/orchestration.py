@@ -32,7 +32,8 @@ from typing import Any, Callable, Optional
 
 from .planning import SIM_KEY, BenchConfig, Case, plan
 
-__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "run_steady", "sim_args"]
+__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "run_steady", "sim_args",
+           "steady_memory_mib"]
 
 
 def cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
@@ -141,6 +142,27 @@ def steady_spec(cfg: BenchConfig) -> dict[str, Any]:
             "windows": list(cfg.windows), "capacity": cfg.steady_capacity, "seed": cfg.seed}
 
 
+#: peak RSS of the steady state per row-second of engine capacity (two engines of 16,384 rows x 900 s
+#: measured 1,825 MiB), with room for the interpreter and the market's arrays
+_STEADY_MIB_PER_ROW_SECOND = 1_900 / (2 * 16_384 * 900)
+
+
+def steady_memory_mib(cfg: BenchConfig) -> float:
+    """About the memory the steady state takes: two engines of ``steady_capacity`` x the longest window."""
+    return 100 + 2 * cfg.steady_capacity * max(cfg.windows) * _STEADY_MIB_PER_ROW_SECOND
+
+
+def _meminfo_mib(field: str) -> Optional[float]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def run_steady(cfg: BenchConfig, *, progress: Optional[Callable[[str], None]] = None,
                python: str = sys.executable) -> dict[str, Any]:
     """The engine steady state (:mod:`.steady`) in its own process, pinned to the client's core.
@@ -149,6 +171,10 @@ def run_steady(cfg: BenchConfig, *, progress: Optional[Callable[[str], None]] = 
     The result is :func:`.steady.measure`'s document plus ``peak_rss_mb``, ``wall_s`` and
     ``loadavg_1m`` (before, after).
     """
+    need, free = steady_memory_mib(cfg), _meminfo_mib("MemAvailable")
+    if free is not None and free < need:
+        return {"error": f"not enough memory: two engines need about {need:.0f} MiB, {free:.0f} MiB available "
+                         "(--no-steady skips it)"}
     client_cpus, _ = cores()
     spec = steady_spec(cfg)
     spec["cpus"] = sorted(client_cpus) if client_cpus else None
@@ -194,19 +220,17 @@ def contended(r: dict[str, Any]) -> bool:
     return bool(cu is not None and cu < 0.85 and su is not None and su < 0.75)
 
 
-def _loadavg() -> Optional[float]:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
 def _loadavg3() -> Optional[list[float]]:
     """The 1-, 5- and 15-minute load averages (what ``uptime`` prints)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def _loadavg() -> Optional[float]:
+    three = _loadavg3()
+    return three[0] if three else None
 
 
 def machine_info() -> dict[str, Any]:
@@ -267,14 +291,9 @@ def _memory_info() -> dict[str, Any]:
     except OSError:
         pass
     out: dict[str, Any] = {"caches": caches}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    out["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
+    total = _meminfo_mib("MemTotal")
+    if total is not None:
+        out["memory_gib"] = round(total / 1024, 1)
     return out
 
 

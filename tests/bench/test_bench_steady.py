@@ -1,5 +1,6 @@
 """fastfeed.bench.steady: the engine steady-state figures beside the decode yardstick."""
 import numpy as np
+import pytest
 
 from fastfeed.bench import steady
 from fastfeed.feeds import vantafin
@@ -61,3 +62,16 @@ def test_a_failed_steady_process_is_an_error_not_an_exception():
 
     doc = run_steady(BenchConfig(steady_rows=(600, 40), steady_capacity=512, steady_seconds=1))
     assert doc["error"].startswith("steady-state process exited 1") and "rows must be <= capacity" in doc["stderr"]
+
+
+def test_it_is_not_started_without_the_memory_for_two_engines(monkeypatch):
+    import subprocess
+
+    from fastfeed.bench import orchestration
+    from fastfeed.bench.planning import BenchConfig
+
+    monkeypatch.setattr(orchestration, "_meminfo_mib", lambda field: 1500.0)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("started"))
+    doc = orchestration.run_steady(BenchConfig())
+    assert doc["error"] == ("not enough memory: two engines need about 2000 MiB, 1500 MiB available "
+                            "(--no-steady skips it)")

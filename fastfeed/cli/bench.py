@@ -30,6 +30,7 @@ EPILOG = textwrap.dedent(
     examples:
       fastfeed bench --quick
       fastfeed bench --markdown           # README's tables
+      fastfeed bench --from bench.json --markdown   # the tables of a saved run
       fastfeed bench --json > bench.json
       fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
       fastfeed bench --seconds --speed 10
@@ -80,6 +81,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="skip the engine steady state (two ~0.9 GB engines, 12,000 and 1,000 rows, beside the "
                         "msgspec decode of the same bars; 10-20 s, 1.8 GiB of memory)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    p.add_argument("--from", dest="from_file", metavar="FILE.json",
+                   help="measure nothing: print the report of a saved result document (--output, --json), "
+                        "summarized again by this version (with --markdown, --json, --plot)")
     p.add_argument("--seconds", action="store_true",
                    help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
                         "the engine update (--tickers, --speed, --json apply; docs/SECONDS.md)")
@@ -123,23 +127,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..bench import report
     from ..bench.orchestration import run_bench
     from ..bench.planning import plan
 
     if getattr(args, "seconds", False):
         return _cmd_seconds(args)
-    cfg, notes = config_from_args(args)
-    argv = getattr(args, "_argv", None)
-    command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
     err = Console(file=sys.stderr)
-    # plain text, never markup: "pip install 'fastfeed[bench]'" keeps its [bench]
-    for n in notes:
-        err.print(n, style="yellow", markup=False)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # plain text, never markup: "pip install 'fastfeed[bench]'" keeps its [bench]
         err.print("--plot ignored: matplotlib is not installed (pip install 'fastfeed[bench]')",
                   style="yellow", markup=False)
         args.plot = None
+    if getattr(args, "from_file", None):
+        return _cmd_from(args, err)
+    cfg, notes = config_from_args(args)
+    argv = getattr(args, "_argv", None)
+    command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
+    for n in notes:
+        err.print(n, style="yellow", markup=False)
     n_cases = len(plan(cfg))
     total = n_cases + (1 if cfg.steady else 0)
     with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
@@ -164,6 +169,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if st and st.get("error"):
             prog.console.print(f"engine steady state: {st['error']}", style="red", markup=False)
     doc["notes"] = notes
+    return _write(args, doc, err)
+
+
+def _write(args: argparse.Namespace, doc: dict[str, Any], err: Any) -> int:
+    """Write ``doc`` as asked (--output, --plot, then --json, --markdown or the report); the exit code."""
+    from ..bench import report
+
     if args.output:
         with open(args.output, "w") as f:
             f.write(report.to_json(doc))
@@ -178,6 +190,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sys.stdout.write(report.render_table(doc))
     failed = any(r.get("error") for r in doc["results"]) or bool((doc.get("steady") or {}).get("error"))
     return 1 if failed else 0
+
+
+def _cmd_from(args: argparse.Namespace, err: Any) -> int:
+    import json
+
+    from ..bench import report
+
+    try:
+        with open(args.from_file) as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ValueError("not a fastfeed bench result document (no results)")
+    except (OSError, ValueError) as e:
+        err.print(f"fastfeed bench --from: {args.from_file}: {e}", style="red", markup=False)
+        return 1
+    doc["summary"] = report.summarize(doc)
+    return _write(args, doc, err)
 
 
 def _cmd_seconds(args: argparse.Namespace) -> int:

@@ -83,7 +83,8 @@ def test_every_ratio_row_comes_first_with_its_value_target_and_verdict():
     # the machine's absolute figures stand beside the ratios
     assert "msgspec decode 400 ns/bar" in k["engine_over_decode"]["absolute"]
     assert "floor 3.000 M bars/s (0.33 CPU s/M bars)" in k["vs_floor_100"]["absolute"]
-    assert "floor p99 1.000 ms" in k["burst_over_floor"]["absolute"]
+    assert k["burst_over_floor"]["absolute"] == ("after the last message: fastfeed p99 1.20 ms, p50 0.90 ms "
+                                                 "(whole burst p99 5.00 ms); floor p99 1.00 ms, p50 0.50 ms")
 
 
 def test_an_allocation_per_bar_misses_the_target():
@@ -116,7 +117,7 @@ def test_json_markdown_and_report_carry_the_rows():
     assert "on Test CPU, 2 cores (L2 2 MiB), 23.5 GiB; load average 0.50, 0.60, 0.70 at the start" in md
     ratios = md.index("| figure | measured | target | met |")
     assert ratios < md.index("| client | dialect |")              # ratios first, absolute figures after
-    assert "| engine ns/bar at 12,000 rows ÷ msgspec decode ns/bar, steady state | 0.60 | ≤ 0.25 | NO |" in md
+    assert "| engine ns/bar at 12,000 rows ÷ msgspec decode ns/bar, steady state | 0.600 | ≤ 0.25 | NO |" in md
     assert "| fastfeed ÷ official massive client + the same rolling, A.* | 21.0x | ≥ 20x | yes |" in md
     assert "| allocations per bar, steady state (heap growth, tracemalloc) | 0.009 B/bar | 0 | yes |" in md
     assert "| floor (decode only) | 100 |" in md
@@ -149,3 +150,23 @@ def test_rounds_give_the_median_ratio_and_the_median_row():
           and r["dialect"] == "vantafin"]
     assert len(ff) == 1 and ff[0]["bars_per_s"] == 2.1e6 and ff[0]["rounds"] == 3
     assert "shows its median round" in report.render_markdown(doc)
+
+
+def test_a_saved_document_is_reported_again_by_from(tmp_path, capsys):
+    from fastfeed.cli.bench import main
+
+    doc = _doc()
+    doc["summary"] = {"targets": []}            # stale: --from summarizes again
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps(doc))
+    assert main(["--from", str(saved), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("`fastfeed bench --quick`") and "| fastfeed ÷ decode-only floor, 100 bars/frame | 0.900 |" in md
+    assert main(["--from", str(saved), "--json"]) == 0
+    assert [g["key"] for g in json.loads(capsys.readouterr().out)["summary"]["targets"][:7]] == KEYS
+    doc["steady"] = {"error": "boom"}
+    saved.write_text(json.dumps(doc))
+    assert main(["--from", str(saved)]) == 1     # the saved run failed: so does its report
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["--from", str(tmp_path / "bad.json")]) == 1
+    assert "not a fastfeed bench result document" in " ".join(capsys.readouterr().err.split())

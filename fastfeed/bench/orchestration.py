@@ -14,7 +14,10 @@ Layout of a run (docs/BENCHMARKS.md has the definitions):
   its processed-bar counter every ``interval`` seconds for ``duration`` seconds;
 * ``cadence`` cases: the simulator at ``--speed`` (time compression), one full-universe
   burst per simulated second; the worker measures each burst from the receive time of its
-  first message to the moment the last of its bars has been applied.
+  first message to the moment the last of its bars has been applied (the floor: decoded);
+* the **engine steady state** (:func:`run_steady`, no socket): after the cases, in a process
+  of its own (``python -m fastfeed.bench.steady``) pinned to the client's core, so that
+  its two ~0.9 GB engines never run beside a case.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from typing import Any, Callable, Optional
 
 from .planning import SIM_KEY, BenchConfig, Case, plan
 
-__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "sim_args"]
+__all__ = ["cores", "contended", "machine_info", "run_bench", "run_case", "run_steady", "sim_args",
+           "steady_memory_mib"]
 
 
 def cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
@@ -89,8 +93,9 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
             "warmup": cfg.warmup,
             "duration": cfg.duration,
             "interval": cfg.interval,
-            "bursts": cfg.bursts if case.client == "fastfeed" else cfg.peer_bursts,
-            "skip_bursts": cfg.skip_bursts if case.client == "fastfeed" else 1,
+            # the floor's bursts are fastfeed's: the burst ratio compares the same bursts
+            "bursts": cfg.bursts if case.client in ("fastfeed", "floor") else cfg.peer_bursts,
+            "skip_bursts": cfg.skip_bursts if case.client in ("fastfeed", "floor") else 1,
             "timeout": cfg.case_timeout,
             "cpus": sorted(client_cpus) if client_cpus else None,
         }
@@ -130,6 +135,75 @@ def _run_case(cfg: BenchConfig, case: Case, python: str) -> dict[str, Any]:
     return result
 
 
+def steady_spec(cfg: BenchConfig) -> dict[str, Any]:
+    """:func:`.steady.measure`'s keyword arguments for ``cfg``."""
+    large, small = cfg.steady_rows
+    return {"rows_large": large, "rows_small": small, "seconds": cfg.steady_seconds,
+            "windows": list(cfg.windows), "capacity": cfg.steady_capacity, "seed": cfg.seed}
+
+
+#: peak RSS of the steady state per row-second of engine capacity (two engines of 16,384 rows x 900 s
+#: measured 1,825 MiB), with room for the interpreter and the market's arrays
+_STEADY_MIB_PER_ROW_SECOND = 1_900 / (2 * 16_384 * 900)
+
+
+def steady_memory_mib(cfg: BenchConfig) -> float:
+    """About the memory the steady state takes: two engines of ``steady_capacity`` x the longest window."""
+    return 100 + 2 * cfg.steady_capacity * max(cfg.windows) * _STEADY_MIB_PER_ROW_SECOND
+
+
+def _meminfo_mib(field: str) -> Optional[float]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def run_steady(cfg: BenchConfig, *, progress: Optional[Callable[[str], None]] = None,
+               python: str = sys.executable) -> dict[str, Any]:
+    """The engine steady state (:mod:`.steady`) in its own process, pinned to the client's core.
+
+    ``progress`` gets each of its progress lines.  Never raises: a failure is ``{"error"}``.
+    The result is :func:`.steady.measure`'s document plus ``peak_rss_mb``, ``wall_s`` and
+    ``loadavg_1m`` (before, after).
+    """
+    need, free = steady_memory_mib(cfg), _meminfo_mib("MemAvailable")
+    if free is not None and free < need:
+        return {"error": f"not enough memory: two engines need about {need:.0f} MiB, {free:.0f} MiB available "
+                         "(--no-steady skips it)"}
+    client_cpus, _ = cores()
+    spec = steady_spec(cfg)
+    spec["cpus"] = sorted(client_cpus) if client_cpus else None
+    t0, load0 = time.perf_counter(), _loadavg()
+    try:
+        proc = subprocess.Popen([python, "-m", "fastfeed.bench.steady", "--spec", json.dumps(spec)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    tail: list[str] = []
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:            # progress lines until the process closes stderr
+        line = line.rstrip("\n")
+        if line.startswith("progress: "):
+            if progress:
+                progress(line[len("progress: "):])
+        else:
+            tail = (tail + [line])[-20:]
+    out = proc.stdout.read()
+    rc = proc.wait()
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        return {"error": f"steady-state process exited {rc} without a result", "stderr": "\n".join(tail)}
+    doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    doc["loadavg_1m"] = [load0, _loadavg()]
+    return doc
+
+
 def proc_cpu_s(pid: int) -> Optional[float]:
     """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
     try:
@@ -146,11 +220,17 @@ def contended(r: dict[str, Any]) -> bool:
     return bool(cu is not None and cu < 0.85 and su is not None and su < 0.75)
 
 
-def _loadavg() -> Optional[float]:
+def _loadavg3() -> Optional[list[float]]:
+    """The 1-, 5- and 15-minute load averages (what ``uptime`` prints)."""
     try:
-        return round(os.getloadavg()[0], 2)
+        return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return None
+
+
+def _loadavg() -> Optional[float]:
+    three = _loadavg3()
+    return three[0] if three else None
 
 
 def machine_info() -> dict[str, Any]:
@@ -183,17 +263,51 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - not installed
             versions[mod] = None
     info["versions"] = versions
+    info.update(_memory_info())
     return info
 
 
+def _memory_info() -> dict[str, Any]:
+    """Per-core data caches and total memory (Linux sysfs/procfs; empty elsewhere)."""
+    caches: dict[str, str] = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for name in sorted(os.listdir(base)):
+            d = os.path.join(base, name)
+            try:
+                with open(os.path.join(d, "type")) as f:
+                    kind = f.read().strip()
+                with open(os.path.join(d, "level")) as f:
+                    level = f.read().strip()
+                with open(os.path.join(d, "size")) as f:
+                    size = f.read().strip()
+            except OSError:
+                continue
+            if not size.endswith("K") or not size[:-1].isdigit():
+                continue
+            if kind != "Instruction":
+                kib = int(size.rstrip("K"))
+                caches[f"L{level}"] = f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+    except OSError:
+        pass
+    out: dict[str, Any] = {"caches": caches}
+    total = _meminfo_mib("MemTotal")
+    if total is not None:
+        out["memory_gib"] = round(total / 1024, 1)
+    return out
+
+
 def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, Optional[dict]], None]] = None,
-              command: str = "fastfeed bench") -> dict[str, Any]:
-    """Run every case of :func:`plan` and return the result document (see report.py)."""
+              command: str = "fastfeed bench",
+              steady_progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Run every case of :func:`plan`, then the engine steady state (``cfg.steady``);
+    return the result document (see report.py)."""
     from .report import summarize
 
     cases = plan(cfg)
     results = []
     t0 = time.perf_counter()
+    load0 = _loadavg3()
     for i, case in enumerate(cases):
         if progress:
             progress(i, len(cases), case, None)
@@ -218,5 +332,9 @@ def run_bench(cfg: BenchConfig, *, progress: Optional[Callable[[int, int, Case, 
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "results": results,
     }
+    if cfg.steady:
+        doc["steady"] = run_steady(cfg, progress=steady_progress)
+        doc["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    doc["load"] = {"start": load0, "end": _loadavg3()}
     doc["summary"] = summarize(doc)
     return doc

@@ -371,20 +371,25 @@ class DecodeOnlySession:
     Implements the transport's Session protocol.  ``dialect`` is ``"vantafin"`` or
     ``"massive"``; it uses that feed's own Decoder and Structs (``fastfeed.feeds``), so
     the floor pays exactly the decode fastfeed pays, and nothing after it.
+
+    ``on_batch(T, n, recv_ns)`` (burst measurement only) is called after each message
+    that held bars, once it is decoded: ``T`` the second of its last bar, ``n`` its bars,
+    ``recv_ns`` the message's receive time.
     """
 
     def __init__(self, meter: Meter, *, dialect: str = "vantafin", api_key: str = DEFAULT_KEY,
-                 topics: str | None = None) -> None:
+                 topics: str | None = None, on_batch: Callable[[int, int, int], None] | None = None) -> None:
         self.meter = meter
+        self.on_batch = on_batch
         self.fatal: BaseException | None = None
         self.dialect = dialect
         self.api_key = api_key
         if dialect == "vantafin":
             self.topics = topics or "LS.*"
-            self._dec, self._bar = vantafin.decoder, vantafin.LiveQuote
+            self._dec, self._bar, self._ms = vantafin.decoder, vantafin.LiveQuote, "timestamp"
         elif dialect == "massive":
             self.topics = topics or "A.*"
-            self._dec, self._bar = massive.decoder, massive.Agg
+            self._dec, self._bar, self._ms = massive.decoder, massive.Agg, "s"
         else:
             raise ValueError(f"unknown dialect {dialect!r}")
 
@@ -403,15 +408,20 @@ class DecodeOnlySession:
         m.messages += 1
         if not m.first_recv_ns:
             m.first_recv_ns = recv_ns
+        last = None
         if type(out) is list:
             bar = self._bar
             n = 0
             for x in out:
                 if type(x) is bar:
                     n += 1
+                    last = x
             m.bars += n
         elif type(out) is self._bar:
+            n, last = 1, out
             m.bars += 1
+        if self.on_batch is not None and last is not None:
+            self.on_batch(getattr(last, self._ms) // 1000, n, recv_ns)
 
     def on_disconnected(self, reason: str) -> None:
         pass
@@ -425,12 +435,13 @@ async def run_floor(
     api_key: str = DEFAULT_KEY,
     dialect: str = "vantafin",
     topics: str | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
     **_: Any,
 ) -> None:
     """fastfeed's transport + decode only."""
     from ..transport.connection import Connection
 
-    session = DecodeOnlySession(meter, dialect=dialect, api_key=api_key, topics=topics)
+    session = DecodeOnlySession(meter, dialect=dialect, api_key=api_key, topics=topics, on_batch=on_batch)
     conn = Connection(url, session)
     task = asyncio.ensure_future(conn.run())
     stop_task = asyncio.ensure_future(stop.wait())

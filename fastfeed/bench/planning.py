@@ -25,6 +25,9 @@ class BenchConfig:
     skip_bursts: int = 3  # cadence: first bursts not measured (warm-up)
     cadence_bars_per_frame: tuple[int, ...] = (100, 1)
     peers: tuple[str, ...] = ("floor", "websockets-json", "massive", "massive-raw")
+    #: max-rate rounds of fastfeed and the floor / the official client, alternating (each
+    #: ratio is the median of the per-round ratios); websockets-json and massive-raw run once
+    rounds: int = 3
     peer_cadence: bool = True  # also measure the peers' burst latency (at speed 1)
     peer_bursts: int = 10
     seed: int = 0
@@ -33,12 +36,18 @@ class BenchConfig:
     retries: int = 2
     #: no retry starts after this many seconds of the run (None: no limit)
     retry_budget_s: Optional[float] = None
+    #: the engine steady state beside the decode yardstick (fastfeed.bench.steady), in its
+    #: own process after the socket cases: universe sizes (large, small), timed seconds
+    steady: bool = True
+    steady_rows: tuple[int, ...] = (12_000, 1_000)
+    steady_seconds: int = 100
+    steady_capacity: int = 16_384
 
     @classmethod
     def quick_config(cls, **kw: Any) -> "BenchConfig":
         base = dict(quick=True, warmup=0.5, duration=2.0, bursts=30, skip_bursts=2,
                     cadence_bars_per_frame=(100,), peer_bursts=4, case_timeout=30.0, retries=1,
-                    retry_budget_s=60.0)
+                    retry_budget_s=60.0, steady_seconds=30, rounds=1)
         base.update(kw)
         return cls(**base)
 
@@ -52,11 +61,13 @@ class Case:
     dialect: str  # "vantafin" | "massive"
     bars_per_frame: int
     speed: float = 0.0  # cadence only
+    round: int = 0  # max rate: which round of the run (0-based)
 
     @property
     def label(self) -> str:
         if self.mode == "throughput":
-            return f"{self.client} [{self.dialect}, {self.bars_per_frame} bars/frame, max rate]"
+            r = f", round {self.round + 1}" if self.round else ""
+            return f"{self.client} [{self.dialect}, {self.bars_per_frame} bars/frame, max rate{r}]"
         return f"{self.client} [{self.dialect}, {self.bars_per_frame} bars/frame, bursts at {self.speed:g}x]"
 
 
@@ -70,23 +81,30 @@ PEER_DIALECT = {
 
 
 def plan(cfg: BenchConfig) -> list[Case]:
-    """The cases of a run, fastfeed first for each dialect and frame size."""
+    """The socket cases of a run, fastfeed first for each dialect and frame size.
+
+    The engine steady state (``cfg.steady``) is not a case: :func:`.orchestration.run_bench`
+    runs it after them, in its own process.
+    """
     cases: list[Case] = []
     peers = [p for p in cfg.peers if p in PEER_DIALECT]
-    for bpf in cfg.bars_per_frame:
-        cases.append(Case("throughput", "fastfeed", "vantafin", bpf))
-        if "floor" in peers:
-            cases.append(Case("throughput", "floor", "vantafin", bpf))
-        if "websockets-json" in peers and (bpf == 100 or not cfg.quick):
-            cases.append(Case("throughput", "websockets-json", "vantafin", bpf))
-    if any(p in peers for p in ("massive", "massive-raw")):
-        mbpf = 100 if 100 in cfg.bars_per_frame else cfg.bars_per_frame[-1]
-        cases.append(Case("throughput", "fastfeed", "massive", mbpf))
-        for p in ("massive", "massive-raw"):
-            if p in peers:
-                cases.append(Case("throughput", p, "massive", mbpf))
+    for r in range(max(1, cfg.rounds)):
+        for bpf in cfg.bars_per_frame:
+            cases.append(Case("throughput", "fastfeed", "vantafin", bpf, round=r))
+            if "floor" in peers:
+                cases.append(Case("throughput", "floor", "vantafin", bpf, round=r))
+            if "websockets-json" in peers and (bpf == 100 or not cfg.quick) and r == 0:
+                cases.append(Case("throughput", "websockets-json", "vantafin", bpf))
+        if "massive" in peers or ("massive-raw" in peers and r == 0):
+            mbpf = 100 if 100 in cfg.bars_per_frame else cfg.bars_per_frame[-1]
+            cases.append(Case("throughput", "fastfeed", "massive", mbpf, round=r))
+            for p in ("massive", "massive-raw"):
+                if p in peers and (p == "massive" or r == 0):
+                    cases.append(Case("throughput", p, "massive", mbpf, round=r))
     for bpf in cfg.cadence_bars_per_frame:
         cases.append(Case("cadence", "fastfeed", "vantafin", bpf, cfg.speed))
+        if "floor" in peers:  # the same bursts, decoded only: the burst ratio's denominator
+            cases.append(Case("cadence", "floor", "vantafin", bpf, cfg.speed))
     if cfg.peer_cadence:
         for p in ("websockets-json", "massive"):
             if p in peers:

@@ -173,19 +173,20 @@ def measure(rows_large: int = 12_000, rows_small: int = 1_000, seconds: int = 10
     symbols = tickers(rows_large)
     runners = {}
     for nrows in (rows_large, rows_small):
-        say(f"filling {nrows} rows x {depth} s")
         eng = Engine(capacity, windows)
         run = _Runner(eng, Market(nrows, seed + nrows), batch)
-        for _ in range(depth):
+        for i in range(depth):
+            if i % 100 == 0:
+                say(f"filling {nrows:,} rows: {i}/{depth} s")
             run.market.next_second()
             run.second()
         runners[nrows] = run
     decode = vantafin.decoder.decode
     big, small = runners[rows_large], runners[rows_small]
     eng_large, eng_small, dec = [], [], []
-    say(f"timing {seconds} s")
     done = 0
     while done < seconds:
+        say(f"timing: {done}/{seconds} s")
         n = min(block, seconds - done)
         for _ in range(n):
             eng_large.append(big.timed_second())
@@ -196,6 +197,7 @@ def measure(rows_large: int = 12_000, rows_small: int = 1_000, seconds: int = 10
         for _ in range(n):
             eng_small.append(small.timed_second())
         done += n
+    say("allocations per bar")
     alloc = _alloc_bytes_per_bar(big, 5)
     med = statistics.median
     e_l, e_s, d = med(eng_large), med(eng_small), med(dec)
@@ -222,9 +224,41 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
-if __name__ == "__main__":          # python -m fastfeed.bench.steady [seconds]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fastfeed.bench.steady [SECONDS] [--spec JSON]``: print the figures as JSON.
+
+    ``--spec`` holds :func:`measure`'s keyword arguments (what ``fastfeed bench`` passes,
+    with ``cpus`` to pin the process); progress goes to stderr, one line per step
+    prefixed ``progress:``.  The document gains ``peak_rss_mb`` (the process's ``ru_maxrss``).
+    """
+    import argparse
     import json
+    import resource
     import sys
 
-    secs = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-    print(json.dumps(measure(seconds=secs, progress=lambda s: print(s, file=sys.stderr)), indent=1))
+    p = argparse.ArgumentParser(prog="python -m fastfeed.bench.steady")
+    p.add_argument("seconds", nargs="?", type=int, default=None, help="timed seconds (default 100)")
+    p.add_argument("--spec", default="{}", help="measure() keyword arguments as JSON")
+    args = p.parse_args(argv)
+    kw = json.loads(args.spec)
+    cpus = kw.pop("cpus", None)
+    if cpus:
+        from .orchestration import pin
+
+        pin(0, set(cpus))
+    if args.seconds is not None:
+        kw["seconds"] = args.seconds
+    if "windows" in kw:
+        kw["windows"] = tuple(kw["windows"])
+
+    def progress(msg: str) -> None:
+        print("progress:", msg, file=sys.stderr, flush=True)
+
+    doc = measure(progress=progress, **kw)
+    doc["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    print(json.dumps(doc, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":          # python -m fastfeed.bench.steady [seconds]
+    raise SystemExit(main())

@@ -20,10 +20,17 @@ EPILOG = textwrap.dedent(
     dataclass + rolling in Python), massive (the official client + the same Python rolling),
     massive-raw (the official client, callback only counts). Definitions: docs/BENCHMARKS.md.
 
-    exit code: 0 all cases measured (targets missed are reported, not failures); 1 a case failed.
+    After the socket cases, the engine steady state runs in its own process (--no-steady skips it):
+    engines of 12,000 and 1,000 rows in steady state beside the msgspec decode of the same bars.
+    The report's ratio table lists every ratio target, measured or "not run".
+
+    exit code: 0 all cases measured (targets missed are reported, not failures); 1 a case or the
+    steady state failed.
 
     examples:
       fastfeed bench --quick
+      fastfeed bench --markdown           # README's tables
+      fastfeed bench --from bench.json --markdown   # the tables of a saved run
       fastfeed bench --json > bench.json
       fastfeed bench --peers none --bars-per-frame 100 --plot latency.png
       fastfeed bench --seconds --speed 10
@@ -62,10 +69,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None,
                    help="real-cadence time compression: simulated seconds per wall second (default 10)")
     p.add_argument("--bursts", type=int, default=None, help="bursts measured in real-cadence mode")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="max-rate rounds of fastfeed beside the floor and the official client, alternating; "
+                        "each ratio is the median of the rounds' (default 3, 1 with --quick)")
     p.add_argument("--peers", default=None, metavar="LIST",
                    help="comma-separated peers, or 'none' (default: floor,websockets-json,massive,massive-raw)")
-    p.add_argument("--no-peer-cadence", action="store_true", help="skip the peers' burst latency (at speed 1)")
+    p.add_argument("--no-peer-cadence", action="store_true",
+                   help="skip websockets-json's and massive's burst latency (at speed 1); the floor's bursts "
+                        "(the burst ratio's denominator) follow --peers")
+    p.add_argument("--no-steady", action="store_true",
+                   help="skip the engine steady state (two ~0.9 GB engines, 12,000 and 1,000 rows, beside the "
+                        "msgspec decode of the same bars; 10-20 s, 1.8 GiB of memory)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    p.add_argument("--from", dest="from_file", metavar="FILE.json",
+                   help="measure nothing: print the report of a saved result document (--output, --json), "
+                        "summarized again by this version (with --markdown, --json, --plot)")
     p.add_argument("--seconds", action="store_true",
                    help="only the completed-second benchmark: burst's last message -> on_second vs -> end of "
                         "the engine update (--tickers, --speed, --json apply; docs/SECONDS.md)")
@@ -77,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     from ..bench.planning import PEER_DIALECT, BenchConfig
 
     kw: dict[str, Any] = {"tickers": args.tickers, "seed": args.seed}
-    for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts"):
+    for name in ("bars_per_frame", "windows", "duration", "warmup", "speed", "bursts", "rounds"):
         v = getattr(args, name)
         if v is not None:
             kw[name] = v
@@ -99,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, list[str]]:
     kw["peers"] = tuple(kept)
     if args.no_peer_cadence:
         kw["peer_cadence"] = False
+    if args.no_steady:
+        kw["steady"] = False
     cfg = BenchConfig.quick_config(**kw) if args.quick else BenchConfig(**kw)
     return cfg, notes
 
@@ -107,29 +127,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..bench import report
     from ..bench.orchestration import run_bench
     from ..bench.planning import plan
 
     if getattr(args, "seconds", False):
         return _cmd_seconds(args)
-    cfg, notes = config_from_args(args)
-    argv = getattr(args, "_argv", None)
-    command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
     err = Console(file=sys.stderr)
-    # plain text, never markup: "pip install 'fastfeed[bench]'" keeps its [bench]
-    for n in notes:
-        err.print(n, style="yellow", markup=False)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # plain text, never markup: "pip install 'fastfeed[bench]'" keeps its [bench]
         err.print("--plot ignored: matplotlib is not installed (pip install 'fastfeed[bench]')",
                   style="yellow", markup=False)
         args.plot = None
+    if getattr(args, "from_file", None):
+        return _cmd_from(args, err)
+    cfg, notes = config_from_args(args)
+    argv = getattr(args, "_argv", None)
+    command = "fastfeed " + (shlex.join(argv) if argv is not None else shlex.join(sys.argv[1:]) or "bench")
+    for n in notes:
+        err.print(n, style="yellow", markup=False)
     n_cases = len(plan(cfg))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    total = n_cases + (1 if cfg.steady else 0)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=False, refresh_per_second=2) as prog:
-        task = prog.add_task("fastfeed bench", total=n_cases)
+        task = prog.add_task("fastfeed bench", total=total)
 
-        def on_progress(i: int, total: int, case: Any, result: Optional[dict]) -> None:
+        def on_progress(i: int, n: int, case: Any, result: Optional[dict]) -> None:
             if result is None:
                 prog.update(task, completed=i, description=f"[{i + 1}/{total}] {case.label}")
             else:
@@ -137,9 +160,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if result.get("error"):
                     prog.console.print(f"{case.label}: {result['error']}", style="red", markup=False)
 
-        doc = run_bench(cfg, progress=on_progress, command=command)
-        prog.update(task, description="fastfeed bench: done")
+        def on_steady(msg: str) -> None:
+            prog.update(task, completed=n_cases, description=f"[{total}/{total}] engine steady state: {msg}")
+
+        doc = run_bench(cfg, progress=on_progress, command=command, steady_progress=on_steady)
+        prog.update(task, completed=total, description="fastfeed bench: done")
+        st = doc.get("steady")
+        if st and st.get("error"):
+            prog.console.print(f"engine steady state: {st['error']}", style="red", markup=False)
     doc["notes"] = notes
+    return _write(args, doc, err)
+
+
+def _write(args: argparse.Namespace, doc: dict[str, Any], err: Any) -> int:
+    """Write ``doc`` as asked (--output, --plot, then --json, --markdown or the report); the exit code."""
+    from ..bench import report
+
     if args.output:
         with open(args.output, "w") as f:
             f.write(report.to_json(doc))
@@ -152,7 +188,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sys.stdout.write(report.render_markdown(doc))
     else:
         sys.stdout.write(report.render_table(doc))
-    return 1 if any(r.get("error") for r in doc["results"]) else 0
+    failed = any(r.get("error") for r in doc["results"]) or bool((doc.get("steady") or {}).get("error"))
+    return 1 if failed else 0
+
+
+def _cmd_from(args: argparse.Namespace, err: Any) -> int:
+    import json
+
+    from ..bench import report
+
+    try:
+        with open(args.from_file) as f:
+            doc = json.load(f)
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ValueError("not a fastfeed bench result document (no results)")
+    except (OSError, ValueError) as e:
+        err.print(f"fastfeed bench --from: {args.from_file}: {e}", style="red", markup=False)
+        return 1
+    doc["summary"] = report.summarize(doc)
+    return _write(args, doc, err)
 
 
 def _cmd_seconds(args: argparse.Namespace) -> int:

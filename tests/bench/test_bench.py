@@ -106,6 +106,17 @@ def test_plan_pairs_every_peer_with_fastfeed_on_the_same_dialect_and_frame_size(
     assert len(quick) < len(cases)
     none = plan(BenchConfig(peers=()))
     assert {c.client for c in none} == {"fastfeed"}
+    # rounds: fastfeed and the floor / the official client alternate, each round in turn
+    thr = [(c.round, c.client, c.dialect, c.bars_per_frame) for c in cases if c.mode == "throughput"]
+    for r in range(cfg.rounds):
+        for dialect, peer, bpf in (("vantafin", "floor", 1), ("vantafin", "floor", 100), ("massive", "massive", 100)):
+            i = thr.index((r, "fastfeed", dialect, bpf))
+            assert thr[i + 1] == (r, peer, dialect, bpf)
+    assert [x for x in thr if x[1] in ("websockets-json", "massive-raw")] == [
+        (0, "websockets-json", "vantafin", 1), (0, "websockets-json", "vantafin", 100), (0, "massive-raw", "massive", 100)]
+    assert {c.round for c in quick} == {0}
+    cad = [(c.client, c.bars_per_frame) for c in cases if c.mode == "cadence"]
+    assert cad[:2] == [("fastfeed", 100), ("floor", 100)]  # the burst ratio's two sides, one after the other
 
 
 def _fake_doc() -> dict:
@@ -139,9 +150,10 @@ def test_summary_ratios_and_targets():
     assert r["massive"]["cpu_ratio"] == pytest.approx(10.0)
     t = {g["target"]: g for g in s["targets"]}
     assert t["end-to-end, 100 bars/frame"]["met"] is True
+    k = {g["key"]: g for g in s["targets"] if g["key"]}
     # fastfeed was simulator-bound: the verdict uses CPU per bar (6.0 / 0.6 = 10x < 20x)
-    assert t["vs official massive client (same data)"]["measured"] == pytest.approx(10.0)
-    assert t["vs official massive client (same data)"]["met"] is False
+    assert k["vs_massive"]["measured"] == pytest.approx(10.0)
+    assert k["vs_massive"]["met"] is False
     assert r["floor"]["ratio_cpu_basis"] == pytest.approx(0.8)
     text = report.render_table(_fake_doc())
     assert "websockets-json" in text and "burst" in text
@@ -156,7 +168,8 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     rc = main(["--tickers", "200", "--bars-per-frame", "100", "--duration", "0.4", "--warmup", "0.1",
-               "--bursts", "3", "--speed", "20", "--peers", "floor", "--no-peer-cadence",
+               "--bursts", "3", "--speed", "20", "--peers", "floor", "--no-peer-cadence", "--no-steady",
+               "--rounds", "1",
                "--output", str(out)])
     return rc, json.loads(out.read_text())
 
@@ -169,7 +182,7 @@ def test_tiny_run_succeeds_and_has_the_documented_shape(tiny_run):
     assert set(doc["summary"]) == {"throughput", "ratios", "cadence", "targets", "busy_machine_loadavg"}
     kinds = {(r["case"]["mode"], r["case"]["client"]) for r in doc["results"]}
     assert ("throughput", "fastfeed") in kinds and ("throughput", "floor") in kinds
-    assert ("cadence", "fastfeed") in kinds
+    assert ("cadence", "fastfeed") in kinds and ("cadence", "floor") in kinds
     for r in doc["results"]:
         assert "error" not in r
         assert r["peak_rss_mb"] > 0
@@ -179,10 +192,18 @@ def test_tiny_run_succeeds_and_has_the_documented_shape(tiny_run):
             assert r["bursts"] == 3 and r["burst_bars"] == 200
             assert r["burst_latency_ms"]["count"] == 3
             assert len(r["burst_samples_ms"]) == 3
-            assert r["message_cpu_us"]["count"] > 0
+            assert r["burst_after_last_arrival_ms"]["count"] == 3
+            if r["case"]["client"] == "fastfeed":
+                assert r["message_cpu_us"]["count"] > 0
         if r["case"]["client"] == "fastfeed":
             assert r["counters"]["decode_errors"] == 0
             assert r["engine_counters"]["accepted"] == r["counters"]["bars"]
     (floor,) = [q for q in doc["summary"]["ratios"] if q["peer"] == "floor"]
     assert floor["ratio"] > 0
+    rows = {g["key"]: g for g in doc["summary"]["targets"] if g["kind"] == "ratio"}
+    assert rows["vs_floor_100"]["measured"] == pytest.approx(floor["ratio"] if floor["basis"] == "wall"
+                                                             else floor["ratio_cpu_basis"])
+    assert rows["vs_floor_1"]["note"] == "not run: 1 not in --bars-per-frame"
+    assert rows["burst_over_floor"]["measured"] > 0
+    assert rows["engine_over_decode"]["note"] == "not run (--no-steady)" and "steady" not in doc
     json.dumps(doc)  # serialisable as is

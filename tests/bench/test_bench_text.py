@@ -18,7 +18,7 @@ def test_install_hints_keep_their_brackets(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in missing else find_spec(name, *a))
 
-    def no_run(cfg, progress, command):  # the notes are printed before any case runs
+    def no_run(cfg, progress, command, **kw):  # the notes are printed before any case runs
         return {"results": [], "command": command}
 
     monkeypatch.setattr(orchestration, "run_bench", no_run)

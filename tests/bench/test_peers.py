@@ -86,6 +86,11 @@ def test_massive_client_auth_failure_is_reported(simproc):
 
 @pytest.mark.parametrize("dialect", ["vantafin", "massive"])
 def test_floor_peer(simproc, dialect):
-    meter, _ = _run(P.run_floor, simproc.urls[dialect], dialect=dialect)
+    meter, seen = _run(P.run_floor, simproc.urls[dialect], dialect=dialect)
     assert meter.bars >= 3 * N_TICKERS
     assert meter.errors == 0
+    # on_batch: every decoded bar reported once, by second (epoch seconds, not ms), in order
+    assert sum(n for _, n, _ in seen) == meter.bars
+    Ts = [T for T, _, _ in seen]
+    assert Ts == sorted(Ts) and 1_000_000_000 < Ts[0] < 10_000_000_000
+    assert len(set(Ts)) >= 3

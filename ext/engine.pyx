@@ -98,13 +98,11 @@ cdef extern from "engine_lanes.h":
                            Py_ssize_t NP, Py_ssize_t D, const int64_t *es, int64_t *pend,
                            Py_ssize_t *npend, uint64_t *clear, double cancel) noexcept nogil
 
-# upsert prefetches the row block and store cells of the bar PF_FAR ahead, and the deque
-# backs of the bar PF_NEAR ahead (their address needs the row head fetched earlier): a
-# burst's rows come in random order, so without this every bar waits on its misses in
+# upsert prefetches the row block, store cells and deque backs of the bar PF_FAR ahead:
+# a burst's rows come in random order, so without this every bar waits on its misses in
 # turn.  The first PF_FAR bars of a call are prefetched before the loop.
 cdef enum:
     PF_FAR = 16
-    PF_NEAR = 6
 
 # deque indices are int32: a row's indices are moved back by a multiple of the ring
 # size when its tail passes this (the ring positions, index & mask, do not change)
@@ -185,21 +183,37 @@ cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
     s[0] = u
 
 
-cdef inline int64_t push_back(DQE *q, RowHead *hd, int which, int64_t p, int64_t head,
-                              double val, float fval, uint16_t slot, Py_ssize_t mask,
-                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
+cdef inline int64_t push_back(DQE *q, RowHead *hd, int32_t *tl, int which, int64_t p,
+                              int64_t head, double val, float fval, uint16_t slot,
+                              Py_ssize_t mask, const OHLC *col, Py_ssize_t NP,
+                              bint ismax) noexcept nogil:
     """Push a new latest bar on a deque whose back is at ``p - 1`` (front ``head``):
-    pop the entries it dominates (ties: keep the latest; the head's exact copy of the
-    back decides the first pop, the ring's float32 copies the rest), write it, return
-    its index."""
+    pop the entries it dominates (ties: keep the latest; the head's exact copies of the
+    back and of the entry before it decide the first two pops without reading the ring
+    or the store), write it, return its index (``tl[which]`` becomes the new tail)."""
+    cdef bint pop
+    cdef double b2
     if p > head and dominates(val, hd.back[which], ismax):
         p -= 1
-        while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
-            p -= 1
+        if p > head:
+            b2 = hd.back2[which]
+            if b2 == b2:
+                pop = dominates(val, b2, ismax)
+            else:
+                pop = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
+            if pop:
+                p -= 1
+                while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
+                    p -= 1
+                hd.back2[which] = NAN   # the new entry before the back: not mirrored
+        # popped one: the entry before the back is the same as before (back2 unchanged)
+    else:
+        # nothing popped: the old back is now the entry before the back
+        hd.back2[which] = hd.back[which]
     q[p & mask].v = fval
     q[p & mask].slot = slot
     hd.back[which] = val
-    hd.tail[which] = <int32_t>(p + 1)
+    tl[which] = <int32_t>(p + 1)
     return p
 
 
@@ -350,7 +364,7 @@ cdef class Engine:
         self._keep = []
 
         N, NP, D, K = self.N, self.NP, self.D, self.K
-        assert sizeof(RowHead) == 32 and sizeof(Lanes) == 17 * sizeof(void *)
+        assert sizeof(RowHead) == 40 and sizeof(Lanes) == 17 * sizeof(void *)
         assert sizeof(DQE) == 6 and sizeof(VP) == 16 and sizeof(OHLC) == 32
         # row block: head, then one K-lane array per field, hot ones first (the layout's
         # single home is ext/engine_lanes.h; docs/ENGINE.md)
@@ -380,6 +394,7 @@ cdef class Engine:
         self.eone = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
         self.marks = <uint32_t *>_alloc(self._keep, N * 4, 64)
+        self.tails = <int32_t *>_alloc(self._keep, N * 8, 64)
         lrows = np.zeros(N, dtype=np.int64)
         self._keep.append((lrows, lrows.view(np.uint8)))
         self.lrows = <int64_t *>cnp.PyArray_DATA(lrows)
@@ -400,6 +415,7 @@ cdef class Engine:
             self._views[wins[k]] = WindowView(wins[k], *cols)
         for r in range(N):
             self._head(r).last = -1
+            self._head(r).back2[0] = self._head(r).back2[1] = NAN
             for k in range(K):
                 self._clear_rw(k, r)
         # prefault: make all of the memory resident now (see docs/ENGINE.md, Memory).  The
@@ -650,12 +666,11 @@ cdef class Engine:
     cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         """Window k of row r holds no bar."""
         cdef Lanes L
-        cdef RowHead *hd = self._head(r)
         self._lanes(r, &L)
         L.vc[k] = L.ps[k] = L.pc[k] = 0.0
         L.va[k] = L.pa[k] = 0.0
-        L.fmax[k] = hd.tail[0]
-        L.fmin[k] = hd.tail[1]
+        L.fmax[k] = self.tails[2 * r]
+        L.fmin[k] = self.tails[2 * r + 1]
         L.open[k] = L.high[k] = L.low[k] = L.close[k] = L.vwap[k] = NAN
         L.vol[k] = 0.0
         L.cnt[k] = 0
@@ -705,13 +720,13 @@ cdef class Engine:
     # -- monotonic deques ----------------------------------------------------------------
     cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil:
         """Keep row r's deque indices in int32: move them back by a multiple of C."""
-        cdef RowHead *hd = self._head(r)
+        cdef int32_t *tl = self.tails + 2 * r
         cdef Lanes L
         cdef int which = 0 if ismax else 1
-        cdef int64_t R = (<int64_t>hd.tail[which] - self.C) & ~(<int64_t>self.mask)
+        cdef int64_t R = (<int64_t>tl[which] - self.C) & ~(<int64_t>self.mask)
         cdef Py_ssize_t k
         self._lanes(r, &L)
-        hd.tail[which] = <int32_t>(hd.tail[which] - R)
+        tl[which] = <int32_t>(tl[which] - R)
         for k in range(self.K):
             if ismax:
                 L.fmax[k] = <int32_t>(L.fmax[k] - R)
@@ -732,9 +747,10 @@ cdef class Engine:
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
+        cdef int32_t *tl = self.tails + 2 * r
         cdef Lanes L
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
-        cdef int64_t head, t = hd.tail[which], i = t, p, delta, j, fk, T = self._T
+        cdef int64_t head, t = tl[which], i = t, p, delta, j, fk, T = self._T
         self._lanes(r, &L)
         head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         while i > head and self._sec(q[(i - 1) & mask].slot) > s:
@@ -759,8 +775,9 @@ cdef class Engine:
         q[p & mask].v = fval
         if i == t:
             hd.back[which] = val
+        hd.back2[which] = NAN
         t += delta
-        hd.tail[which] = <int32_t>t
+        tl[which] = <int32_t>t
         for k in range(self.K):
             # the front of window k is either unchanged (same entry, maybe shifted) or s
             fk = L.fmax[k] if ismax else L.fmin[k]
@@ -792,7 +809,8 @@ cdef class Engine:
         cdef int64_t head, p, T = self._T
         self._lanes(r, &L)
         head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
-        p = push_back(q, hd, which, hd.tail[which], head, val, f32(val), slot, mask, col, NP, ismax)
+        p = push_back(q, hd, self.tails + 2 * r, which, self.tails[2 * r + which], head, val,
+                      f32(val), slot, mask, col, NP, ismax)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
@@ -812,7 +830,7 @@ cdef class Engine:
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
         cdef Lanes L
-        cdef int64_t head, i = self._head(r).tail[0 if ismax else 1]
+        cdef int64_t head, i = self.tails[2 * r + (0 if ismax else 1)]
         cdef int64_t x
         self._lanes(r, &L)
         head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
@@ -839,9 +857,10 @@ cdef class Engine:
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
+        cdef int32_t *tl = self.tails + 2 * r
         cdef Lanes L
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k, sl, m = 0, a
-        cdef int64_t head, t = hd.tail[which], js = t - 1, lo, x, delta, j, fk, T = self._T
+        cdef int64_t head, t = tl[which], js = t - 1, lo, x, delta, j, fk, T = self._T
         cdef double best, v
         cdef bint have_best
         self._lanes(r, &L)
@@ -888,7 +907,8 @@ cdef class Engine:
         for a in range(m):
             q[(js + a) & mask] = tmp[m - 1 - a]
         t += delta
-        hd.tail[which] = <int32_t>t
+        tl[which] = <int32_t>t
+        hd.back2[which] = NAN
         for k in range(self.K):
             fk = L.fmax[k] if ismax else L.fmin[k]
             if fk == js:
@@ -928,10 +948,11 @@ cdef class Engine:
         cdef const OHLC *col = self.soh + r
         cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
         cdef int64_t hx = L.fmax[self.kmax], hn = L.fmin[self.kmax]
-        cdef int64_t px = hd.tail[0], pn = hd.tail[1]
+        cdef int32_t *tl = self.tails + 2 * r
+        cdef int64_t px = tl[0], pn = tl[1]
         cdef float fh = f32(h), fl = f32(l)
-        px = push_back(qx, hd, 0, px, hx, h, fh, slot, mask, col, NP, True)
-        pn = push_back(qn, hd, 1, pn, hn, l, fl, slot, mask, col, NP, False)
+        px = push_back(qx, hd, tl, 0, px, hx, h, fh, slot, mask, col, NP, True)
+        pn = push_back(qn, hd, tl, 1, pn, hn, l, fl, slot, mask, col, NP, False)
         ff_add_new(<char *>hd, K, slot, o, h, l, c, v, pv, px, pn)
         if pv < 0.0:                # volume >= 0: only pv can cancel on an add
             for k in range(K):
@@ -1062,27 +1083,28 @@ cdef class Engine:
         return replaced
 
     cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
-        # the hot lines of the row block (``open`` after them is rarely written)
+        """Prefetch what a bar of row r at second s touches: the hot lines of its row
+        block (``open`` and ``fslot`` after them are rarely written by a bar), its store
+        cells, and the ring lines of each deque's back entry and of the two before it
+        (the tails are a compact array of 8 bytes per row, so their address is known
+        without waiting for the row block)."""
         cdef const char *p = self.blk + r * self.RB
         cdef Py_ssize_t b = 0, off
+        cdef const int32_t *tl = self.tails + 2 * r
+        cdef const DQE *qx = self.qmax + r * self.C
+        cdef const DQE *qn = self.qmin + r * self.C
         while b < self.o_open:
             FF_PREFETCH(p + b)
             b += 64
+        FF_PREFETCH(qx + ((tl[0] - 1) & self.mask))
+        FF_PREFETCH(qn + ((tl[1] - 1) & self.mask))
+        FF_PREFETCH(qx + ((tl[0] - 3) & self.mask))
+        FF_PREFETCH(qn + ((tl[1] - 3) & self.mask))
         if s <= self._T and s > self._T - self.D:
             off = self._slot(s) * self.NP + r
             FF_PREFETCH(self.present + off)
             FF_PREFETCH(self.svp + off)
             FF_PREFETCH(self.soh + off)
-
-    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
-        # the ring lines of the back entry and of the two before it (second and third pop)
-        cdef RowHead *hd = self._head(r)
-        cdef const DQE *qx = self.qmax + r * self.C
-        cdef const DQE *qn = self.qmin + r * self.C
-        FF_PREFETCH(qx + ((hd.tail[0] - 1) & self.mask))
-        FF_PREFETCH(qn + ((hd.tail[1] - 1) & self.mask))
-        FF_PREFETCH(qx + ((hd.tail[0] - 3) & self.mask))
-        FF_PREFETCH(qn + ((hd.tail[1] - 3) & self.mask))
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
@@ -1110,10 +1132,6 @@ cdef class Engine:
                 r = (<const int64_t *>(rp + (i + PF_FAR) * rs))[0]
                 if r >= 0 and r < self.N:
                     self._prefetch_far(r, (<const int64_t *>(sp + (i + PF_FAR) * ss))[0])
-            if i + PF_NEAR < n:
-                r = (<const int64_t *>(rp + (i + PF_NEAR) * rs))[0]
-                if r >= 0 and r < self.N:
-                    self._prefetch_near(r)
             r = (<const int64_t *>(rp + i * rs))[0]
             s = (<const int64_t *>(sp + i * ss))[0]
             o = (<const double *>(op + i * os_))[0]
@@ -1255,6 +1273,7 @@ cdef class Engine:
             self.present[d * self.NP + row] = 0
         hd = self._head(row)
         hd.last = -1
+        hd.back2[0] = hd.back2[1] = NAN
         for k in range(self.K):
             self._clear_rw(k, row)
 

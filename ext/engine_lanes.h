@@ -1,10 +1,10 @@
 /* Row-block layout and window kernels of the rolling engine (ext/engine.pyx).
  *
- * A row block (one per row, RB bytes, row-major) is the row head (32 bytes: latest
- * second, exact value of each deque's back entry, deque tails), then one array of K
- * lanes per field (lane k = window k): the hot fields first -- everything an in-order
- * bar or an eviction touches, 5 cache lines for K = 3 -- then ``open`` (written only when
- * a window's earliest bar changes).  The offsets below are the single home of the
+ * A row block (one per row, RB bytes, row-major) is the row head (40 bytes: latest
+ * second, exact values of each deque's back entry and of the entry before it), then
+ * one array of K lanes per field (lane k = window k): the hot fields first --
+ * everything an in-order bar touches, 5 cache lines for K = 3 -- then ``open`` and
+ * ``fslot`` (written when a window's earliest bar changes: by evictions, in row order).  The offsets below are the single home of the
  * layout: the engine reads them through ff_layout(), the kernels use them directly, so
  * a kernel called with a literal K (the engine's K == 3 case) has every address folded.
  *
@@ -23,25 +23,26 @@
 #include <stdint.h>
 #include <string.h>
 
-/* byte offsets in a row block of K lanes */
-#define FF_O_CNT(K)   ((Py_ssize_t)32)                  /* int64 count (output) */
-#define FF_O_VOL(K)   (32 + 8 * (Py_ssize_t)(K))        /* double volume sum (output) */
-#define FF_O_VWAP(K)  (32 + 16 * (Py_ssize_t)(K))       /* double vwap (output) */
-#define FF_O_CLOSE(K) (32 + 24 * (Py_ssize_t)(K))       /* double close (output) */
-#define FF_O_HIGH(K)  (32 + 32 * (Py_ssize_t)(K))       /* double high (output) */
-#define FF_O_LOW(K)   (32 + 40 * (Py_ssize_t)(K))       /* double low (output) */
-#define FF_O_VC(K)    (32 + 48 * (Py_ssize_t)(K))       /* double volume compensation */
-#define FF_O_PS(K)    (32 + 56 * (Py_ssize_t)(K))       /* double pv sum */
-#define FF_O_PC(K)    (32 + 64 * (Py_ssize_t)(K))       /* double pv compensation */
-#define FF_O_VA(K)    (32 + 72 * (Py_ssize_t)(K))       /* float ~sum |volume| since recompute */
-#define FF_O_PA(K)    (32 + 76 * (Py_ssize_t)(K))       /* float ~sum |pv| since recompute */
-#define FF_O_FMAX(K)  (32 + 80 * (Py_ssize_t)(K))       /* int32 front index, max deque */
-#define FF_O_FMIN(K)  (32 + 84 * (Py_ssize_t)(K))       /* int32 front index, min deque */
-#define FF_O_HSLOT(K) (32 + 88 * (Py_ssize_t)(K))       /* uint16 slot of the max front */
-#define FF_O_LSLOT(K) (32 + 90 * (Py_ssize_t)(K))       /* uint16 slot of the min front */
-#define FF_O_FSLOT(K) (32 + 92 * (Py_ssize_t)(K))       /* uint16 slot of the earliest bar */
-#define FF_O_OPEN(K)  ((32 + 94 * (Py_ssize_t)(K) + 7) & ~(Py_ssize_t)7)  /* double open (output) */
-#define FF_RB(K)      ((FF_O_OPEN(K) + 8 * (Py_ssize_t)(K) + 63) & ~(Py_ssize_t)63)
+/* byte offsets in a row block of K lanes (the row head, 40 bytes, is at 0) */
+#define FF_O_CNT(K)   ((Py_ssize_t)40)                  /* int64 count (output) */
+#define FF_O_VOL(K)   (40 + 8 * (Py_ssize_t)(K))        /* double volume sum (output) */
+#define FF_O_VWAP(K)  (40 + 16 * (Py_ssize_t)(K))       /* double vwap (output) */
+#define FF_O_CLOSE(K) (40 + 24 * (Py_ssize_t)(K))       /* double close (output) */
+#define FF_O_HIGH(K)  (40 + 32 * (Py_ssize_t)(K))       /* double high (output) */
+#define FF_O_LOW(K)   (40 + 40 * (Py_ssize_t)(K))       /* double low (output) */
+#define FF_O_VC(K)    (40 + 48 * (Py_ssize_t)(K))       /* double volume compensation */
+#define FF_O_PS(K)    (40 + 56 * (Py_ssize_t)(K))       /* double pv sum */
+#define FF_O_PC(K)    (40 + 64 * (Py_ssize_t)(K))       /* double pv compensation */
+#define FF_O_VA(K)    (40 + 72 * (Py_ssize_t)(K))       /* float ~sum |volume| since recompute */
+#define FF_O_PA(K)    (40 + 76 * (Py_ssize_t)(K))       /* float ~sum |pv| since recompute */
+#define FF_O_FMAX(K)  (40 + 80 * (Py_ssize_t)(K))       /* int32 front index, max deque */
+#define FF_O_FMIN(K)  (40 + 84 * (Py_ssize_t)(K))       /* int32 front index, min deque */
+#define FF_O_HSLOT(K) (40 + 88 * (Py_ssize_t)(K))       /* uint16 slot of the max front */
+#define FF_O_LSLOT(K) (40 + 90 * (Py_ssize_t)(K))       /* uint16 slot of the min front */
+/* cold: written when a window's earliest bar changes (by an eviction, in row order) */
+#define FF_O_OPEN(K)  ((40 + 92 * (Py_ssize_t)(K) + 7) & ~(Py_ssize_t)7)  /* double open (output) */
+#define FF_O_FSLOT(K) (FF_O_OPEN(K) + 8 * (Py_ssize_t)(K))  /* uint16 slot of the earliest bar */
+#define FF_RB(K)      ((FF_O_FSLOT(K) + 2 * (Py_ssize_t)(K) + 63) & ~(Py_ssize_t)63)
 
 /* the offsets for K lanes, in the order of the engine's o_* fields; returns RB */
 static Py_ssize_t ff_layout(Py_ssize_t K, Py_ssize_t *o)

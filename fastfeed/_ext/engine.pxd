@@ -79,10 +79,10 @@ ctypedef struct WindowRow:
 # to a multiple of 64 bytes (384 for 3 windows).  Blocks are row-major and page-aligned;
 # the field offsets are ``Engine.o_*`` and ``Lanes`` holds a row's field pointers.
 
-ctypedef struct RowHead:            # 32 bytes, at the start of the row block
+ctypedef struct RowHead:            # 40 bytes, at the start of the row block
     int64_t last        # latest second accepted for the row (-1: none)
     double back[2]      # exact value of the back entry of the max [0] / min [1] deque
-    int32_t tail[2]     # tail index of each deque (rebased, see Engine._rebase)
+    double back2[2]     # exact value of the entry before the back (NaN: not mirrored)
 
 # Pointers to one row's lanes (K entries each).  Outputs (what readers see) first.
 ctypedef struct Lanes:
@@ -149,6 +149,7 @@ cdef class Engine:
     # last_rows bookkeeping
     cdef int64_t *lrows
     cdef uint32_t *marks        # per row: epoch of the last upsert that touched it
+    cdef int32_t *tails         # [capacity, 2]: tail index of each deque (rebased, see _rebase)
     cdef uint32_t epoch
     cdef Py_ssize_t nlast
     # counters
@@ -205,7 +206,6 @@ cdef class Engine:
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil
     cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
-    cdef void _prefetch_near(self, int64_t r) noexcept nogil
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,

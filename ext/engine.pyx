@@ -934,7 +934,7 @@ cdef class Engine:
             self._rebase(r, ismax)
 
     # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
-    cdef inline void _apply_new(self, Py_ssize_t r, RowHead *hd, Lanes *L,
+    cdef inline void _apply_new(self, Py_ssize_t r, RowHead *hd,
                                 uint16_t slot, double o, double h, double l, double c,
                                 double v, double pv) noexcept nogil:
         """A new latest bar of row r inside every window (bar already stored).
@@ -947,18 +947,22 @@ cdef class Engine:
         cdef DQE *qn = self.qmin + r * self.C
         cdef const OHLC *col = self.soh + r
         cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
-        cdef int64_t hx = L.fmax[self.kmax], hn = L.fmin[self.kmax]
+        cdef char *b = <char *>hd         # the row block starts with its head
+        cdef int64_t hx = (<int32_t *>(b + self.o_fmax))[self.kmax]
+        cdef int64_t hn = (<int32_t *>(b + self.o_fmin))[self.kmax]
+        cdef Lanes L
         cdef int32_t *tl = self.tails + 2 * r
         cdef int64_t px = tl[0], pn = tl[1]
         cdef float fh = f32(h), fl = f32(l)
         px = push_back(qx, hd, tl, 0, px, hx, h, fh, slot, mask, col, NP, True)
         pn = push_back(qn, hd, tl, 1, pn, hn, l, fl, slot, mask, col, NP, False)
-        ff_add_new(<char *>hd, K, slot, o, h, l, c, v, pv, px, pn)
+        ff_add_new(b, K, slot, o, h, l, c, v, pv, px, pn)
         if pv < 0.0:                # volume >= 0: only pv can cancel on an add
+            self._lanes(r, &L)
             for k in range(K):
-                if cancelled(L, k):
+                if cancelled(&L, k):
                     self._recompute(k, r, self._T - self.win[k], self._T)
-                    L.vwap[k] = vwap_of(L, k)
+                    L.vwap[k] = vwap_of(&L, k)
         if px + 1 >= REBASE_AT:
             self._rebase(r, True)
         if pn + 1 >= REBASE_AT:
@@ -979,7 +983,6 @@ cdef class Engine:
         cdef int64_t T = self._T, cnt
         cdef VP *vp = &self.svp[off]
         cdef OHLC *b = &self.soh[off]
-        self._lanes(r, &L)
         if replaced:
             oldv = vp.v
             oldpv = vp.pv
@@ -999,10 +1002,11 @@ cdef class Engine:
             hd.last = s
             if s > T - self.Wmin:
                 # the common case: a new latest bar, inside every window
-                self._apply_new(r, hd, &L, <uint16_t>slot, o, h, l, c, v, pv)
+                self._apply_new(r, hd, <uint16_t>slot, o, h, l, c, v, pv)
                 return False
         if s <= T - self.Wmax:
             return replaced      # held (history) but in no window
+        self._lanes(r, &L)
         if inorder and not replaced:
             # the common case (a new latest bar): no removal, no rebuild, s is the close
             self._dq_push(r, s, <uint16_t>slot, h, True)

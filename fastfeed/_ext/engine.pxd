@@ -200,7 +200,7 @@ cdef class Engine:
                        bint ismax) noexcept nogil
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
     cdef void _dq_worse(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
-    cdef void _apply_new(self, Py_ssize_t r, RowHead *hd, Lanes *L,
+    cdef void _apply_new(self, Py_ssize_t r, RowHead *hd,
                          uint16_t slot, double o, double h, double l, double c,
                          double v, double pv) noexcept nogil
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,

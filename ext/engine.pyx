@@ -80,12 +80,16 @@ cdef extern from *:
         uint64_t x; __builtin_memcpy(&x, p, 8); return x;
     }
     #define ff_ctz64(x) __builtin_ctzll(x)
+    static inline uint32_t ff_fbits(float f) { uint32_t u; __builtin_memcpy(&u, &f, 4); return u; }
+    static inline float ff_bitsf(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
     """
     void FF_PREFETCH(const void *p) noexcept nogil
     int ff_prefault(char *p, size_t n) noexcept nogil
     void ff_hugepages(char *p, size_t n) noexcept nogil
     uint64_t ff_load8(const uint8_t *p) noexcept nogil
     int ff_ctz64(uint64_t x) noexcept nogil
+    uint32_t ff_fbits(float f) noexcept nogil
+    float ff_bitsf(uint32_t u) noexcept nogil
 
 cdef extern from "engine_lanes.h":
     # the row block's layout (offsets of the lane arrays) and the window kernels across
@@ -149,23 +153,60 @@ cdef inline double hl(const OHLC *b, bint ismax) noexcept nogil:
     return b.h if ismax else b.l
 
 
-cdef inline bint dom_hint(double later, float flater, const DQE *q, Py_ssize_t at,
+# A deque entry's ``key`` (docs/ENGINE.md, "High/low"): for a value on the 1e-4 grid
+# (exactly the double nearest k / 1e4, k < 2**31: every decimal price with at most 4
+# decimals below 214,748.3648) the flag bit and k, which decides comparisons exactly
+# (and gives the exact value back); otherwise the bits of the value's float32 (the
+# value is > 0, so its sign bit is clear), which decides them unless the float32s tie.
+cdef uint32_t KEY_GRID = 0x80000000u
+cdef double GRID = 1e4
+
+
+cdef inline uint32_t dkey(double x) noexcept nogil:
+    """The deque key of a value x > 0."""
+    cdef double y = x * GRID
+    cdef int64_t k
+    cdef float f
+    if y < 2147483647.0:
+        k = <int64_t>(y + 0.5)
+        if <double>k / GRID == x:
+            return KEY_GRID | <uint32_t>k
+    f = f32(x)
+    return ff_fbits(f)
+
+
+cdef inline bint dom_hint(double later, uint32_t klater, const DQE *q, Py_ssize_t at,
                           const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
-    """dominates(later, value of deque entry ``at``), deciding on the float32 copy of
-    the entry when it differs (rounding is monotone) and reading the store only on ties.
-    ``col`` is the row's store column (``store + row``, stride ``NP`` per slot)."""
-    cdef float fe = q[at].v
-    if flater != fe:
-        return (flater > fe) if ismax else (flater < fe)
+    """dominates(later, value of deque entry ``at``), from the keys when they decide (two
+    grid keys; a grid entry's exact value; float32s that differ: rounding is monotone),
+    else from the store.  ``col`` is the row's store column (``store + row``, stride
+    ``NP`` per slot)."""
+    cdef uint32_t ke = q[at].key
+    cdef float fl, fe
+    if ke & KEY_GRID:
+        if klater & KEY_GRID:
+            return (klater >= ke) if ismax else (klater <= ke)
+        return dominates(later, <double>(ke & ~KEY_GRID) / GRID, ismax)
+    fl = f32(later)
+    fe = ff_bitsf(ke)
+    if fl != fe:
+        return (fl > fe) if ismax else (fl < fe)
     return dominates(later, hl(&col[q[at].slot * NP], ismax), ismax)
 
 
-cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q, Py_ssize_t at,
+cdef inline bint dom_by_hint(double earlier, uint32_t kearlier, const DQE *q, Py_ssize_t at,
                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
     """dominates(value of deque entry ``at``, earlier): the entry is a later bar."""
-    cdef float fl = q[at].v
-    if fl != fearlier:
-        return (fl > fearlier) if ismax else (fl < fearlier)
+    cdef uint32_t ke = q[at].key
+    cdef float fl, fe
+    if ke & KEY_GRID:
+        if kearlier & KEY_GRID:
+            return (ke >= kearlier) if ismax else (ke <= kearlier)
+        return dominates(<double>(ke & ~KEY_GRID) / GRID, earlier, ismax)
+    fl = ff_bitsf(ke)
+    fe = f32(earlier)
+    if fl != fe:
+        return (fl > fe) if ismax else (fl < fe)
     return dominates(hl(&col[q[at].slot * NP], ismax), earlier, ismax)
 
 
@@ -184,7 +225,7 @@ cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
 
 
 cdef inline int64_t push_back(DQE *q, RowHead *hd, int32_t *tl, int which, int64_t p,
-                              int64_t head, double val, float fval, uint16_t slot,
+                              int64_t head, double val, uint32_t fval, uint16_t slot,
                               Py_ssize_t mask, const OHLC *col, Py_ssize_t NP,
                               bint ismax) noexcept nogil:
     """Push a new latest bar on a deque whose back is at ``p - 1`` (front ``head``):
@@ -210,7 +251,7 @@ cdef inline int64_t push_back(DQE *q, RowHead *hd, int32_t *tl, int which, int64
     else:
         # nothing popped: the old back is now the entry before the back
         hd.back2[which] = hd.back[which]
-    q[p & mask].v = fval
+    q[p & mask].key = fval
     q[p & mask].slot = slot
     hd.back[which] = val
     tl[which] = <int32_t>(p + 1)
@@ -743,7 +784,7 @@ cdef class Engine:
         (max) / increasing (min).
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef float fval = f32(val)
+        cdef uint32_t fval = dkey(val)
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
@@ -772,7 +813,7 @@ cdef class Engine:
                 q[(j + delta) & mask] = q[j & mask]
                 j += 1
         q[p & mask].slot = slot
-        q[p & mask].v = fval
+        q[p & mask].key = fval
         if i == t:
             hd.back[which] = val
         hd.back2[which] = NAN
@@ -810,7 +851,7 @@ cdef class Engine:
         self._lanes(r, &L)
         head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         p = push_back(q, hd, self.tails + 2 * r, which, self.tails[2 * r + which], head, val,
-                      f32(val), slot, mask, col, NP, ismax)
+                      dkey(val), slot, mask, col, NP, ismax)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
@@ -884,7 +925,7 @@ cdef class Engine:
                 v = hl(&col[sl * NP], ismax)
                 if not have_best or not dominates(best, v, ismax):
                     tmp[m].slot = <uint16_t>sl
-                    tmp[m].v = f32(v)
+                    tmp[m].key = dkey(v)
                     m += 1
                     best = v
                     have_best = True
@@ -953,7 +994,7 @@ cdef class Engine:
         cdef Lanes L
         cdef int32_t *tl = self.tails + 2 * r
         cdef int64_t px = tl[0], pn = tl[1]
-        cdef float fh = f32(h), fl = f32(l)
+        cdef uint32_t fh = dkey(h), fl = dkey(l)
         px = push_back(qx, hd, tl, 0, px, hx, h, fh, slot, mask, col, NP, True)
         pn = push_back(qn, hd, tl, 1, pn, hn, l, fl, slot, mask, col, NP, False)
         ff_add_new(b, K, slot, o, h, l, c, v, pv, px, pn)

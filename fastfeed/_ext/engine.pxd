@@ -104,11 +104,12 @@ ctypedef struct Lanes:
     uint16_t *lslot
     uint16_t *fslot     # slot of the earliest bar in the window (valid when cnt > 0)
 
-# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
-# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
-# and pops compare against ``v`` (reading the store only on float32 ties).
+# One deque entry: the bar's slot and a 32-bit key of its high (max deque) or low (min
+# deque): the exact value on the 1e-4 price grid (flag bit set), else the bits of its
+# float32.  Packed to 6 bytes: an entry and its neighbours share one cache line, and pops
+# compare keys (reading the store only when two float32 keys tie).
 cdef packed struct DQE:
-    float v
+    uint32_t key
     uint16_t slot
 
 # The bar store, slot-major [depth, NP] (NP = capacity rounded up to 64).

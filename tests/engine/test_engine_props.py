@@ -272,3 +272,23 @@ def bursts(draw):
 def test_engine_matches_reference_on_whole_second_bursts(sc):
     windows, depth, steps = sc
     run(windows, depth, steps, nrows=NB, start=True)
+
+
+def test_engine_matches_reference_with_more_windows_than_one_eviction_call():
+    """70 windows: the eviction kernel takes 64 windows per call, so a row's one-second
+    step needs two calls (and the general K code, not the 3-window one)."""
+    rng = np.random.default_rng(11)
+    windows = tuple(int(w) for w in rng.permutation(np.arange(1, 71)))
+    steps, price = [], 100.0
+    for t in range(160):
+        batch = []
+        for r in range(3):
+            if rng.random() < 0.85:
+                price = max(0.01, round(price + rng.normal(0, 0.5), 2))
+                spread = round(float(rng.uniform(0, 0.3)), 2)
+                v = float(rng.choice([0.0, 1.0, 250.0, 1e6]))
+                batch.append((r, 0, price, price + spread, price - spread / 2, price, v, v * price))
+        if batch:
+            steps.append(("upsert", batch, math.nan))
+        steps.append(("advance", 1 if t % 37 else 3))
+    run(windows, 75, steps, nrows=3)

@@ -15,9 +15,10 @@ Semantics (details in ``docs/ENGINE.md``):
 Layout (``docs/ENGINE.md``, "Layout"; the row block's offsets in ``ext/engine_lanes.h``):
 everything a bar of a row reads or writes besides the store and its deques sits in the
 row's **row block**: the head, then one array of K lanes per field (lane k = window k),
-the fields an in-order bar or an eviction touches first (5 cache lines for 3 windows),
-``open`` last (384 bytes in all), so a bar in a random row touches few lines and one
-page, and the kernels of ``engine_lanes.h`` update two windows per vector operation.
+the fields an in-order bar touches first (5 cache lines for 3 windows), ``open`` and
+the earliest bar's slot last (384 bytes in all), so a bar in a random row touches few
+lines and one page, and the kernels of ``engine_lanes.h`` update two windows per
+vector operation.
 The bar store is slot-major (slot = second % depth): a burst for one second writes one
 contiguous stretch and evicting a second reads one; per slot and row it holds
 ``(volume, pv)`` (16 bytes) and ``(open, high, low, close)`` (32 bytes), so a bar writes

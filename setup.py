@@ -41,6 +41,7 @@ def ext(name: str) -> Extension:
         include_dirs=[numpy.get_include(), "ext"],
         define_macros=MACROS,
         extra_compile_args=CFLAGS,
+        depends=sorted(glob.glob("ext/*.h")),     # C headers included by the .pyx
     )
 
 

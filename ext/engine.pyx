@@ -12,13 +12,17 @@ Semantics (details in ``docs/ENGINE.md``):
   and replaces (``replaced``) or adds (``inserted``) the bar of its ``(row, second)``.
 * Window ``W`` as of ``T`` holds the bars with ``T - W < second <= T``.
 
-Layout (``docs/ENGINE.md``, "Layout"; types in ``engine.pxd``): everything a bar of a
-row reads or writes besides the store and its deques sits in the row's **row block**
-(the K window states, then the K window outputs, then the head: 384 bytes = 6 cache lines
-for 3 windows), so a bar in a random row touches few lines and one page.  The bar store
-is slot-major (slot = second % depth): a burst for one second writes one contiguous
-stretch and evicting a second reads one; per slot and row it holds ``(volume, pv)``
-(16 bytes) and ``(open, high, low, close)`` (32 bytes), so a bar writes two lines.
+Layout (``docs/ENGINE.md``, "Layout"; the row block's offsets in ``ext/engine_lanes.h``):
+everything a bar of a row reads or writes besides the store and its deques sits in the
+row's **row block**: the head, then one array of K lanes per field (lane k = window k),
+the fields an in-order bar touches first (5 cache lines for 3 windows), ``open`` and
+the earliest bar's slot last (384 bytes in all), so a bar in a random row touches few
+lines and one page, and the kernels of ``engine_lanes.h`` update two windows per
+vector operation.
+The bar store is slot-major (slot = second % depth): a burst for one second writes one
+contiguous stretch and evicting a second reads one; per slot and row it holds
+``(volume, pv)`` (16 bytes) and ``(open, high, low, close)`` (32 bytes), so a bar writes
+two lines.
 Per (row, window): Neumaier-compensated sums with an exact recompute on heavy
 cancellation.  One max and one min monotonic deque per row, shared by all windows (a
 bar's membership depends only on later bars, so a shorter window's deque is a suffix
@@ -77,20 +81,33 @@ cdef extern from *:
         uint64_t x; __builtin_memcpy(&x, p, 8); return x;
     }
     #define ff_ctz64(x) __builtin_ctzll(x)
+    static inline uint32_t ff_fbits(float f) { uint32_t u; __builtin_memcpy(&u, &f, 4); return u; }
+    static inline float ff_bitsf(uint32_t u) { float f; __builtin_memcpy(&f, &u, 4); return f; }
     """
     void FF_PREFETCH(const void *p) noexcept nogil
     int ff_prefault(char *p, size_t n) noexcept nogil
     void ff_hugepages(char *p, size_t n) noexcept nogil
     uint64_t ff_load8(const uint8_t *p) noexcept nogil
     int ff_ctz64(uint64_t x) noexcept nogil
+    uint32_t ff_fbits(float f) noexcept nogil
+    float ff_bitsf(uint32_t u) noexcept nogil
 
-# upsert prefetches the row block and store cells of the bar PF_FAR ahead, and the deque
-# backs of the bar PF_NEAR ahead (their address needs the row head fetched earlier): a
-# burst's rows come in random order, so without this every bar waits on its misses in
+cdef extern from "engine_lanes.h":
+    # the row block's layout (offsets of the lane arrays) and the window kernels across
+    # lanes (lane k = window k); see the header
+    Py_ssize_t ff_layout(Py_ssize_t K, Py_ssize_t *o) noexcept nogil
+    void ff_add_new(char *b, Py_ssize_t K, uint16_t slot, double o, double h, double l,
+                    double c, double v, double pv, int64_t px, int64_t pn) noexcept nogil
+    uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t r,
+                           const uint8_t *present, const void *svp, const void *soh,
+                           Py_ssize_t NP, Py_ssize_t D, const int64_t *es, int64_t *pend,
+                           Py_ssize_t *npend, uint64_t *clear, double cancel) noexcept nogil
+
+# upsert prefetches the row block, store cells and deque backs of the bar PF_FAR ahead:
+# a burst's rows come in random order, so without this every bar waits on its misses in
 # turn.  The first PF_FAR bars of a call are prefetched before the loop.
 cdef enum:
     PF_FAR = 16
-    PF_NEAR = 6
 
 # deque indices are int32: a row's indices are moved back by a multiple of the ring
 # size when its tail passes this (the ring positions, index & mask, do not change)
@@ -137,23 +154,60 @@ cdef inline double hl(const OHLC *b, bint ismax) noexcept nogil:
     return b.h if ismax else b.l
 
 
-cdef inline bint dom_hint(double later, float flater, const DQE *q, Py_ssize_t at,
+# A deque entry's ``key`` (docs/ENGINE.md, "High/low"): for a value on the 1e-4 grid
+# (exactly the double nearest k / 1e4, k < 2**31: every decimal price with at most 4
+# decimals below 214,748.3648) the flag bit and k, which decides comparisons exactly
+# (and gives the exact value back); otherwise the bits of the value's float32 (the
+# value is > 0, so its sign bit is clear), which decides them unless the float32s tie.
+cdef uint32_t KEY_GRID = 0x80000000u
+cdef double GRID = 1e4
+
+
+cdef inline uint32_t dkey(double x) noexcept nogil:
+    """The deque key of a value x > 0."""
+    cdef double y = x * GRID
+    cdef int64_t k
+    cdef float f
+    if y < 2147483647.0:
+        k = <int64_t>(y + 0.5)
+        if <double>k / GRID == x:
+            return KEY_GRID | <uint32_t>k
+    f = f32(x)
+    return ff_fbits(f)
+
+
+cdef inline bint dom_hint(double later, uint32_t klater, const DQE *q, Py_ssize_t at,
                           const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
-    """dominates(later, value of deque entry ``at``), deciding on the float32 copy of
-    the entry when it differs (rounding is monotone) and reading the store only on ties.
-    ``col`` is the row's store column (``store + row``, stride ``NP`` per slot)."""
-    cdef float fe = q[at].v
-    if flater != fe:
-        return (flater > fe) if ismax else (flater < fe)
+    """dominates(later, value of deque entry ``at``), from the keys when they decide (two
+    grid keys; a grid entry's exact value; float32s that differ: rounding is monotone),
+    else from the store.  ``col`` is the row's store column (``store + row``, stride
+    ``NP`` per slot)."""
+    cdef uint32_t ke = q[at].key
+    cdef float fl, fe
+    if ke & KEY_GRID:
+        if klater & KEY_GRID:
+            return (klater >= ke) if ismax else (klater <= ke)
+        return dominates(later, <double>(ke & ~KEY_GRID) / GRID, ismax)
+    fl = f32(later)
+    fe = ff_bitsf(ke)
+    if fl != fe:
+        return (fl > fe) if ismax else (fl < fe)
     return dominates(later, hl(&col[q[at].slot * NP], ismax), ismax)
 
 
-cdef inline bint dom_by_hint(double earlier, float fearlier, const DQE *q, Py_ssize_t at,
+cdef inline bint dom_by_hint(double earlier, uint32_t kearlier, const DQE *q, Py_ssize_t at,
                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
     """dominates(value of deque entry ``at``, earlier): the entry is a later bar."""
-    cdef float fl = q[at].v
-    if fl != fearlier:
-        return (fl > fearlier) if ismax else (fl < fearlier)
+    cdef uint32_t ke = q[at].key
+    cdef float fl, fe
+    if ke & KEY_GRID:
+        if kearlier & KEY_GRID:
+            return (ke >= kearlier) if ismax else (ke <= kearlier)
+        return dominates(<double>(ke & ~KEY_GRID) / GRID, earlier, ismax)
+    fl = ff_bitsf(ke)
+    fe = f32(earlier)
+    if fl != fe:
+        return (fl > fe) if ismax else (fl < fe)
     return dominates(hl(&col[q[at].slot * NP], ismax), earlier, ismax)
 
 
@@ -171,45 +225,48 @@ cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
     s[0] = u
 
 
-cdef inline int64_t push_back(DQE *q, RowHead *hd, int which, int64_t p, int64_t head,
-                              double val, float fval, uint16_t slot, Py_ssize_t mask,
-                              const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil:
+cdef inline int64_t push_back(DQE *q, RowHead *hd, int32_t *tl, int which, int64_t p,
+                              int64_t head, double val, uint32_t fval, uint16_t slot,
+                              Py_ssize_t mask, const OHLC *col, Py_ssize_t NP,
+                              bint ismax) noexcept nogil:
     """Push a new latest bar on a deque whose back is at ``p - 1`` (front ``head``):
-    pop the entries it dominates (ties: keep the latest; the head's mirrors decide the
-    first two pops without reading the ring), write it, return its index."""
+    pop the entries it dominates (ties: keep the latest; the head's exact copies of the
+    back and of the entry before it decide the first two pops without reading the ring
+    or the store), write it, return its index (``tl[which]`` becomes the new tail)."""
     cdef bint pop
+    cdef double b2
     if p > head and dominates(val, hd.back[which], ismax):
         p -= 1
         if p > head:
-            if hd.b2ok[which]:
-                pop = dominates(val, hd.back2[which], ismax)
+            b2 = hd.back2[which]
+            if b2 == b2:
+                pop = dominates(val, b2, ismax)
             else:
                 pop = dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax)
             if pop:
                 p -= 1
                 while p > head and dom_hint(val, fval, q, (p - 1) & mask, col, NP, ismax):
                     p -= 1
-                hd.b2ok[which] = 0      # the new entry before the back: not mirrored
+                hd.back2[which] = NAN   # the new entry before the back: not mirrored
         # popped one: the entry before the back is the same as before (back2 unchanged)
     else:
         # nothing popped: the old back is now the entry before the back
         hd.back2[which] = hd.back[which]
-        hd.b2ok[which] = 1
-    q[p & mask].v = fval
+    q[p & mask].key = fval
     q[p & mask].slot = slot
     hd.back[which] = val
-    hd.tail[which] = <int32_t>(p + 1)
+    tl[which] = <int32_t>(p + 1)
     return p
 
 
-cdef inline double vwap_of(const WinState *ws, const WinOut *out) noexcept nogil:
-    if out.volume != 0.0:
-        return (ws.ps + ws.pc) / out.volume
+cdef inline double vwap_of(const Lanes *L, Py_ssize_t k) noexcept nogil:
+    if L.vol[k] != 0.0:
+        return (L.ps[k] + L.pc[k]) / L.vol[k]
     return NAN
 
 
-cdef inline bint cancelled(const WinState *ws, const WinOut *out) noexcept nogil:
-    return (fabs(out.volume) < CANCEL * ws.va) or (fabs(ws.ps + ws.pc) < CANCEL * ws.pa)
+cdef inline bint cancelled(const Lanes *L, Py_ssize_t k) noexcept nogil:
+    return (fabs(L.vol[k]) < CANCEL * L.va[k]) or (fabs(L.ps[k] + L.pc[k]) < CANCEL * L.pa[k])
 
 
 cdef class WindowView:
@@ -289,7 +346,7 @@ cdef class Engine:
 
     Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 13)`` bytes, where ``C`` =
     next power of two >= max(windows), ``K`` = number of windows and ``B`` = the row
-    block, ``56 + 104 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 931 MB (888 MiB)
+    block, ``32 + 102 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 931 MB (888 MiB)
     for the default 16384 x 900 x 3 windows.
     """
 
@@ -349,11 +406,17 @@ cdef class Engine:
         self._keep = []
 
         N, NP, D, K = self.N, self.NP, self.D, self.K
-        assert sizeof(RowHead) == 56 and sizeof(WinState) == 48 and sizeof(WinOut) == 56
+        assert sizeof(RowHead) == 40 and sizeof(Lanes) == 17 * sizeof(void *)
         assert sizeof(DQE) == 6 and sizeof(VP) == 16 and sizeof(OHLC) == 32
-        self.wo_off = K * sizeof(WinState)
-        self.head_off = self.wo_off + K * sizeof(WinOut)
-        self.RB = (self.head_off + sizeof(RowHead) + 63) & ~63
+        # row block: head, then one K-lane array per field, hot ones first (the layout's
+        # single home is ext/engine_lanes.h; docs/ENGINE.md)
+        cdef Py_ssize_t offs[17]
+        self.RB = ff_layout(K, offs)
+        (self.o_cnt, self.o_vol, self.o_vwap, self.o_close, self.o_high, self.o_low, self.o_open,
+         self.o_vc, self.o_ps, self.o_pc, self.o_va, self.o_pa, self.o_fmax, self.o_fmin,
+         self.o_hslot, self.o_lslot, self.o_fslot) = (
+            offs[0], offs[1], offs[2], offs[3], offs[4], offs[5], offs[6], offs[7], offs[8],
+            offs[9], offs[10], offs[11], offs[12], offs[13], offs[14], offs[15], offs[16])
         self.win = <int64_t *>_alloc(self._keep, K * 8, 64)
         for k in range(K):
             self.win[k] = wins[k]
@@ -370,8 +433,10 @@ cdef class Engine:
         self.elo = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.ehi = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.eslot = <int64_t *>_alloc(self._keep, K * 8, 64)
+        self.eone = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
         self.marks = <uint32_t *>_alloc(self._keep, N * 4, 64)
+        self.tails = <int32_t *>_alloc(self._keep, N * 8, 64)
         lrows = np.zeros(N, dtype=np.int64)
         self._keep.append((lrows, lrows.view(np.uint8)))
         self.lrows = <int64_t *>cnp.PyArray_DATA(lrows)
@@ -384,13 +449,15 @@ cdef class Engine:
         i64 = self._keep[4][1].view(np.int64).reshape(N, qw)
         self._views = {}
         for k in range(K):
-            col = (self.wo_off + k * sizeof(WinOut)) // 8
-            cols = [f64[:, col + j] for j in range(6)] + [i64[:, col + 6]]
+            cols = [f64[:, (off + 8 * k) // 8]
+                    for off in (self.o_open, self.o_high, self.o_low, self.o_close, self.o_vol,
+                                self.o_vwap)] + [i64[:, (self.o_cnt + 8 * k) // 8]]
             for v in cols:
                 v.flags.writeable = False
             self._views[wins[k]] = WindowView(wins[k], *cols)
         for r in range(N):
             self._head(r).last = -1
+            self._head(r).back2[0] = self._head(r).back2[1] = NAN
             for k in range(K):
                 self._clear_rw(k, r)
         # prefault: make all of the memory resident now (see docs/ENGINE.md, Memory).  The
@@ -414,13 +481,28 @@ cdef class Engine:
 
     # -- row blocks ------------------------------------------------------------------------
     cdef inline RowHead *_head(self, Py_ssize_t r) noexcept nogil:
-        return <RowHead *>(self.blk + r * self.RB + self.head_off)
+        return <RowHead *>(self.blk + r * self.RB)
 
-    cdef inline WinState *_ws(self, Py_ssize_t r) noexcept nogil:
-        return <WinState *>(self.blk + r * self.RB)
-
-    cdef inline WinOut *_wo(self, Py_ssize_t r) noexcept nogil:
-        return <WinOut *>(self.blk + r * self.RB + self.wo_off)
+    cdef inline void _lanes(self, Py_ssize_t r, Lanes *L) noexcept nogil:
+        """Pointers to row r's lane arrays (lane k = window k)."""
+        cdef char *b = self.blk + r * self.RB
+        L.cnt = <int64_t *>(b + self.o_cnt)
+        L.vol = <double *>(b + self.o_vol)
+        L.vwap = <double *>(b + self.o_vwap)
+        L.close = <double *>(b + self.o_close)
+        L.high = <double *>(b + self.o_high)
+        L.low = <double *>(b + self.o_low)
+        L.open = <double *>(b + self.o_open)
+        L.vc = <double *>(b + self.o_vc)
+        L.ps = <double *>(b + self.o_ps)
+        L.pc = <double *>(b + self.o_pc)
+        L.va = <float *>(b + self.o_va)
+        L.pa = <float *>(b + self.o_pa)
+        L.fmax = <int32_t *>(b + self.o_fmax)
+        L.fmin = <int32_t *>(b + self.o_fmin)
+        L.hslot = <uint16_t *>(b + self.o_hslot)
+        L.lslot = <uint16_t *>(b + self.o_lslot)
+        L.fslot = <uint16_t *>(b + self.o_fslot)
 
     # -- slot arithmetic (valid for seconds in (T - depth, T]) -------------------------
     cdef inline int64_t _sec(self, Py_ssize_t slot) noexcept nogil:
@@ -459,11 +541,12 @@ cdef class Engine:
         gap = T1 - T0
         for k in range(K):
             W = self.win[k]
+            self.eone[k] = -1
             if gap >= W:
                 self.elo[k] = 1
                 self.ehi[k] = 0          # nothing to evict one by one: cleared here
                 for r in range(self.N):
-                    if self._wo(r)[k].count != 0:
+                    if (<int64_t *>(self.blk + r * self.RB + self.o_cnt))[k] != 0:
                         self._clear_rw(k, r)
             else:
                 e = T0 - W + 1
@@ -478,6 +561,7 @@ cdef class Engine:
                     any_evict = True
                     if self.ehi[k] > e:
                         single = False
+                    self.eone[k] = self.eslot[k]
                     while e <= self.ehi[k]:
                         pres = self.present + (e % D) * NP
                         for c in range(nw):
@@ -507,61 +591,82 @@ cdef class Engine:
         With ``defer`` (one second per window), a front that leaves is only noted in
         ``pend``: its new slot and value are read in ``_resolve_fronts`` after the pass,
         whose loads are independent of each other (the CPU overlaps those misses)."""
-        cdef Py_ssize_t NP = self.NP, D = self.D, k, eslot
-        cdef WinState *ws = self._ws(r)
-        cdef WinOut *wo = self._wo(r)
+        cdef Py_ssize_t NP = self.NP, D = self.D, k, eslot, k0 = 0, k1
+        cdef Lanes L
         cdef int64_t e
+        cdef uint64_t clear, canc
+        if defer:
+            # one second per window (eone[k], -1: none): the lane kernel, 64 lanes at a time
+            while k0 < self.K:
+                k1 = k0 + 64 if k0 + 64 < self.K else self.K
+                canc = ff_evict_step(self.blk + r * self.RB, self.K, k0, k1, r, self.present,
+                                     self.svp, self.soh, NP, D, self.eone, self.pend, &npend,
+                                     &clear, CANCEL)
+                if canc:
+                    self._lanes(r, &L)
+                while canc:
+                    k = k0 + ff_ctz64(canc)
+                    canc &= canc - 1
+                    self._recompute(k, r, self.elo[k], self._T)
+                    L.vwap[k] = vwap_of(&L, k)
+                while clear:
+                    k = k0 + ff_ctz64(clear)
+                    clear &= clear - 1
+                    self._clear_rw(k, r)
+                k0 = k1
+            return npend
+        self._lanes(r, &L)
         for k in range(self.K):
             e = self.elo[k]
             eslot = self.eslot[k]
             while e <= self.ehi[k]:
                 if self.present[eslot * NP + r]:
-                    npend = self._evict_one(r, k, &ws[k], &wo[k], e, eslot, defer, npend)
+                    npend = self._evict_one(r, k, &L, e, eslot, defer, npend)
                 e += 1
                 eslot += 1
                 if eslot == D:
                     eslot = 0
         return npend
 
-    cdef inline Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, WinState *w, WinOut *out,
+    cdef inline Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, Lanes *L,
                                       int64_t e, Py_ssize_t eslot, bint defer,
                                       Py_ssize_t npend) noexcept nogil:
         """Second e (held by row r) leaves window k."""
         cdef Py_ssize_t NP = self.NP, sl
         cdef const VP *vp
         cdef double v, pv, vol
-        if out.count <= 1:
+        if L.cnt[k] <= 1:
             self._clear_rw(k, r)
             return npend
-        out.count -= 1
+        L.cnt[k] -= 1
         vp = &self.svp[eslot * NP + r]
         v = vp.v
         pv = vp.pv
-        vadd(&out.volume, &w.vc, -v)
-        nadd(&w.ps, &w.pc, -pv)
-        w.va += <float>fabs(v)
-        w.pa += <float>fabs(pv)
-        if cancelled(w, out):
+        vadd(&L.vol[k], &L.vc[k], -v)
+        nadd(&L.ps[k], &L.pc[k], -pv)
+        L.va[k] += <float>fabs(v)
+        L.pa[k] += <float>fabs(pv)
+        if cancelled(L, k):
             self._recompute(k, r, e, self._T)
-        vol = out.volume
-        out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
-        if w.hslot == eslot:
-            w.fmax += 1
+        vol = L.vol[k]
+        L.vwap[k] = (L.ps[k] + L.pc[k]) / vol if vol != 0.0 else NAN
+        if L.hslot[k] == eslot:
+            L.fmax[k] += 1
             if defer:
                 self.pend[npend] = (r << 16) | (k << 1)
                 npend += 1
             else:
-                w.hslot = self.qmax[r * self.C + (w.fmax & self.mask)].slot
-                out.high = self.soh[w.hslot * NP + r].h
-        if w.lslot == eslot:
-            w.fmin += 1
+                L.hslot[k] = self.qmax[r * self.C + (L.fmax[k] & self.mask)].slot
+                L.high[k] = self.soh[L.hslot[k] * NP + r].h
+        if L.lslot[k] == eslot:
+            L.fmin[k] += 1
             if defer:
                 self.pend[npend] = (r << 16) | (k << 1) | 1
                 npend += 1
             else:
-                w.lslot = self.qmin[r * self.C + (w.fmin & self.mask)].slot
-                out.low = self.soh[w.lslot * NP + r].l
-        if w.fslot == eslot:
+                L.lslot[k] = self.qmin[r * self.C + (L.fmin[k] & self.mask)].slot
+                L.low[k] = self.soh[L.lslot[k] * NP + r].l
+        if L.fslot[k] == eslot:
             # the earliest bar left: scan forward to the next held second (it exists:
             # count > 0); amortized O(1), the scan never passes a second twice
             sl = eslot + 1
@@ -571,8 +676,8 @@ cdef class Engine:
                 sl += 1
                 if sl == self.D:
                     sl = 0
-            w.fslot = <uint16_t>sl
-            out.open = self.soh[sl * NP + r].o
+            L.fslot[k] = <uint16_t>sl
+            L.open[k] = self.soh[sl * NP + r].o
         return npend
 
     cdef void _resolve_fronts(self, Py_ssize_t npend) noexcept nogil:
@@ -580,49 +685,49 @@ cdef class Engine:
         An entry of ``pend`` is ``row << 16 | window << 1 | (1 for the min deque)``."""
         cdef Py_ssize_t j, r, k, NP = self.NP, C = self.C
         cdef int64_t x
-        cdef WinState *w
-        for j in range(npend):
-            x = self.pend[j]
-            r = x >> 16
-            w = &self._ws(r)[(x & 0xFFFF) >> 1]
-            if x & 1:
-                w.lslot = self.qmin[r * C + (w.fmin & self.mask)].slot
-            else:
-                w.hslot = self.qmax[r * C + (w.fmax & self.mask)].slot
+        cdef Lanes L
         for j in range(npend):
             x = self.pend[j]
             r = x >> 16
             k = (x & 0xFFFF) >> 1
-            w = &self._ws(r)[k]
+            self._lanes(r, &L)
             if x & 1:
-                self._wo(r)[k].low = self.soh[w.lslot * NP + r].l
+                L.lslot[k] = self.qmin[r * C + (L.fmin[k] & self.mask)].slot
             else:
-                self._wo(r)[k].high = self.soh[w.hslot * NP + r].h
+                L.hslot[k] = self.qmax[r * C + (L.fmax[k] & self.mask)].slot
+        for j in range(npend):
+            x = self.pend[j]
+            r = x >> 16
+            k = (x & 0xFFFF) >> 1
+            self._lanes(r, &L)
+            if x & 1:
+                L.low[k] = self.soh[L.lslot[k] * NP + r].l
+            else:
+                L.high[k] = self.soh[L.hslot[k] * NP + r].h
 
     cdef void _clear_rw(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         """Window k of row r holds no bar."""
-        cdef WinState *w = &self._ws(r)[k]
-        cdef WinOut *out = &self._wo(r)[k]
-        cdef RowHead *hd = self._head(r)
-        w.vc = w.ps = w.pc = 0.0
-        w.va = w.pa = 0.0
-        w.fmax = hd.tail[0]
-        w.fmin = hd.tail[1]
-        out.open = out.high = out.low = out.close = out.vwap = NAN
-        out.volume = 0.0
-        out.count = 0
+        cdef Lanes L
+        self._lanes(r, &L)
+        L.vc[k] = L.ps[k] = L.pc[k] = 0.0
+        L.va[k] = L.pa[k] = 0.0
+        L.fmax[k] = self.tails[2 * r]
+        L.fmin[k] = self.tails[2 * r + 1]
+        L.open[k] = L.high[k] = L.low[k] = L.close[k] = L.vwap[k] = NAN
+        L.vol[k] = 0.0
+        L.cnt[k] = 0
 
     cdef void _recompute(self, Py_ssize_t k, Py_ssize_t r, int64_t lo, int64_t hi) noexcept nogil:
         """Exact (Neumaier, from the store) sums of row r, window k, over seconds (lo, hi]."""
-        cdef WinState *w = &self._ws(r)[k]
-        cdef WinOut *out = &self._wo(r)[k]
+        cdef Lanes L
         cdef int64_t x = lo + 1
         cdef Py_ssize_t sl, off
         cdef const VP *vp
+        self._lanes(r, &L)
         if x < 0:
             x = 0
-        out.volume = w.vc = w.ps = w.pc = 0.0
-        w.va = w.pa = 0.0
+        L.vol[k] = L.vc[k] = L.ps[k] = L.pc[k] = 0.0
+        L.va[k] = L.pa[k] = 0.0
         self.n_recomputes += 1
         if x > hi:
             return
@@ -631,10 +736,10 @@ cdef class Engine:
             off = sl * self.NP + r
             if self.present[off]:
                 vp = &self.svp[off]
-                vadd(&out.volume, &w.vc, vp.v)
-                nadd(&w.ps, &w.pc, vp.pv)
-                w.va += fabs(vp.v)
-                w.pa += fabs(vp.pv)
+                vadd(&L.vol[k], &L.vc[k], vp.v)
+                nadd(&L.ps[k], &L.pc[k], vp.pv)
+                L.va[k] += fabs(vp.v)
+                L.pa[k] += fabs(vp.pv)
             x += 1
             sl += 1
             if sl == self.D:
@@ -642,32 +747,33 @@ cdef class Engine:
 
     cdef void _refresh_out(self, Py_ssize_t k, Py_ssize_t r) noexcept nogil:
         """Window k's outputs of row r, from its state and the store."""
-        cdef WinState *w = &self._ws(r)[k]
-        cdef WinOut *out = &self._wo(r)[k]
+        cdef Lanes L
         cdef Py_ssize_t NP = self.NP
-        if out.count == 0:
+        self._lanes(r, &L)
+        if L.cnt[k] == 0:
             self._clear_rw(k, r)
             return
-        out.open = self.soh[w.fslot * NP + r].o
-        out.high = self.soh[w.hslot * NP + r].h
-        out.low = self.soh[w.lslot * NP + r].l
-        out.close = self.soh[self._slot(self._head(r).last) * NP + r].c
-        out.vwap = vwap_of(w, out)
+        L.open[k] = self.soh[L.fslot[k] * NP + r].o
+        L.high[k] = self.soh[L.hslot[k] * NP + r].h
+        L.low[k] = self.soh[L.lslot[k] * NP + r].l
+        L.close[k] = self.soh[self._slot(self._head(r).last) * NP + r].c
+        L.vwap[k] = vwap_of(&L, k)
 
     # -- monotonic deques ----------------------------------------------------------------
     cdef void _rebase(self, Py_ssize_t r, bint ismax) noexcept nogil:
         """Keep row r's deque indices in int32: move them back by a multiple of C."""
-        cdef RowHead *hd = self._head(r)
-        cdef WinState *ws = self._ws(r)
+        cdef int32_t *tl = self.tails + 2 * r
+        cdef Lanes L
         cdef int which = 0 if ismax else 1
-        cdef int64_t R = (<int64_t>hd.tail[which] - self.C) & ~(<int64_t>self.mask)
+        cdef int64_t R = (<int64_t>tl[which] - self.C) & ~(<int64_t>self.mask)
         cdef Py_ssize_t k
-        hd.tail[which] = <int32_t>(hd.tail[which] - R)
+        self._lanes(r, &L)
+        tl[which] = <int32_t>(tl[which] - R)
         for k in range(self.K):
             if ismax:
-                ws[k].fmax = <int32_t>(ws[k].fmax - R)
+                L.fmax[k] = <int32_t>(L.fmax[k] - R)
             else:
-                ws[k].fmin = <int32_t>(ws[k].fmin - R)
+                L.fmin[k] = <int32_t>(L.fmin[k] - R)
 
     cdef void _dq_insert(self, Py_ssize_t r, int64_t s, uint16_t slot, double val,
                          bint ismax) noexcept nogil:
@@ -679,14 +785,16 @@ cdef class Engine:
         (max) / increasing (min).
         """
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef float fval = f32(val)
+        cdef uint32_t fval = dkey(val)
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
-        cdef WinState *ws = self._ws(r)
+        cdef int32_t *tl = self.tails + 2 * r
+        cdef Lanes L
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
-        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = hd.tail[which], i = t, p, delta, j, fk, T = self._T
+        cdef int64_t head, t = tl[which], i = t, p, delta, j, fk, T = self._T
+        self._lanes(r, &L)
+        head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         while i > head and self._sec(q[(i - 1) & mask].slot) > s:
             i -= 1
         if i < t and dom_by_hint(val, fval, q, i & mask, col, NP, ismax):
@@ -706,28 +814,28 @@ cdef class Engine:
                 q[(j + delta) & mask] = q[j & mask]
                 j += 1
         q[p & mask].slot = slot
-        q[p & mask].v = fval
+        q[p & mask].key = fval
         if i == t:
             hd.back[which] = val
-        hd.b2ok[which] = 0
+        hd.back2[which] = NAN
         t += delta
-        hd.tail[which] = <int32_t>t
+        tl[which] = <int32_t>t
         for k in range(self.K):
             # the front of window k is either unchanged (same entry, maybe shifted) or s
-            fk = ws[k].fmax if ismax else ws[k].fmin
+            fk = L.fmax[k] if ismax else L.fmin[k]
             if s > T - self.win[k]:
                 if fk >= p:
                     fk = p
             elif fk >= i:
                 fk += delta
             if ismax:
-                ws[k].fmax = <int32_t>fk
+                L.fmax[k] = <int32_t>fk
                 if fk == p:
-                    ws[k].hslot = slot
+                    L.hslot[k] = slot
             else:
-                ws[k].fmin = <int32_t>fk
+                L.fmin[k] = <int32_t>fk
                 if fk == p:
-                    ws[k].lslot = slot
+                    L.lslot[k] = slot
         if t >= REBASE_AT:
             self._rebase(r, ismax)
 
@@ -738,33 +846,36 @@ cdef class Engine:
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
-        cdef WinState *ws = self._ws(r)
+        cdef Lanes L
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k
-        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t p, T = self._T
-        p = push_back(q, hd, which, hd.tail[which], head, val, f32(val), slot, mask, col, NP, ismax)
+        cdef int64_t head, p, T = self._T
+        self._lanes(r, &L)
+        head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
+        p = push_back(q, hd, self.tails + 2 * r, which, self.tails[2 * r + which], head, val,
+                      dkey(val), slot, mask, col, NP, ismax)
         for k in range(self.K):
             if ismax:
                 if s <= T - self.win[k]:
-                    ws[k].fmax = <int32_t>(p + 1)   # window k holds no bar (all are older)
-                elif ws[k].fmax >= p:
-                    ws[k].fmax = <int32_t>p
-                    ws[k].hslot = slot
+                    L.fmax[k] = <int32_t>(p + 1)   # window k holds no bar (all are older)
+                elif L.fmax[k] >= p:
+                    L.fmax[k] = <int32_t>p
+                    L.hslot[k] = slot
             else:
                 if s <= T - self.win[k]:
-                    ws[k].fmin = <int32_t>(p + 1)
-                elif ws[k].fmin >= p:
-                    ws[k].fmin = <int32_t>p
-                    ws[k].lslot = slot
+                    L.fmin[k] = <int32_t>(p + 1)
+                elif L.fmin[k] >= p:
+                    L.fmin[k] = <int32_t>p
+                    L.lslot[k] = slot
         if p + 1 >= REBASE_AT:
             self._rebase(r, ismax)
 
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil:
         cdef DQE *q = (self.qmax if ismax else self.qmin) + r * self.C
-        cdef WinState *ws = self._ws(r)
-        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t i = self._head(r).tail[0 if ismax else 1]
+        cdef Lanes L
+        cdef int64_t head, i = self.tails[2 * r + (0 if ismax else 1)]
         cdef int64_t x
+        self._lanes(r, &L)
+        head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         while i > head:
             x = self._sec(q[(i - 1) & self.mask].slot)
             if x == s:
@@ -788,12 +899,14 @@ cdef class Engine:
         cdef const OHLC *col = self.soh + r
         cdef int which = 0 if ismax else 1
         cdef RowHead *hd = self._head(r)
-        cdef WinState *ws = self._ws(r)
+        cdef int32_t *tl = self.tails + 2 * r
+        cdef Lanes L
         cdef Py_ssize_t NP = self.NP, mask = self.mask, k, sl, m = 0, a
-        cdef int64_t head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
-        cdef int64_t t = hd.tail[which], js = t - 1, lo, x, delta, j, fk, T = self._T
+        cdef int64_t head, t = tl[which], js = t - 1, lo, x, delta, j, fk, T = self._T
         cdef double best, v
         cdef bint have_best
+        self._lanes(r, &L)
+        head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         self.n_rebuilds += 1
         while self._sec(q[js & mask].slot) != s:       # s is a member: found before head
             js -= 1
@@ -813,7 +926,7 @@ cdef class Engine:
                 v = hl(&col[sl * NP], ismax)
                 if not have_best or not dominates(best, v, ismax):
                     tmp[m].slot = <uint16_t>sl
-                    tmp[m].v = f32(v)
+                    tmp[m].key = dkey(v)
                     m += 1
                     best = v
                     have_best = True
@@ -836,10 +949,10 @@ cdef class Engine:
         for a in range(m):
             q[(js + a) & mask] = tmp[m - 1 - a]
         t += delta
-        hd.tail[which] = <int32_t>t
-        hd.b2ok[which] = 0
+        tl[which] = <int32_t>t
+        hd.back2[which] = NAN
         for k in range(self.K):
-            fk = ws[k].fmax if ismax else ws[k].fmin
+            fk = L.fmax[k] if ismax else L.fmin[k]
             if fk == js:
                 # window k started at s: it now starts at the first run entry inside it
                 a = 0
@@ -849,66 +962,49 @@ cdef class Engine:
             elif fk > js:
                 fk += delta
             if ismax:
-                ws[k].fmax = <int32_t>fk
+                L.fmax[k] = <int32_t>fk
                 if fk < t:
-                    ws[k].hslot = q[fk & mask].slot
+                    L.hslot[k] = q[fk & mask].slot
             else:
-                ws[k].fmin = <int32_t>fk
+                L.fmin[k] = <int32_t>fk
                 if fk < t:
-                    ws[k].lslot = q[fk & mask].slot
-        head = ws[self.kmax].fmax if ismax else ws[self.kmax].fmin
+                    L.lslot[k] = q[fk & mask].slot
+        head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         if t > head:
             hd.back[which] = hl(&col[q[(t - 1) & mask].slot * NP], ismax)
         if t >= REBASE_AT:
             self._rebase(r, ismax)
 
     # -- one accepted bar (clock already at >= s, s > T - depth) ---------------------------
-    cdef inline void _apply_new(self, Py_ssize_t r, RowHead *hd, WinState *ws, WinOut *wo,
+    cdef inline void _apply_new(self, Py_ssize_t r, RowHead *hd,
                                 uint16_t slot, double o, double h, double l, double c,
                                 double v, double pv) noexcept nogil:
         """A new latest bar of row r inside every window (bar already stored).
 
         Both deques and all windows in one pass over the row block: each deque pushes
-        at its back (mirrors in the head decide the first two pops without reading the
-        ring), then each window takes the bar: count, sums, close, and the new entry as
-        its max/min front when it popped everything up to that front."""
+        at its back (the head's exact copy of the back decides the first pop without
+        reading the ring), then each window takes the bar: count, sums, close, and the
+        new entry as its max/min front when it popped everything up to that front."""
         cdef DQE *qx = self.qmax + r * self.C
         cdef DQE *qn = self.qmin + r * self.C
         cdef const OHLC *col = self.soh + r
         cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
-        cdef int64_t hx = ws[self.kmax].fmax, hn = ws[self.kmax].fmin
-        cdef int64_t px = hd.tail[0], pn = hd.tail[1], cnt
-        cdef float fh = f32(h), fl = f32(l)
-        cdef WinState *w
-        cdef WinOut *out
-        cdef double vol
-        px = push_back(qx, hd, 0, px, hx, h, fh, slot, mask, col, NP, True)
-        pn = push_back(qn, hd, 1, pn, hn, l, fl, slot, mask, col, NP, False)
-        for k in range(K):
-            w = &ws[k]
-            out = &wo[k]
-            if w.fmax >= px:
-                w.fmax = <int32_t>px
-                w.hslot = slot
-                out.high = h
-            if w.fmin >= pn:
-                w.fmin = <int32_t>pn
-                w.lslot = slot
-                out.low = l
-            cnt = out.count + 1
-            out.count = cnt
-            if cnt == 1:
-                w.fslot = slot
-                out.open = o
-            vadd(&out.volume, &w.vc, v)
-            nadd(&w.ps, &w.pc, pv)
-            w.va += <float>fabs(v)
-            w.pa += <float>fabs(pv)
-            if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
-                self._recompute(k, r, self._T - self.win[k], self._T)
-            vol = out.volume
-            out.vwap = (w.ps + w.pc) / vol if vol != 0.0 else NAN
-            out.close = c
+        cdef char *b = <char *>hd         # the row block starts with its head
+        cdef int64_t hx = (<int32_t *>(b + self.o_fmax))[self.kmax]
+        cdef int64_t hn = (<int32_t *>(b + self.o_fmin))[self.kmax]
+        cdef Lanes L
+        cdef int32_t *tl = self.tails + 2 * r
+        cdef int64_t px = tl[0], pn = tl[1]
+        cdef uint32_t fh = dkey(h), fl = dkey(l)
+        px = push_back(qx, hd, tl, 0, px, hx, h, fh, slot, mask, col, NP, True)
+        pn = push_back(qn, hd, tl, 1, pn, hn, l, fl, slot, mask, col, NP, False)
+        ff_add_new(b, K, slot, o, h, l, c, v, pv, px, pn)
+        if pv < 0.0:                # volume >= 0: only pv can cancel on an add
+            self._lanes(r, &L)
+            for k in range(K):
+                if cancelled(&L, k):
+                    self._recompute(k, r, self._T - self.win[k], self._T)
+                    L.vwap[k] = vwap_of(&L, k)
         if px + 1 >= REBASE_AT:
             self._rebase(r, True)
         if pn + 1 >= REBASE_AT:
@@ -920,10 +1016,7 @@ cdef class Engine:
         cdef Py_ssize_t K = self.K, k
         cdef Py_ssize_t slot = self._slot(s), off = slot * self.NP + r
         cdef RowHead *hd = self._head(r)
-        cdef WinState *ws = self._ws(r)
-        cdef WinOut *wo = self._wo(r)
-        cdef WinState *w
-        cdef WinOut *out
+        cdef Lanes L
         cdef int64_t last = hd.last
         # a second after the row's latest bar cannot be held yet: no presence read
         cdef bint replaced = s <= last and self.present[off], rebuilt = False
@@ -951,10 +1044,11 @@ cdef class Engine:
             hd.last = s
             if s > T - self.Wmin:
                 # the common case: a new latest bar, inside every window
-                self._apply_new(r, hd, ws, wo, <uint16_t>slot, o, h, l, c, v, pv)
+                self._apply_new(r, hd, <uint16_t>slot, o, h, l, c, v, pv)
                 return False
         if s <= T - self.Wmax:
             return replaced      # held (history) but in no window
+        self._lanes(r, &L)
         if inorder and not replaced:
             # the common case (a new latest bar): no removal, no rebuild, s is the close
             self._dq_push(r, s, <uint16_t>slot, h, True)
@@ -962,25 +1056,23 @@ cdef class Engine:
             for k in range(K):
                 if s <= T - self.win[k]:
                     continue
-                w = &ws[k]
-                out = &wo[k]
-                cnt = out.count + 1
-                out.count = cnt
-                vadd(&out.volume, &w.vc, v)
-                nadd(&w.ps, &w.pc, pv)
-                w.va += fabs(v)
-                w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
+                cnt = L.cnt[k] + 1
+                L.cnt[k] = cnt
+                vadd(&L.vol[k], &L.vc[k], v)
+                nadd(&L.ps[k], &L.pc[k], pv)
+                L.va[k] += fabs(v)
+                L.pa[k] += fabs(pv)
+                if pv < 0.0 and cancelled(&L, k):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
                 if cnt == 1:
-                    w.fslot = <uint16_t>slot
-                    out.open = o
-                out.vwap = vwap_of(w, out)
-                out.close = c
-                if w.hslot == slot:
-                    out.high = h
-                if w.lslot == slot:
-                    out.low = l
+                    L.fslot[k] = <uint16_t>slot
+                    L.open[k] = o
+                L.vwap[k] = vwap_of(&L, k)
+                L.close[k] = c
+                if L.hslot[k] == slot:
+                    L.high[k] = h
+                if L.lslot[k] == slot:
+                    L.low[k] = l
             return False
         # max deque
         if replaced and h < oldh:
@@ -1003,57 +1095,62 @@ cdef class Engine:
         for k in range(K):
             if s <= T - self.win[k]:
                 continue
-            w = &ws[k]
-            out = &wo[k]
             if replaced:
-                vadd(&out.volume, &w.vc, -oldv)
-                nadd(&w.ps, &w.pc, -oldpv)
-                vadd(&out.volume, &w.vc, v)
-                nadd(&w.ps, &w.pc, pv)
-                w.va += fabs(oldv) + fabs(v)
-                w.pa += fabs(oldpv) + fabs(pv)
-                if cancelled(w, out):
+                vadd(&L.vol[k], &L.vc[k], -oldv)
+                nadd(&L.ps[k], &L.pc[k], -oldpv)
+                vadd(&L.vol[k], &L.vc[k], v)
+                nadd(&L.ps[k], &L.pc[k], pv)
+                L.va[k] += fabs(oldv) + fabs(v)
+                L.pa[k] += fabs(oldpv) + fabs(pv)
+                if cancelled(&L, k):
                     self._recompute(k, r, T - self.win[k], T)
             else:
-                out.count += 1
-                vadd(&out.volume, &w.vc, v)
-                nadd(&w.ps, &w.pc, pv)
-                w.va += fabs(v)
-                w.pa += fabs(pv)
-                if pv < 0.0 and cancelled(w, out):      # volume >= 0: only pv can cancel on add
+                L.cnt[k] += 1
+                vadd(&L.vol[k], &L.vc[k], v)
+                nadd(&L.ps[k], &L.pc[k], pv)
+                L.va[k] += fabs(v)
+                L.pa[k] += fabs(pv)
+                if pv < 0.0 and cancelled(&L, k):      # volume >= 0: only pv can cancel on add
                     self._recompute(k, r, T - self.win[k], T)
-                if out.count == 1 or s < self._sec(w.fslot):
-                    w.fslot = <uint16_t>slot
-            out.vwap = vwap_of(w, out)
+                if L.cnt[k] == 1 or s < self._sec(L.fslot[k]):
+                    L.fslot[k] = <uint16_t>slot
+            L.vwap[k] = vwap_of(&L, k)
             if rebuilt:
                 self._refresh_out(k, r)
                 continue
-            if w.fslot == slot:
-                out.open = o
+            if L.fslot[k] == slot:
+                L.open[k] = o
             if hd.last == s:
-                out.close = c
-            if w.hslot == slot:
-                out.high = h
-            if w.lslot == slot:
-                out.low = l
+                L.close[k] = c
+            if L.hslot[k] == slot:
+                L.high[k] = h
+            if L.lslot[k] == slot:
+                L.low[k] = l
         return replaced
 
     cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
+        """Prefetch what a bar of row r at second s touches: the hot lines of its row
+        block (``open`` and ``fslot`` after them are rarely written by a bar), its store
+        cells, and the ring lines of each deque's back entry and of the two before it
+        (the tails are a compact array of 8 bytes per row, so their address is known
+        without waiting for the row block)."""
         cdef const char *p = self.blk + r * self.RB
         cdef Py_ssize_t b = 0, off
-        while b < self.RB:
+        cdef const int32_t *tl = self.tails + 2 * r
+        cdef const DQE *qx = self.qmax + r * self.C
+        cdef const DQE *qn = self.qmin + r * self.C
+        while b < self.o_open:
             FF_PREFETCH(p + b)
             b += 64
+        FF_PREFETCH(qx + ((tl[0] - 1) & self.mask))
+        FF_PREFETCH(qn + ((tl[1] - 1) & self.mask))
+        FF_PREFETCH(qx + ((tl[0] - 3) & self.mask))
+        FF_PREFETCH(qn + ((tl[1] - 3) & self.mask))
         if s <= self._T and s > self._T - self.D:
             off = self._slot(s) * self.NP + r
             FF_PREFETCH(self.present + off)
             FF_PREFETCH(self.svp + off)
             FF_PREFETCH(self.soh + off)
-
-    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
-        cdef RowHead *hd = self._head(r)
-        FF_PREFETCH(self.qmax + r * self.C + ((hd.tail[0] - 1) & self.mask))
-        FF_PREFETCH(self.qmin + r * self.C + ((hd.tail[1] - 1) & self.mask))
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
@@ -1081,10 +1178,6 @@ cdef class Engine:
                 r = (<const int64_t *>(rp + (i + PF_FAR) * rs))[0]
                 if r >= 0 and r < self.N:
                     self._prefetch_far(r, (<const int64_t *>(sp + (i + PF_FAR) * ss))[0])
-            if i + PF_NEAR < n:
-                r = (<const int64_t *>(rp + (i + PF_NEAR) * rs))[0]
-                if r >= 0 and r < self.N:
-                    self._prefetch_near(r)
             r = (<const int64_t *>(rp + i * rs))[0]
             s = (<const int64_t *>(sp + i * ss))[0]
             o = (<const double *>(op + i * os_))[0]
@@ -1157,33 +1250,37 @@ cdef class Engine:
     cdef WindowRow read(self, Py_ssize_t k, Py_ssize_t row) noexcept nogil:
         """Window ``k`` of ``row`` as of ``T`` (``count == -1``: no such window or row)."""
         cdef WindowRow w
-        cdef const WinOut *out
+        cdef Lanes L
         if k < 0 or k >= self.K or row < 0 or row >= self.N:
             w.open = w.high = w.low = w.close = w.volume = w.vwap = NAN
             w.count = -1
             return w
-        out = &self._wo(row)[k]
-        w.open = out.open
-        w.high = out.high
-        w.low = out.low
-        w.close = out.close
-        w.volume = out.volume
-        w.vwap = out.vwap
-        w.count = out.count
+        self._lanes(row, &L)
+        w.open = L.open[k]
+        w.high = L.high[k]
+        w.low = L.low[k]
+        w.close = L.close[k]
+        w.volume = L.vol[k]
+        w.vwap = L.vwap[k]
+        w.count = L.cnt[k]
         return w
 
     cdef void read_rows(self, Py_ssize_t k, const int64_t *rows, Py_ssize_t n,
                         WindowRow *out) noexcept nogil:
         """``out[i] = read(k, rows[i])`` for ``i < n``, prefetching the rows ahead."""
-        cdef Py_ssize_t i, r
+        cdef Py_ssize_t i, r, b
         cdef const char *p
         for i in range(n):
             if i + PF_FAR < n and 0 <= k < self.K:
                 r = rows[i + PF_FAR]
                 if 0 <= r < self.N:
-                    p = <const char *>&self._wo(r)[k]
-                    FF_PREFETCH(p)
-                    FF_PREFETCH(p + sizeof(WinOut) - 1)
+                    # window k's outputs are lanes of the count..low arrays and of open
+                    p = self.blk + r * self.RB
+                    b = self.o_cnt + 8 * k
+                    while b <= self.o_low + 8 * k:
+                        FF_PREFETCH(p + b)
+                        b += 8 * self.K
+                    FF_PREFETCH(p + self.o_open + 8 * k)
             out[i] = self.read(k, rows[i])
 
     cdef bint row_idle(self, Py_ssize_t row) noexcept nogil:
@@ -1222,7 +1319,7 @@ cdef class Engine:
             self.present[d * self.NP + row] = 0
         hd = self._head(row)
         hd.last = -1
-        hd.b2ok[0] = hd.b2ok[1] = 0
+        hd.back2[0] = hd.back2[1] = NAN
         for k in range(self.K):
             self._clear_rw(k, row)
 

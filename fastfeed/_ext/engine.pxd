@@ -73,38 +73,44 @@ ctypedef struct WindowRow:
 
 # -- private layout (docs/ENGINE.md, "Layout") -----------------------------------------
 # Fields that name a bar hold its slot (second % depth): unique within a window.
-# A row block is K WinState, then K WinOut, then the RowHead, padded to a multiple of 64
-# bytes (384 = 6 cache lines for 3 windows); blocks are row-major and page-aligned.  An
-# eviction touches the states and outputs only (the first 5 of the 6 lines).
+# A row block is the RowHead, then one array of K lanes per field (lane k = window k),
+# hot fields first (everything an in-order bar touches: 5 cache lines for 3 windows),
+# then ``open`` and ``fslot`` (changed when a window's earliest bar changes); padded to
+# a multiple of 64 bytes (384 for 3 windows).  Blocks are row-major and page-aligned;
+# the offsets are written once, in ext/engine_lanes.h (``ff_layout``), copied into
+# ``Engine.o_*``; ``Lanes`` holds a row's field pointers for the scalar (rare) paths.
 
-ctypedef struct WinState:           # 48 bytes, per (row, window)
-    double vc           # compensation of the volume sum (the sum itself is WinOut.volume)
-    double ps, pc       # Neumaier sum of pv and its compensation
-    float va, pa        # ~ sum of |x| added + removed since the last exact recompute
-    int32_t fmax, fmin  # index of this window's front in the row's max/min deque
-    uint16_t hslot, lslot   # slot of the max/min front (mirror: eviction need not read the deque)
-    uint16_t fslot      # slot of the earliest bar in the window (valid when count > 0)
-    uint16_t _pad
-
-ctypedef struct WinOut:             # 56 bytes, per (row, window): what readers see
-    double open, high, low, close
-    double volume       # the volume sum, kept rounded: true sum ~ volume + WinState.vc
-    double vwap
-    int64_t count
-
-ctypedef struct RowHead:            # 56 bytes
+ctypedef struct RowHead:            # 40 bytes, at the start of the row block
     int64_t last        # latest second accepted for the row (-1: none)
-    double back[2]      # value of the back entry of the max [0] / min [1] deque
-    double back2[2]     # value of the entry before the back (valid when b2ok)
-    int32_t tail[2]     # tail index of each deque (rebased, see Engine._rebase)
-    uint8_t b2ok[2]     # back2 mirrors the entry before the back
-    uint8_t _pad[6]
+    double back[2]      # exact value of the back entry of the max [0] / min [1] deque
+    double back2[2]     # exact value of the entry before the back (NaN: not mirrored)
 
-# One deque entry: the bar's slot and a float32 copy of its high (max deque) or low
-# (min deque).  Packed to 6 bytes: an entry and its neighbours share one cache line,
-# and pops compare against ``v`` (reading the store only on float32 ties).
+# Pointers to one row's lanes (K entries each).  Outputs (what readers see) first.
+ctypedef struct Lanes:
+    int64_t *cnt
+    double *vol         # the volume sum, kept rounded: true sum ~ vol + vc
+    double *vwap
+    double *close
+    double *high
+    double *low
+    double *open
+    double *vc          # compensation of the volume sum
+    double *ps          # Neumaier sum of pv and its compensation
+    double *pc
+    float *va           # ~ sum of |x| added + removed since the last exact recompute
+    float *pa
+    int32_t *fmax       # index of the window's front in the row's max/min deque
+    int32_t *fmin
+    uint16_t *hslot     # slot of the max/min front (eviction need not read the deque)
+    uint16_t *lslot
+    uint16_t *fslot     # slot of the earliest bar in the window (valid when cnt > 0)
+
+# One deque entry: the bar's slot and a 32-bit key of its high (max deque) or low (min
+# deque): the exact value on the 1e-4 price grid (flag bit set), else the bits of its
+# float32.  Packed to 6 bytes: an entry and its neighbours share one cache line, and pops
+# compare keys (reading the store only when two float32 keys tie).
 cdef packed struct DQE:
-    float v
+    uint32_t key
     uint16_t slot
 
 # The bar store, slot-major [depth, NP] (NP = capacity rounded up to 64).
@@ -122,7 +128,10 @@ cdef class Engine:
     cdef readonly double max_future_skew
     cdef readonly bint prefault
 
-    cdef Py_ssize_t N, NP, D, K, kmax, C, mask, RB, wo_off, head_off
+    cdef Py_ssize_t N, NP, D, K, kmax, C, mask, RB
+    # byte offsets of the lane arrays in a row block
+    cdef Py_ssize_t o_cnt, o_vol, o_vwap, o_close, o_high, o_low, o_open, o_vc, o_ps, o_pc
+    cdef Py_ssize_t o_va, o_pa, o_fmax, o_fmin, o_hslot, o_lslot, o_fslot
     cdef int64_t Wmax, Wmin
     cdef int64_t _T, _Tslot
     cdef int64_t *win
@@ -136,11 +145,13 @@ cdef class Engine:
     cdef int64_t *elo           # eviction scratch: per window, the seconds evicted
     cdef int64_t *ehi
     cdef int64_t *eslot         # eviction scratch: slot of elo[k]
+    cdef int64_t *eone          # eviction scratch: slot of the one second leaving window k, -1: none
     cdef uint64_t *rowmask      # eviction scratch: presence OR-ed 8 rows per word
     cdef DQE *tmpq              # deque-correction scratch: C entries
     # last_rows bookkeeping
     cdef int64_t *lrows
     cdef uint32_t *marks        # per row: epoch of the last upsert that touched it
+    cdef int32_t *tails         # [capacity, 2]: tail index of each deque (rebased, see _rebase)
     cdef uint32_t epoch
     cdef Py_ssize_t nlast
     # counters
@@ -172,13 +183,12 @@ cdef class Engine:
 
     # -- private -----------------------------------------------------------------------
     cdef RowHead *_head(self, Py_ssize_t r) noexcept nogil
-    cdef WinState *_ws(self, Py_ssize_t r) noexcept nogil
-    cdef WinOut *_wo(self, Py_ssize_t r) noexcept nogil
+    cdef void _lanes(self, Py_ssize_t r, Lanes *L) noexcept nogil
     cdef int64_t _sec(self, Py_ssize_t slot) noexcept nogil
     cdef Py_ssize_t _slot(self, int64_t s) noexcept nogil
     cdef void _advance(self, int64_t T1) noexcept nogil
     cdef Py_ssize_t _evict_row(self, Py_ssize_t r, bint defer, Py_ssize_t npend) noexcept nogil
-    cdef Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, WinState *w, WinOut *out,
+    cdef Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, Lanes *L,
                                int64_t e, Py_ssize_t eslot, bint defer,
                                Py_ssize_t npend) noexcept nogil
     cdef void _resolve_fronts(self, Py_ssize_t npend) noexcept nogil
@@ -192,13 +202,12 @@ cdef class Engine:
                        bint ismax) noexcept nogil
     cdef bint _dq_contains(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
     cdef void _dq_worse(self, Py_ssize_t r, int64_t s, bint ismax) noexcept nogil
-    cdef void _apply_new(self, Py_ssize_t r, RowHead *hd, WinState *ws, WinOut *wo,
+    cdef void _apply_new(self, Py_ssize_t r, RowHead *hd,
                          uint16_t slot, double o, double h, double l, double c,
                          double v, double pv) noexcept nogil
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil
     cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
-    cdef void _prefetch_near(self, int64_t r) noexcept nogil
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,

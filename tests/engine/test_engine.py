@@ -351,3 +351,29 @@ def test_volume_is_exactly_zero_once_only_zero_volume_bars_remain():
         assert w.count[0] == W and w.volume[0] == 0.0 and math.isnan(w.vwap[0])
         residues += e.internals["sum_recomputes"] > 0
     assert residues > 0       # the case really occurred
+
+
+@pytest.mark.parametrize("x", [123.45, 0.1, 214748.3647, 214748.3648, 1e-4, 3.0])
+def test_extremes_exact_next_to_price_grid_values(x):
+    """Deque entries keep prices on the 1e-4 grid as exact keys and others as float32
+    hints: highs and lows one ulp apart (the same float32, on and off the grid), in
+    every order, with corrections, must give the reference's exact extremes."""
+    up, down = math.nextafter(x, math.inf), math.nextafter(x, 0.0)
+    seq = [x, up, x, down, down, x, up, up, x, down, x, x, up, down, x]
+    windows = (2, 3, 5, 8)
+    eng, ref = Engine(2, windows, 10), ReferenceEngine(2, windows, 10)
+    for t, p in enumerate(seq):
+        other = seq[(t * 7 + 3) % len(seq)]
+        rows, secs, o, h, lo, c, v, pv = bars([0, 1], [100 + t, 100 + t], 1.0)
+        h[:] = [p, other]
+        lo[:] = [p, other]
+        o[:] = c[:] = lo
+        for e in (eng, ref):
+            e.upsert(rows, secs, o, h, lo, c, v, pv)
+        if t % 4 == 3:          # a correction of an earlier second: the other value
+            back = 100 + t - 2
+            rows, secs, o, h, lo, c, v, pv = bars([0], [back], 1.0)
+            h[:] = lo[:] = o[:] = c[:] = [seq[(t + 5) % len(seq)]]
+            for e in (eng, ref):
+                e.upsert(rows, secs, o, h, lo, c, v, pv)
+        assert_windows_match(eng, ref)

@@ -1,0 +1,267 @@
+/* Row-block layout and window kernels of the rolling engine (ext/engine.pyx).
+ *
+ * A row block (one per row, RB bytes, row-major) is the row head (40 bytes: latest
+ * second, exact values of each deque's back entry and of the entry before it), then
+ * one array of K lanes per field (lane k = window k): the hot fields first --
+ * everything an in-order bar touches, 5 cache lines for K = 3 -- then ``open`` and
+ * ``fslot`` (written when a window's earliest bar changes: by evictions, in row order).  The offsets below are the single home of the
+ * layout: the engine reads them through ff_layout(), the kernels use them directly, so
+ * a kernel called with a literal K (the engine's K == 3 case) has every address folded.
+ *
+ * The kernels do two lanes at a time with GCC vector extensions (two doubles: SSE2, so
+ * any x86-64 runs them, other targets get GCC's generic lowering) and an odd last lane
+ * with the same steps in scalar code.  Numbers are exactly those of the scalar code they
+ * replace: Knuth's TwoSum gives the exact rounding error of an addition (what Neumaier's
+ * branch on |s| >= |x| computes) without the branch; adding 0.0 to a lane is an exact
+ * no-op (a sum and its normalized compensation do not change), so lanes that take no
+ * part in an eviction are computed anyway, with zeros.
+ */
+#ifndef FF_ENGINE_LANES_H
+#define FF_ENGINE_LANES_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* byte offsets in a row block of K lanes (the row head, 40 bytes, is at 0) */
+#define FF_O_CNT(K)   ((Py_ssize_t)40)                  /* int64 count (output) */
+#define FF_O_VOL(K)   (40 + 8 * (Py_ssize_t)(K))        /* double volume sum (output) */
+#define FF_O_VWAP(K)  (40 + 16 * (Py_ssize_t)(K))       /* double vwap (output) */
+#define FF_O_CLOSE(K) (40 + 24 * (Py_ssize_t)(K))       /* double close (output) */
+#define FF_O_HIGH(K)  (40 + 32 * (Py_ssize_t)(K))       /* double high (output) */
+#define FF_O_LOW(K)   (40 + 40 * (Py_ssize_t)(K))       /* double low (output) */
+#define FF_O_VC(K)    (40 + 48 * (Py_ssize_t)(K))       /* double volume compensation */
+#define FF_O_PS(K)    (40 + 56 * (Py_ssize_t)(K))       /* double pv sum */
+#define FF_O_PC(K)    (40 + 64 * (Py_ssize_t)(K))       /* double pv compensation */
+#define FF_O_VA(K)    (40 + 72 * (Py_ssize_t)(K))       /* float ~sum |volume| since recompute */
+#define FF_O_PA(K)    (40 + 76 * (Py_ssize_t)(K))       /* float ~sum |pv| since recompute */
+#define FF_O_FMAX(K)  (40 + 80 * (Py_ssize_t)(K))       /* int32 front index, max deque */
+#define FF_O_FMIN(K)  (40 + 84 * (Py_ssize_t)(K))       /* int32 front index, min deque */
+#define FF_O_HSLOT(K) (40 + 88 * (Py_ssize_t)(K))       /* uint16 slot of the max front */
+#define FF_O_LSLOT(K) (40 + 90 * (Py_ssize_t)(K))       /* uint16 slot of the min front */
+/* cold: written when a window's earliest bar changes (by an eviction, in row order) */
+#define FF_O_OPEN(K)  ((40 + 92 * (Py_ssize_t)(K) + 7) & ~(Py_ssize_t)7)  /* double open (output) */
+#define FF_O_FSLOT(K) (FF_O_OPEN(K) + 8 * (Py_ssize_t)(K))  /* uint16 slot of the earliest bar */
+#define FF_RB(K)      ((FF_O_FSLOT(K) + 2 * (Py_ssize_t)(K) + 63) & ~(Py_ssize_t)63)
+
+/* the offsets for K lanes, in the order of the engine's o_* fields; returns RB */
+static Py_ssize_t ff_layout(Py_ssize_t K, Py_ssize_t *o)
+{
+    o[0] = FF_O_CNT(K); o[1] = FF_O_VOL(K); o[2] = FF_O_VWAP(K); o[3] = FF_O_CLOSE(K);
+    o[4] = FF_O_HIGH(K); o[5] = FF_O_LOW(K); o[6] = FF_O_OPEN(K); o[7] = FF_O_VC(K);
+    o[8] = FF_O_PS(K); o[9] = FF_O_PC(K); o[10] = FF_O_VA(K); o[11] = FF_O_PA(K);
+    o[12] = FF_O_FMAX(K); o[13] = FF_O_FMIN(K); o[14] = FF_O_HSLOT(K);
+    o[15] = FF_O_LSLOT(K); o[16] = FF_O_FSLOT(K);
+    return FF_RB(K);
+}
+
+#define FF_F64(b, off) ((double *)((b) + (off)))
+#define FF_I64(b, off) ((int64_t *)((b) + (off)))
+#define FF_F32(b, off) ((float *)((b) + (off)))
+#define FF_I32(b, off) ((int32_t *)((b) + (off)))
+#define FF_U16(b, off) ((uint16_t *)((b) + (off)))
+
+typedef struct { double v, pv; } ff_vp;
+typedef struct { double o, h, l, c; } ff_ohlc;
+
+typedef double ff_v2d __attribute__((vector_size(16)));
+typedef int64_t ff_v2i __attribute__((vector_size(16)));
+typedef float ff_v2f __attribute__((vector_size(8)));
+
+static inline ff_v2d ff_ld2(const double *p) { ff_v2d x; memcpy(&x, p, 16); return x; }
+static inline void ff_st2(double *p, ff_v2d x) { memcpy(p, &x, 16); }
+static inline ff_v2f ff_ld2f(const float *p) { ff_v2f x; memcpy(&x, p, 8); return x; }
+static inline void ff_st2f(float *p, ff_v2f x) { memcpy(p, &x, 8); }
+static inline ff_v2d ff_abs2(ff_v2d x)
+{
+    const ff_v2i m = {INT64_MAX, INT64_MAX};
+    return (ff_v2d)((ff_v2i)x & m);
+}
+
+#define FF_INLINE static inline __attribute__((always_inline))
+
+/* Lane k of block b (K lanes): volume += x (then renormalized: vol is the rounded total,
+ * vc the rest), pv += y (Neumaier: ps, pc), the cancellation accumulators += |x|, |y|
+ * (float), vwap.  Returns 1 if ``check`` and the sums cancelled heavily. */
+FF_INLINE unsigned ff_sum1(char *b, Py_ssize_t K, Py_ssize_t k, double x, double y,
+                           int check, double cancel)
+{
+    double *vol = FF_F64(b, FF_O_VOL(K)) + k, *vc = FF_F64(b, FF_O_VC(K)) + k;
+    double *ps = FF_F64(b, FF_O_PS(K)) + k, *pc = FF_F64(b, FF_O_PC(K)) + k;
+    float *va = FF_F32(b, FF_O_VA(K)) + k, *pa = FF_F32(b, FF_O_PA(K)) + k;
+    double s = *vol, c = *vc, t, z, e, u, q;
+    t = s + x; z = t - s; e = (s - (t - z)) + (x - z);
+    c = c + e;
+    u = t + c; z = u - t; c = (t - (u - z)) + (c - z);
+    *vol = u; *vc = c;
+    s = *ps;
+    t = s + y; z = t - s; e = (s - (t - z)) + (y - z);
+    q = *pc + e;
+    *ps = t; *pc = q;
+    *va += (float)fabs(x);
+    *pa += (float)fabs(y);
+    s = t + q;
+    FF_F64(b, FF_O_VWAP(K))[k] = u != 0.0 ? s / u : NAN;
+    return check && (fabs(u) < cancel * *va || fabs(s) < cancel * *pa);
+}
+
+/* ff_sum1 of lanes k and k + 1 at once (x, y: their addends); returns a 2-bit mask */
+FF_INLINE unsigned ff_sum2(char *b, Py_ssize_t K, Py_ssize_t k, ff_v2d x, ff_v2d y,
+                           int check, double cancel)
+{
+    double *vol = FF_F64(b, FF_O_VOL(K)) + k, *vc = FF_F64(b, FF_O_VC(K)) + k;
+    double *ps = FF_F64(b, FF_O_PS(K)) + k, *pc = FF_F64(b, FF_O_PC(K)) + k;
+    float *va = FF_F32(b, FF_O_VA(K)) + k, *pa = FF_F32(b, FF_O_PA(K)) + k;
+    ff_v2d s = ff_ld2(vol), c = ff_ld2(vc), t, z, e, u, q;
+    ff_v2f a = ff_ld2f(va) + __builtin_convertvector(ff_abs2(x), ff_v2f);
+    ff_v2f pa2 = ff_ld2f(pa) + __builtin_convertvector(ff_abs2(y), ff_v2f);
+    ff_v2i zero;
+    const ff_v2d nan2 = {NAN, NAN};
+    t = s + x; z = t - s; e = (s - (t - z)) + (x - z);
+    c = c + e;
+    u = t + c; z = u - t; c = (t - (u - z)) + (c - z);
+    ff_st2(vol, u); ff_st2(vc, c);
+    s = ff_ld2(ps);
+    t = s + y; z = t - s; e = (s - (t - z)) + (y - z);
+    q = ff_ld2(pc) + e;
+    ff_st2(ps, t); ff_st2(pc, q);
+    ff_st2f(va, a); ff_st2f(pa, pa2);
+    s = t + q;
+    zero = (u == 0.0);
+    q = s / u;
+    q = (ff_v2d)(((ff_v2i)q & ~zero) | ((ff_v2i)nan2 & zero));
+    ff_st2(FF_F64(b, FF_O_VWAP(K)) + k, q);
+    if (check) {
+        ff_v2i cx = (ff_abs2(u) < cancel * __builtin_convertvector(a, ff_v2d))
+                    | (ff_abs2(s) < cancel * __builtin_convertvector(pa2, ff_v2d));
+        return (unsigned)(cx[0] & 1) | (unsigned)(cx[1] & 2);
+    }
+    return 0;
+}
+
+/* A new latest bar inside every window (slot, prices, volume v >= 0, pv), after the
+ * deque pushes put it at index px (max deque) and pn (min deque): fronts, count, open
+ * (a window's first bar), sums, vwap, close of every lane.  The cancellation check
+ * (needed only when pv < 0: a volume >= 0 cannot cancel on an add) is the caller's. */
+FF_INLINE void ff_add_new_k(char *b, Py_ssize_t K, uint16_t slot, double o, double h,
+                            double l, double c, double v, double pv, int64_t px, int64_t pn)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(K));
+    int32_t *fmax = FF_I32(b, FF_O_FMAX(K)), *fmin = FF_I32(b, FF_O_FMIN(K));
+    Py_ssize_t k;
+    const ff_v2d x = {v, v}, y = {pv, pv};
+    for (k = 0; k < K; k++) {
+        if (fmax[k] >= px) {
+            fmax[k] = (int32_t)px;
+            FF_U16(b, FF_O_HSLOT(K))[k] = slot;
+            FF_F64(b, FF_O_HIGH(K))[k] = h;
+        }
+        if (fmin[k] >= pn) {
+            fmin[k] = (int32_t)pn;
+            FF_U16(b, FF_O_LSLOT(K))[k] = slot;
+            FF_F64(b, FF_O_LOW(K))[k] = l;
+        }
+        if (++cnt[k] == 1) {
+            FF_U16(b, FF_O_FSLOT(K))[k] = slot;
+            FF_F64(b, FF_O_OPEN(K))[k] = o;
+        }
+        FF_F64(b, FF_O_CLOSE(K))[k] = c;
+    }
+    for (k = 0; k + 1 < K; k += 2)
+        ff_sum2(b, K, k, x, y, 0, 0.0);
+    if (K & 1)
+        ff_sum1(b, K, K - 1, v, pv, 0, 0.0);
+}
+
+static inline void ff_add_new(char *b, Py_ssize_t K, uint16_t slot, double o, double h,
+                              double l, double c, double v, double pv, int64_t px, int64_t pn)
+{
+    if (K == 3)         /* the default windows: every offset a constant */
+        ff_add_new_k(b, 3, slot, o, h, l, c, v, pv, px, pn);
+    else
+        ff_add_new_k(b, K, slot, o, h, l, c, v, pv, px, pn);
+}
+
+/* One clock step's eviction of lanes [k0, k1) of row r (k1 - k0 <= 64), block b:
+ * es[k] is the slot of the second leaving window k (-1: none).  Lanes holding that
+ * second and more than one bar lose it (count, sums, vwap; a max/min front that leaves
+ * is appended to pend as r << 16 | k << 1 | min, for the engine to resolve after the
+ * pass; the earliest bar's successor is found by scanning forward).  Lanes holding it
+ * as their only bar are left to the engine: bit k - k0 of *clear.  Returns the lanes
+ * whose sums cancelled (bit k - k0), for the engine's exact recompute. */
+FF_INLINE uint64_t ff_evict_k(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ssize_t k1,
+                              Py_ssize_t r, const uint8_t *present, const ff_vp *svp,
+                              const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D,
+                              const int64_t *es, int64_t *pend, Py_ssize_t *npend,
+                              uint64_t *clear, double cancel)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(K));
+    uint16_t *hslot = FF_U16(b, FF_O_HSLOT(K)), *lslot = FF_U16(b, FF_O_LSLOT(K));
+    uint16_t *fslot = FF_U16(b, FF_O_FSLOT(K));
+    Py_ssize_t k, n = *npend;
+    uint64_t go = 0, m = 0, clr = 0;
+    double xv[2], xp[2];
+    for (k = k0; k < k1; k++) {
+        int64_t sl = es[k];
+        if (sl >= 0 && present[sl * NP + r]) {
+            if (cnt[k] <= 1) clr |= (uint64_t)1 << (k - k0);
+            else go |= (uint64_t)1 << (k - k0);
+        }
+    }
+    *clear = clr;
+    if (!go) return 0;
+    for (k = k0; k < k1; k += 2) {
+        Py_ssize_t j;
+        for (j = 0; j < 2; j++) {
+            xv[j] = 0.0; xp[j] = 0.0;
+            if (k + j < k1 && (go >> (k + j - k0)) & 1) {
+                const ff_vp *p = &svp[es[k + j] * NP + r];
+                xv[j] = -p->v; xp[j] = -p->pv;
+            }
+        }
+        if (k + 1 < k1)
+            m |= (uint64_t)ff_sum2(b, K, k, (ff_v2d){xv[0], xv[1]}, (ff_v2d){xp[0], xp[1]},
+                                   1, cancel) << (k - k0);
+        else
+            m |= (uint64_t)ff_sum1(b, K, k, xv[0], xp[0], 1, cancel) << (k - k0);
+    }
+    m &= go;
+    for (k = k0; k < k1; k++) {
+        int64_t sl;
+        if (!((go >> (k - k0)) & 1)) continue;
+        sl = es[k];
+        cnt[k] -= 1;
+        if (hslot[k] == sl) {
+            FF_I32(b, FF_O_FMAX(K))[k] += 1;
+            pend[n++] = ((int64_t)r << 16) | (k << 1);
+        }
+        if (lslot[k] == sl) {
+            FF_I32(b, FF_O_FMIN(K))[k] += 1;
+            pend[n++] = ((int64_t)r << 16) | (k << 1) | 1;
+        }
+        if (fslot[k] == sl) {
+            /* the earliest bar left: the next held second exists (count > 0) */
+            Py_ssize_t s2 = sl + 1 == D ? 0 : sl + 1;
+            while (!present[s2 * NP + r]) s2 = s2 + 1 == D ? 0 : s2 + 1;
+            fslot[k] = (uint16_t)s2;
+            FF_F64(b, FF_O_OPEN(K))[k] = soh[s2 * NP + r].o;
+        }
+    }
+    *npend = n;
+    return m;
+}
+
+static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ssize_t k1,
+                                     Py_ssize_t r, const uint8_t *present, const void *svp,
+                                     const void *soh, Py_ssize_t NP, Py_ssize_t D,
+                                     const int64_t *es, int64_t *pend, Py_ssize_t *npend,
+                                     uint64_t *clear, double cancel)
+{
+    if (K == 3)         /* the default windows: every offset a constant */
+        return ff_evict_k(b, 3, 0, 3, r, present, (const ff_vp *)svp, (const ff_ohlc *)soh,
+                          NP, D, es, pend, npend, clear, cancel);
+    return ff_evict_k(b, K, k0, k1, r, present, (const ff_vp *)svp, (const ff_ohlc *)soh,
+                      NP, D, es, pend, npend, clear, cancel);
+}
+
+#endif

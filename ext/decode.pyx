@@ -15,9 +15,11 @@ in a slot whose offset is published by the class's ``member_descriptor``; the of
 are read once when a :class:`BarFiller` is built, and the type of every element is
 checked exactly before its slots are read, so the reads are as safe as ``getattr``
 """
-from cpython.buffer cimport PyBUF_READ
+cimport cython
+from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_REFCNT
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -254,6 +256,40 @@ class _NoBars:
     """Bar type of a filler whose bars are written by :class:`SfoxState` (never decoded)."""
 
 
+@cython.final
+cdef class Payload:
+    """The bytes of the message a :class:`BarFiller`'s C sink is handing to the decoder: a
+    read-only buffer over the listener's memory, valid only during that sink call.
+
+    One object is reused for every message (``PyMemoryView_FromMemory`` would allocate two
+    GC-tracked objects per message). Outside the call it is *released*: taking its buffer
+    raises ``ValueError``, so a reference kept past the call cannot read reused memory;
+    the filler notices a kept reference (its reference count) or a buffer still exported
+    after the decoder returned, and takes a fresh object for the next message.
+    """
+    cdef const char* ptr
+    cdef Py_ssize_t size
+    cdef readonly Py_ssize_t exports   # buffers taken and not yet given back
+    cdef readonly bint live            # True only during the sink call
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        if not self.live:
+            raise ValueError("message payload used after its sink call returned")
+        PyBuffer_FillInfo(buffer, self, <void*>self.ptr, self.size, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self.exports -= 1
+
+    def __len__(self):
+        return self.size if self.live else 0
+
+    def __bytes__(self):
+        if not self.live:
+            raise ValueError("message payload used after its sink call returned")
+        return self.ptr[:self.size]
+
+
 cdef void _sink_message(void* ctx, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
     (<BarFiller>ctx)._raw_message(payload, size, recv_ns)
 
@@ -347,6 +383,7 @@ cdef class BarFiller:
     cdef public object on_batch
     cdef object after_fill, flush_stats, decode_failed, internal_error, on_gap
     cdef MessageSink _sink
+    cdef Payload payload        # the C sink's view of the message being decoded (reused)
     # gap detection after a reconnect (see expect_gap)
     cdef public int64_t gap_from
     cdef public int64_t next_flush
@@ -429,6 +466,7 @@ cdef class BarFiller:
         self.batch_last_ns = 0
         self.before_second = None
         self.lag = None
+        self.payload = Payload()
         self._sink.ctx = <void*>self
         self._sink.on_message = _sink_message
         self._sink.on_buffer_end = _sink_buffer_end
@@ -806,19 +844,59 @@ cdef class BarFiller:
         return PyCapsule_New(&self._sink, b"fastfeed.MessageSink", NULL)
 
     cdef void _raw_message(self, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
-        """The C sink: one message of ``size`` bytes, valid during the call."""
-        mv = PyMemoryView_FromMemory(<char*>payload, size, PyBUF_READ)
+        """The C sink: one message of ``size`` bytes, valid during the call.
+
+        The decoder reads it through :attr:`payload` (one :class:`Payload` reused for every
+        message: no Python object is made per message). The slow path (the message did not
+        decode) gets a ``memoryview`` of its own, released when it returns, like a Python
+        sink's payload."""
+        cdef Payload view = self.payload
+        cdef object msg = None
+        view.ptr = payload
+        view.size = size
+        view.live = True
         try:
-            self._on_message(mv, recv_ns)
+            msg = self.decode(view)
+        except Exception as e:
+            view.live = False
+            self._release_payload(view)
+            self._raw_decode_failed(payload, size, recv_ns, e)
+            return
+        view.live = False
+        self._release_payload(view)
+        try:
+            self.apply(msg, recv_ns)
         except Exception as e:
             self.internal_error(e)
+
+    cdef inline void _release_payload(self, Payload view) noexcept:
+        """After the decoder returned: a payload still referenced elsewhere (or with a buffer
+        still exported: counted as an internal error, as a ``memoryview`` that cannot be
+        released would be) is left released and a fresh one serves the next message."""
+        view.ptr = NULL
+        view.size = 0
+        # references: self.payload and the caller's local
+        if Py_REFCNT(view) > 2 or view.exports:
+            self.payload = Payload()
+            if view.exports:
+                try:
+                    self.internal_error(BufferError("a buffer of a message payload was kept past its sink call"))
+                except Exception:
+                    pass
+
+    cdef void _raw_decode_failed(self, const char* payload, Py_ssize_t size, int64_t recv_ns, e) noexcept:
+        mv = PyMemoryView_FromMemory(<char*>payload, size, PyBUF_READ)
+        try:
+            self.decode_failed(mv, recv_ns, e)
+        except Exception as e2:
+            self.internal_error(e2)
         finally:
             try:
                 # a view kept past the call would point into memory that is reused or freed:
                 # release it, so such use raises ValueError instead of reading garbage
                 mv.release()
-            except Exception as e:
-                self.internal_error(e)
+            except Exception as e3:
+                self.internal_error(e3)
 
     def on_message(self, payload, int64_t recv_ns):
         """The Session ``on_message`` of the feeds: decode, then :meth:`apply`; never raises."""

@@ -42,12 +42,12 @@ cdef extern from "Python.h":
         Py_ssize_t offset
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
-    bint PyFloat_CheckExact(PyObject*)
-    bint PyLong_CheckExact(PyObject*)
-    bint PyUnicode_CheckExact(PyObject*)
-    Py_ssize_t PyUnicode_GET_LENGTH(PyObject*)
-    int PyUnicode_KIND(PyObject*)
-    void* PyUnicode_DATA(PyObject*)
+    bint PyFloat_CheckExact(PyObject*) noexcept
+    bint PyLong_CheckExact(PyObject*) noexcept
+    bint PyUnicode_CheckExact(PyObject*) noexcept
+    Py_ssize_t PyUnicode_GET_LENGTH(PyObject*) noexcept
+    int PyUnicode_KIND(PyObject*) noexcept
+    void* PyUnicode_DATA(PyObject*) noexcept
     double PyFloat_AsDouble(PyObject*) except? -1.0
 
 #: an upsert of at least this many bars releases the GIL (fewer: not worth the switch)
@@ -55,9 +55,15 @@ cdef enum:
     NOGIL_BARS = 256
 
 #: how the engine's ``pv`` (price × volume) is made from a bar
-PV_TYPICAL = 0   # volume * (high + low + close) / 3
-PV_CLOSE = 1     # volume * close
-PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
+cdef enum:
+    # the same as C constants (the fill loop compares with these: a module global would be
+    # a dict lookup and a Python comparison per bar)
+    _PV_TYPICAL = 0
+    _PV_CLOSE = 1
+    _PV_VWAP = 2
+PV_TYPICAL = _PV_TYPICAL   # volume * (high + low + close) / 3
+PV_CLOSE = _PV_CLOSE       # volume * close
+PV_VWAP = _PV_VWAP         # volume * vwap when the vwap field is present (not None), else typical
 
 cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this (~285,000 years) are absurd
 #: distinct new sFOX pairs one batch can hold before their first bar is accepted
@@ -90,13 +96,23 @@ cdef inline PyObject* get_slot(PyObject* obj, Py_ssize_t off) noexcept:
     return (<PyObject**>((<char*>obj) + off))[0]
 
 
+cdef extern from "Python.h":
+    # the macro on a borrowed pointer: no reference taken (``<object>p`` would take one)
+    double float_value "PyFloat_AS_DOUBLE" (PyObject*) noexcept nogil
+
+
 cdef inline bint as_double(PyObject* o, double* out) noexcept:
     """Read a float (or int) field; False if it is missing or not a number."""
+    if o != NULL and PyFloat_CheckExact(o):
+        out[0] = float_value(o)
+        return True
+    return as_double_slow(o, out)
+
+
+cdef bint as_double_slow(PyObject* o, double* out) noexcept:
+    """:func:`as_double` of anything but an exact ``float`` (kept out of the fill loops)."""
     if o == NULL:
         return False
-    if PyFloat_CheckExact(o):
-        out[0] = PyFloat_AS_DOUBLE(<object>o)
-        return True
     try:
         out[0] = PyFloat_AsDouble(o)
     except Exception:
@@ -104,21 +120,38 @@ cdef inline bint as_double(PyObject* o, double* out) noexcept:
     return True
 
 
-cdef extern from "Python.h":
-    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
-
-
 cdef inline bint as_int64(PyObject* o, int64_t* out) noexcept:
     """Read an exact ``int`` field; False if it is not one or does not fit 64 bits.
 
-    (``PyLong_AsLongLong`` of CPython 3.11 converts every int of two or more internal
-    digits, i.e. from 2**30 on, such as any epoch-ms time, through ``_PyLong_AsByteArray``;
-    the ``AndOverflow`` variant loops over the digits in place.)"""
-    cdef int overflow = 0
+    (Cython's conversion reads an int of up to a few internal digits, such as any epoch-ms
+    time, in place; ``PyLong_AsLongLong`` of CPython 3.11 converts every int from 2**30
+    on through ``_PyLong_AsByteArray``.)"""
     if o == NULL or not PyLong_CheckExact(o):
         return False
-    out[0] = PyLong_AsLongLongAndOverflow(<object>o, &overflow)
-    return overflow == 0
+    try:
+        out[0] = <int64_t><object>o
+    except OverflowError:
+        return False
+    return True
+
+
+cdef inline bint same_text(PyObject* a, PyObject* b) noexcept:
+    """``a == b`` for two exact ``str`` objects, compared in place (no call for short ones)."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(a), k
+    cdef int kind = PyUnicode_KIND(a)
+    cdef const unsigned char* p
+    cdef const unsigned char* q
+    if n != PyUnicode_GET_LENGTH(b) or kind != PyUnicode_KIND(b):
+        return False
+    n *= kind
+    p = <const unsigned char*>PyUnicode_DATA(a)
+    q = <const unsigned char*>PyUnicode_DATA(b)
+    if n > 16:
+        return memcmp(p, q, n) == 0
+    for k in range(n):
+        if p[k] != q[k]:
+            return False
+    return True
 
 
 cdef class LatencyBuckets:
@@ -257,6 +290,7 @@ class _NoBars:
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class Payload:
     """The bytes of the message a :class:`BarFiller`'s C sink is handing to the decoder: a
     read-only buffer over the listener's memory, valid only during that sink call.
@@ -512,7 +546,7 @@ cdef class BarFiller:
         After a wrong guess the next 8 bars skip guessing: a feed in no stable order
         pays for a guess on one bar in 9 only.
         """
-        cdef Py_ssize_t g = self.guess, n
+        cdef Py_ssize_t g = self.guess
         cdef PyObject* cand
         cdef PyObject* r
         cdef int64_t row
@@ -523,12 +557,9 @@ cdef class BarFiller:
             if cand == sym:
                 self.guess = g + 1
                 return g
-            if PyUnicode_CheckExact(cand):
-                n = PyUnicode_GET_LENGTH(cand)
-                if n == PyUnicode_GET_LENGTH(sym) and PyUnicode_KIND(cand) == PyUnicode_KIND(sym) \
-                        and memcmp(PyUnicode_DATA(cand), PyUnicode_DATA(sym), n * PyUnicode_KIND(sym)) == 0:
-                    self.guess = g + 1
-                    return g
+            if PyUnicode_CheckExact(cand) and same_text(cand, sym):
+                self.guess = g + 1
+                return g
             self.no_guess = 8
         r = PyDict_GetItem(self.index, <object>sym)
         if r == NULL:
@@ -691,11 +722,11 @@ cdef class BarFiller:
         if p == NULL or not PyUnicode_CheckExact(p):
             self.values_errors += 1
             return 0
-        if self.pv_mode == PV_CLOSE:
+        if self.pv_mode == _PV_CLOSE:
             pv = v * c
         else:
             pv = v * (h + l + c) / 3.0
-            if self.pv_mode == PV_VWAP:
+            if self.pv_mode == _PV_VWAP:
                 p = get_slot(item, self.off_vw)
                 if p != NULL and <object>p is not None:
                     if not as_double(p, &vw) or not isfinite(vw):

@@ -92,6 +92,23 @@ cdef Py_ssize_t member_offset(object tp, str name) except -1:
     raise TypeError(f"{tp.__name__} has no field {name!r}")
 
 
+cdef extern from *:
+    """
+    static inline void ff_prefetch_lines(const void *p, int lines) {
+        const char *c = (const char *)p;
+        if (!c) return;
+        __builtin_prefetch(c, 0, 3);
+        if (lines > 1) __builtin_prefetch(c + 64, 0, 3);
+    }
+    """
+    void prefetch_lines "ff_prefetch_lines" (const void* p, int lines) noexcept nogil
+
+#: how far ahead in a decoded array the fill asks for an element's Struct / its field objects
+cdef enum:
+    PF_STRUCT = 8
+    PF_FIELDS = 4
+
+
 cdef inline PyObject* get_slot(PyObject* obj, Py_ssize_t off) noexcept:
     return (<PyObject**>((<char*>obj) + off))[0]
 
@@ -387,6 +404,7 @@ cdef class BarFiller:
     cdef tuple names
     cdef Py_ssize_t off_sym, off_o, off_h, off_l, off_c, off_v, off_t, off_vw
     cdef bint has_vw
+    cdef bint prefetch          # the bar fields are slots this filler reads (not SfoxFiller's)
     cdef readonly int pv_mode
     cdef dict index
     cdef list symbols           # universe.symbols (row -> symbol), or None
@@ -452,6 +470,7 @@ cdef class BarFiller:
         self.off_v = member_offset(bar_type, v) if v is not None else 0
         self.off_t = member_offset(bar_type, t) if t is not None else 0
         self.has_vw = vw is not None
+        self.prefetch = bar_type is not _NoBars and None not in (sym, o, h, l, c, v, t)
         self.off_vw = member_offset(bar_type, vw) if self.has_vw else 0
         if pv_mode not in (PV_TYPICAL, PV_CLOSE, PV_VWAP):
             raise ValueError(f"pv_mode must be PV_TYPICAL, PV_CLOSE or PV_VWAP, not {pv_mode!r}")
@@ -774,6 +793,15 @@ cdef class BarFiller:
             if base + size > self.capacity:
                 self._grow(base + size, base)
             for k in range(size):
+                if self.prefetch:
+                    # msgspec made every object of the array before the fill reads any: by
+                    # now the first elements' objects have left L1. Ask for the Struct of
+                    # the element PF_STRUCT ahead, and for the field objects of the one
+                    # PF_FIELDS ahead (its Struct was asked for earlier)
+                    if k + PF_STRUCT < size:
+                        prefetch_lines(PyList_GET_ITEM(msg, k + PF_STRUCT), 2)
+                    if k + PF_FIELDS < size:
+                        self._prefetch_fields(PyList_GET_ITEM(msg, k + PF_FIELDS), bar_tp)
                 item = PyList_GET_ITEM(msg, k)
                 r = self._fill_one(item, base + n) if Py_TYPE(<object>item) == bar_tp else 2
                 if r == 1:
@@ -795,6 +823,18 @@ cdef class BarFiller:
         self.n = n
         self.filled = base + n
         return n
+
+    cdef inline void _prefetch_fields(self, PyObject* item, PyTypeObject* bar_tp) noexcept:
+        """Ask for the objects in the slots :meth:`_fill_one` reads of a bar Struct."""
+        if Py_TYPE(<object>item) != bar_tp:
+            return
+        prefetch_lines(get_slot(item, self.off_sym), 1)
+        prefetch_lines(get_slot(item, self.off_o), 1)
+        prefetch_lines(get_slot(item, self.off_h), 1)
+        prefetch_lines(get_slot(item, self.off_l), 1)
+        prefetch_lines(get_slot(item, self.off_c), 1)
+        prefetch_lines(get_slot(item, self.off_v), 1)
+        prefetch_lines(get_slot(item, self.off_t), 1)
 
     cpdef Py_ssize_t process(self, msg, int64_t recv_ns) except -1:
         """:meth:`fill`, then one ``engine.upsert`` and the latency records; return accepted.

@@ -435,7 +435,7 @@ cdef class BarFiller:
     cdef public object on_batch
     cdef object after_fill, flush_stats, decode_failed, internal_error, on_gap
     cdef MessageSink _sink
-    cdef Payload payload        # the C sink's view of the message being decoded (reused)
+    cdef readonly Payload payload   # the C sink's view of the message being decoded (reused)
     # gap detection after a reconnect (see expect_gap)
     cdef public int64_t gap_from
     cdef public int64_t next_flush

@@ -71,6 +71,7 @@ class BarFiller:
     rows_recycled: int    # idle rows given to new symbols (since construction)
     max_s: int            # latest bar second of the last call (-1 if none)
     others: Optional[list]  # elements that were not bars, in order (None if none)
+    payload: Payload      # readonly: what the C sink lends the decoder (replaced only if one was kept)
     def __init__(self, bar_type: Optional[type], fields: Optional[tuple], universe: Any,
                  overflow_exc: type, engine: Any, pv_mode: int = ..., capacity: int = ...) -> None: ...
     next_flush: int         # receive time (ns) at or after which flush_stats is called

@@ -448,6 +448,31 @@ def _run_c_path(session_class):
     return asyncio.run(main())
 
 
+def test_the_c_path_lends_every_message_the_same_payload_object():
+    """With the feed's own decoder nothing keeps the payload: one object serves the whole
+    stream (no Python object made per message for it), released between messages."""
+    from fastfeed.feeds import vantafin
+
+    seen = set()
+
+    def decode(payload):
+        seen.add(id(payload))
+        return vantafin.decoder.decode(payload)
+
+    cls = _vantafin_with_decoder(decode)
+    made = []
+
+    class Recording(cls):
+        def _bind(self, filler):
+            super()._bind(filler)
+            made.append(filler)
+
+    stats, sent = _run_c_path(Recording)
+    assert stats.bars == sent > 0 and stats.decode_errors == 0
+    payload = made[0].payload
+    assert seen == {id(payload)} and not payload.live and payload.exports == 0
+
+
 def test_a_payload_the_decoder_keeps_is_released_after_the_call_and_replaced():
     """The C sink lends the decoder one reused payload object per message: kept past the
     call, it refuses to be read (ValueError, never another message's bytes), and the next

@@ -15,9 +15,11 @@ in a slot whose offset is published by the class's ``member_descriptor``; the of
 are read once when a :class:`BarFiller` is built, and the type of every element is
 checked exactly before its slots are read, so the reads are as safe as ``getattr``
 """
-from cpython.buffer cimport PyBUF_READ
+cimport cython
+from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.object cimport PyObject, PyTypeObject, Py_TYPE
+from cpython.ref cimport Py_REFCNT
 from cpython.pycapsule cimport PyCapsule_New
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -40,12 +42,12 @@ cdef extern from "Python.h":
         Py_ssize_t offset
     ctypedef struct PyMemberDescrObject:
         PyMemberDef* d_member
-    bint PyFloat_CheckExact(PyObject*)
-    bint PyLong_CheckExact(PyObject*)
-    bint PyUnicode_CheckExact(PyObject*)
-    Py_ssize_t PyUnicode_GET_LENGTH(PyObject*)
-    int PyUnicode_KIND(PyObject*)
-    void* PyUnicode_DATA(PyObject*)
+    bint PyFloat_CheckExact(PyObject*) noexcept
+    bint PyLong_CheckExact(PyObject*) noexcept
+    bint PyUnicode_CheckExact(PyObject*) noexcept
+    Py_ssize_t PyUnicode_GET_LENGTH(PyObject*) noexcept
+    int PyUnicode_KIND(PyObject*) noexcept
+    void* PyUnicode_DATA(PyObject*) noexcept
     double PyFloat_AsDouble(PyObject*) except? -1.0
 
 #: an upsert of at least this many bars releases the GIL (fewer: not worth the switch)
@@ -53,9 +55,15 @@ cdef enum:
     NOGIL_BARS = 256
 
 #: how the engine's ``pv`` (price × volume) is made from a bar
-PV_TYPICAL = 0   # volume * (high + low + close) / 3
-PV_CLOSE = 1     # volume * close
-PV_VWAP = 2      # volume * vwap when the vwap field is present (not None), else typical
+cdef enum:
+    # the same as C constants (the fill loop compares with these: a module global would be
+    # a dict lookup and a Python comparison per bar)
+    _PV_TYPICAL = 0
+    _PV_CLOSE = 1
+    _PV_VWAP = 2
+PV_TYPICAL = _PV_TYPICAL   # volume * (high + low + close) / 3
+PV_CLOSE = _PV_CLOSE       # volume * close
+PV_VWAP = _PV_VWAP         # volume * vwap when the vwap field is present (not None), else typical
 
 cdef int64_t MAX_MS = 9_000_000_000_000_000  # bar times beyond this (~285,000 years) are absurd
 #: distinct new sFOX pairs one batch can hold before their first bar is accepted
@@ -84,17 +92,44 @@ cdef Py_ssize_t member_offset(object tp, str name) except -1:
     raise TypeError(f"{tp.__name__} has no field {name!r}")
 
 
+cdef extern from *:
+    """
+    static inline void ff_prefetch_lines(const void *p, int lines) {
+        const char *c = (const char *)p;
+        if (!c) return;
+        __builtin_prefetch(c, 0, 3);
+        if (lines > 1) __builtin_prefetch(c + 64, 0, 3);
+    }
+    """
+    void prefetch_lines "ff_prefetch_lines" (const void* p, int lines) noexcept nogil
+
+#: how far ahead in a decoded array the fill asks for an element's Struct / its field objects
+cdef enum:
+    PF_STRUCT = 8
+    PF_FIELDS = 4
+
+
 cdef inline PyObject* get_slot(PyObject* obj, Py_ssize_t off) noexcept:
     return (<PyObject**>((<char*>obj) + off))[0]
 
 
+cdef extern from "Python.h":
+    # the macro on a borrowed pointer: no reference taken (``<object>p`` would take one)
+    double float_value "PyFloat_AS_DOUBLE" (PyObject*) noexcept nogil
+
+
 cdef inline bint as_double(PyObject* o, double* out) noexcept:
     """Read a float (or int) field; False if it is missing or not a number."""
+    if o != NULL and PyFloat_CheckExact(o):
+        out[0] = float_value(o)
+        return True
+    return as_double_slow(o, out)
+
+
+cdef bint as_double_slow(PyObject* o, double* out) noexcept:
+    """:func:`as_double` of anything but an exact ``float`` (kept out of the fill loops)."""
     if o == NULL:
         return False
-    if PyFloat_CheckExact(o):
-        out[0] = PyFloat_AS_DOUBLE(<object>o)
-        return True
     try:
         out[0] = PyFloat_AsDouble(o)
     except Exception:
@@ -102,21 +137,38 @@ cdef inline bint as_double(PyObject* o, double* out) noexcept:
     return True
 
 
-cdef extern from "Python.h":
-    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
-
-
 cdef inline bint as_int64(PyObject* o, int64_t* out) noexcept:
     """Read an exact ``int`` field; False if it is not one or does not fit 64 bits.
 
-    (``PyLong_AsLongLong`` of CPython 3.11 converts every int of two or more internal
-    digits, i.e. from 2**30 on, such as any epoch-ms time, through ``_PyLong_AsByteArray``;
-    the ``AndOverflow`` variant loops over the digits in place.)"""
-    cdef int overflow = 0
+    (Cython's conversion reads an int of up to a few internal digits, such as any epoch-ms
+    time, in place; ``PyLong_AsLongLong`` of CPython 3.11 converts every int from 2**30
+    on through ``_PyLong_AsByteArray``.)"""
     if o == NULL or not PyLong_CheckExact(o):
         return False
-    out[0] = PyLong_AsLongLongAndOverflow(<object>o, &overflow)
-    return overflow == 0
+    try:
+        out[0] = <int64_t><object>o
+    except OverflowError:
+        return False
+    return True
+
+
+cdef inline bint same_text(PyObject* a, PyObject* b) noexcept:
+    """``a == b`` for two exact ``str`` objects, compared in place (no call for short ones)."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(a), k
+    cdef int kind = PyUnicode_KIND(a)
+    cdef const unsigned char* p
+    cdef const unsigned char* q
+    if n != PyUnicode_GET_LENGTH(b) or kind != PyUnicode_KIND(b):
+        return False
+    n *= kind
+    p = <const unsigned char*>PyUnicode_DATA(a)
+    q = <const unsigned char*>PyUnicode_DATA(b)
+    if n > 16:
+        return memcmp(p, q, n) == 0
+    for k in range(n):
+        if p[k] != q[k]:
+            return False
+    return True
 
 
 cdef class LatencyBuckets:
@@ -254,6 +306,41 @@ class _NoBars:
     """Bar type of a filler whose bars are written by :class:`SfoxState` (never decoded)."""
 
 
+@cython.final
+@cython.auto_pickle(False)
+cdef class Payload:
+    """The bytes of the message a :class:`BarFiller`'s C sink is handing to the decoder: a
+    read-only buffer over the listener's memory, valid only during that sink call.
+
+    One object is reused for every message (``PyMemoryView_FromMemory`` would allocate two
+    GC-tracked objects per message). Outside the call it is *released*: taking its buffer
+    raises ``ValueError``, so a reference kept past the call cannot read reused memory;
+    the filler notices a kept reference (its reference count) or a buffer still exported
+    after the decoder returned, and takes a fresh object for the next message.
+    """
+    cdef const char* ptr
+    cdef Py_ssize_t size
+    cdef readonly Py_ssize_t exports   # buffers taken and not yet given back
+    cdef readonly bint live            # True only during the sink call
+
+    def __getbuffer__(self, Py_buffer* buffer, int flags):
+        if not self.live:
+            raise ValueError("message payload used after its sink call returned")
+        PyBuffer_FillInfo(buffer, self, <void*>self.ptr, self.size, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buffer):
+        self.exports -= 1
+
+    def __len__(self):
+        return self.size if self.live else 0
+
+    def __bytes__(self):
+        if not self.live:
+            raise ValueError("message payload used after its sink call returned")
+        return self.ptr[:self.size]
+
+
 cdef void _sink_message(void* ctx, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
     (<BarFiller>ctx)._raw_message(payload, size, recv_ns)
 
@@ -317,6 +404,7 @@ cdef class BarFiller:
     cdef tuple names
     cdef Py_ssize_t off_sym, off_o, off_h, off_l, off_c, off_v, off_t, off_vw
     cdef bint has_vw
+    cdef bint prefetch          # the bar fields are slots this filler reads (not SfoxFiller's)
     cdef readonly int pv_mode
     cdef dict index
     cdef list symbols           # universe.symbols (row -> symbol), or None
@@ -347,6 +435,7 @@ cdef class BarFiller:
     cdef public object on_batch
     cdef object after_fill, flush_stats, decode_failed, internal_error, on_gap
     cdef MessageSink _sink
+    cdef readonly Payload payload   # the C sink's view of the message being decoded (reused)
     # gap detection after a reconnect (see expect_gap)
     cdef public int64_t gap_from
     cdef public int64_t next_flush
@@ -381,6 +470,7 @@ cdef class BarFiller:
         self.off_v = member_offset(bar_type, v) if v is not None else 0
         self.off_t = member_offset(bar_type, t) if t is not None else 0
         self.has_vw = vw is not None
+        self.prefetch = bar_type is not _NoBars and None not in (sym, o, h, l, c, v, t)
         self.off_vw = member_offset(bar_type, vw) if self.has_vw else 0
         if pv_mode not in (PV_TYPICAL, PV_CLOSE, PV_VWAP):
             raise ValueError(f"pv_mode must be PV_TYPICAL, PV_CLOSE or PV_VWAP, not {pv_mode!r}")
@@ -429,6 +519,7 @@ cdef class BarFiller:
         self.batch_last_ns = 0
         self.before_second = None
         self.lag = None
+        self.payload = Payload()
         self._sink.ctx = <void*>self
         self._sink.on_message = _sink_message
         self._sink.on_buffer_end = _sink_buffer_end
@@ -474,7 +565,7 @@ cdef class BarFiller:
         After a wrong guess the next 8 bars skip guessing: a feed in no stable order
         pays for a guess on one bar in 9 only.
         """
-        cdef Py_ssize_t g = self.guess, n
+        cdef Py_ssize_t g = self.guess
         cdef PyObject* cand
         cdef PyObject* r
         cdef int64_t row
@@ -485,12 +576,9 @@ cdef class BarFiller:
             if cand == sym:
                 self.guess = g + 1
                 return g
-            if PyUnicode_CheckExact(cand):
-                n = PyUnicode_GET_LENGTH(cand)
-                if n == PyUnicode_GET_LENGTH(sym) and PyUnicode_KIND(cand) == PyUnicode_KIND(sym) \
-                        and memcmp(PyUnicode_DATA(cand), PyUnicode_DATA(sym), n * PyUnicode_KIND(sym)) == 0:
-                    self.guess = g + 1
-                    return g
+            if PyUnicode_CheckExact(cand) and same_text(cand, sym):
+                self.guess = g + 1
+                return g
             self.no_guess = 8
         r = PyDict_GetItem(self.index, <object>sym)
         if r == NULL:
@@ -653,11 +741,11 @@ cdef class BarFiller:
         if p == NULL or not PyUnicode_CheckExact(p):
             self.values_errors += 1
             return 0
-        if self.pv_mode == PV_CLOSE:
+        if self.pv_mode == _PV_CLOSE:
             pv = v * c
         else:
             pv = v * (h + l + c) / 3.0
-            if self.pv_mode == PV_VWAP:
+            if self.pv_mode == _PV_VWAP:
                 p = get_slot(item, self.off_vw)
                 if p != NULL and <object>p is not None:
                     if not as_double(p, &vw) or not isfinite(vw):
@@ -705,6 +793,15 @@ cdef class BarFiller:
             if base + size > self.capacity:
                 self._grow(base + size, base)
             for k in range(size):
+                if self.prefetch:
+                    # msgspec made every object of the array before the fill reads any: by
+                    # now the first elements' objects have left L1. Ask for the Struct of
+                    # the element PF_STRUCT ahead, and for the field objects of the one
+                    # PF_FIELDS ahead (its Struct was asked for earlier)
+                    if k + PF_STRUCT < size:
+                        prefetch_lines(PyList_GET_ITEM(msg, k + PF_STRUCT), 2)
+                    if k + PF_FIELDS < size:
+                        self._prefetch_fields(PyList_GET_ITEM(msg, k + PF_FIELDS), bar_tp)
                 item = PyList_GET_ITEM(msg, k)
                 r = self._fill_one(item, base + n) if Py_TYPE(<object>item) == bar_tp else 2
                 if r == 1:
@@ -726,6 +823,18 @@ cdef class BarFiller:
         self.n = n
         self.filled = base + n
         return n
+
+    cdef inline void _prefetch_fields(self, PyObject* item, PyTypeObject* bar_tp) noexcept:
+        """Ask for the objects in the slots :meth:`_fill_one` reads of a bar Struct."""
+        if Py_TYPE(<object>item) != bar_tp:
+            return
+        prefetch_lines(get_slot(item, self.off_sym), 1)
+        prefetch_lines(get_slot(item, self.off_o), 1)
+        prefetch_lines(get_slot(item, self.off_h), 1)
+        prefetch_lines(get_slot(item, self.off_l), 1)
+        prefetch_lines(get_slot(item, self.off_c), 1)
+        prefetch_lines(get_slot(item, self.off_v), 1)
+        prefetch_lines(get_slot(item, self.off_t), 1)
 
     cpdef Py_ssize_t process(self, msg, int64_t recv_ns) except -1:
         """:meth:`fill`, then one ``engine.upsert`` and the latency records; return accepted.
@@ -806,19 +915,59 @@ cdef class BarFiller:
         return PyCapsule_New(&self._sink, b"fastfeed.MessageSink", NULL)
 
     cdef void _raw_message(self, const char* payload, Py_ssize_t size, int64_t recv_ns) noexcept:
-        """The C sink: one message of ``size`` bytes, valid during the call."""
-        mv = PyMemoryView_FromMemory(<char*>payload, size, PyBUF_READ)
+        """The C sink: one message of ``size`` bytes, valid during the call.
+
+        The decoder reads it through :attr:`payload` (one :class:`Payload` reused for every
+        message: no Python object is made per message). The slow path (the message did not
+        decode) gets a ``memoryview`` of its own, released when it returns, like a Python
+        sink's payload."""
+        cdef Payload view = self.payload
+        cdef object msg = None
+        view.ptr = payload
+        view.size = size
+        view.live = True
         try:
-            self._on_message(mv, recv_ns)
+            msg = self.decode(view)
+        except Exception as e:
+            view.live = False
+            self._release_payload(view)
+            self._raw_decode_failed(payload, size, recv_ns, e)
+            return
+        view.live = False
+        self._release_payload(view)
+        try:
+            self.apply(msg, recv_ns)
         except Exception as e:
             self.internal_error(e)
+
+    cdef inline void _release_payload(self, Payload view) noexcept:
+        """After the decoder returned: a payload still referenced elsewhere (or with a buffer
+        still exported: counted as an internal error, as a ``memoryview`` that cannot be
+        released would be) is left released and a fresh one serves the next message."""
+        view.ptr = NULL
+        view.size = 0
+        # references: self.payload and the caller's local
+        if Py_REFCNT(view) > 2 or view.exports:
+            self.payload = Payload()
+            if view.exports:
+                try:
+                    self.internal_error(BufferError("a buffer of a message payload was kept past its sink call"))
+                except Exception:
+                    pass
+
+    cdef void _raw_decode_failed(self, const char* payload, Py_ssize_t size, int64_t recv_ns, e) noexcept:
+        mv = PyMemoryView_FromMemory(<char*>payload, size, PyBUF_READ)
+        try:
+            self.decode_failed(mv, recv_ns, e)
+        except Exception as e2:
+            self.internal_error(e2)
         finally:
             try:
                 # a view kept past the call would point into memory that is reused or freed:
                 # release it, so such use raises ValueError instead of reading garbage
                 mv.release()
-            except Exception as e:
-                self.internal_error(e)
+            except Exception as e3:
+                self.internal_error(e3)
 
     def on_message(self, payload, int64_t recv_ns):
         """The Session ``on_message`` of the feeds: decode, then :meth:`apply`; never raises."""

@@ -36,6 +36,16 @@ class LagClock:
     def observe(self, T: int, now_ns: int) -> int: ...
     def timed(self, duration_ns: int) -> None: ...
 
+class Payload:
+    """The message a BarFiller's C sink lends its decoder: a read-only buffer over the
+    listener's memory, valid only during that call (one object reused per message; outside
+    the call ``bytes()``/``memoryview()`` of it raise ValueError and ``len()`` is 0)."""
+    exports: int    # readonly: buffers taken and not yet given back
+    live: bool      # readonly: True only during the sink call
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
 class BarFiller:
     """Fills the batch columns from decoded bar Structs; one ``engine.upsert`` per message or read.
 
@@ -61,6 +71,7 @@ class BarFiller:
     rows_recycled: int    # idle rows given to new symbols (since construction)
     max_s: int            # latest bar second of the last call (-1 if none)
     others: Optional[list]  # elements that were not bars, in order (None if none)
+    payload: Payload      # readonly: what the C sink lends the decoder (replaced only if one was kept)
     def __init__(self, bar_type: Optional[type], fields: Optional[tuple], universe: Any,
                  overflow_exc: type, engine: Any, pv_mode: int = ..., capacity: int = ...) -> None: ...
     next_flush: int         # receive time (ns) at or after which flush_stats is called

@@ -419,6 +419,121 @@ def test_every_feed_takes_the_c_path_and_it_matches_the_python_path(feed):
     assert c_bars == py_bars > 0 and c_state == py_state
 
 
+def _vantafin_with_decoder(decode):
+    """A Vantafin session class whose decoder is ``decode(payload)`` (wrapping the feed's)."""
+    from fastfeed.feeds import vantafin
+
+    class Decoder:
+        pass
+
+    d = Decoder()
+    d.decode = decode
+    return type("Session", (vantafin.VantafinSession,), {"decoder": d})
+
+
+def _run_c_path(session_class):
+    """Every bar of a short stream through ``session_class`` on the C sink; (stats, sent bars)."""
+    async def main():
+        async with Simulator(cfg(max_seconds=8, bars_per_frame=1)) as sim:
+            engine, universe, stats = Engine(1024, WINDOWS, None, 1e12), Universe(1024), Stats()
+            session = session_class(engine, universe, stats, topics="LS.*", api_key="sim-key")
+            conn = Connection(sim.url("vantafin", api_key=None), session, stats=stats)
+            task = asyncio.ensure_future(conn.run())
+            await until(lambda: producers_done(sim) and len(sim.sent_bars()) > 0
+                        and stats.bars == len(sim.sent_bars()))
+            await conn.stop()
+            await task
+            return stats, len(sim.sent_bars())
+
+    return asyncio.run(main())
+
+
+def test_the_c_path_lends_every_message_the_same_payload_object():
+    """With the feed's own decoder nothing keeps the payload: one object serves the whole
+    stream (no Python object made per message for it), released between messages."""
+    from fastfeed.feeds import vantafin
+
+    seen = set()
+
+    def decode(payload):
+        seen.add(id(payload))
+        return vantafin.decoder.decode(payload)
+
+    cls = _vantafin_with_decoder(decode)
+    made = []
+
+    class Recording(cls):
+        def _bind(self, filler):
+            super()._bind(filler)
+            made.append(filler)
+
+    stats, sent = _run_c_path(Recording)
+    assert stats.bars == sent > 0 and stats.decode_errors == 0
+    payload = made[0].payload
+    assert seen == {id(payload)} and not payload.live and payload.exports == 0
+
+
+def test_a_payload_the_decoder_keeps_is_released_after_the_call_and_replaced():
+    """The C sink lends the decoder one reused payload object per message: kept past the
+    call, it refuses to be read (ValueError, never another message's bytes), and the next
+    message gets a fresh one; every bar arrives and nothing is counted as an error."""
+    from fastfeed.feeds import vantafin
+
+    kept = []
+
+    def decode(payload):
+        kept.append(payload)
+        return vantafin.decoder.decode(payload)
+
+    stats, sent = _run_c_path(_vantafin_with_decoder(decode))
+    assert stats.bars == sent > 0 and stats.decode_errors == 0
+    assert len(kept) >= sent and len({id(p) for p in kept}) == len(kept)
+    for p in (kept[0], kept[-1]):
+        assert len(p) == 0
+        with pytest.raises(ValueError):
+            bytes(p)
+        with pytest.raises(ValueError):
+            memoryview(p)
+
+
+def test_a_payload_buffer_kept_past_the_call_is_counted_as_an_internal_error():
+    """A decoder that keeps a buffer of the payload (a view still exported when it returns)
+    breaks the sink contract: counted as an internal error per message, the stream goes on."""
+    from fastfeed.feeds import vantafin
+
+    views = []
+
+    def decode(payload):
+        views.append(memoryview(payload))
+        return vantafin.decoder.decode(payload)
+
+    stats, sent = _run_c_path(_vantafin_with_decoder(decode))
+    assert stats.bars == sent > 0
+    assert stats.decode_errors_by_kind["internal"] == stats.decode_errors == len(views)
+    views.clear()
+
+
+def test_a_message_that_fails_to_decode_on_the_c_path_goes_element_by_element():
+    """The slow path of the C sink: a 100-bar array with one malformed element loses that
+    element only (counted by kind); the rest reach the engine."""
+    async def main():
+        c = cfg(max_seconds=6, bars_per_frame=100, n_tickers=300, trade_fraction=1.0,
+                faults=dict(malformed_every=2))
+        async with Simulator(c) as sim:
+            engine, universe, stats = Engine(1024, WINDOWS, None, 1e12), Universe(1024), Stats()
+            session = feeds.make_session("vantafin", engine, universe, stats, topics="LS.*", api_key="sim-key")
+            conn = Connection(sim.url("vantafin", api_key=None), session, stats=stats)
+            task = asyncio.ensure_future(conn.run())
+            await until(lambda: producers_done(sim) and stats.bars == len(sim.sent_bars()) > 0)
+            await conn.stop()
+            await task
+            bad = sim.connections[0].malformed_sent
+            assert bad > 0 and stats.decode_errors == bad
+            assert dict(stats.decode_errors_by_kind) == {"validation": bad}
+
+    asyncio.run(main())
+
+
 def test_sfox_update_older_than_the_pairs_last_is_skipped_and_counted():
     async def main():
         async with Simulator(cfg(faults=dict(sfox_out_of_order_every=3))) as sim:

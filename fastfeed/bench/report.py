@@ -172,7 +172,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
             "burst_latency_ms": r.get("burst_latency_ms"),
             "burst_arrival_span_ms": r.get("burst_arrival_span_ms"),
             "burst_after_last_arrival_ms": r.get("burst_after_last_arrival_ms"),
-            "message_cpu_us": r.get("message_cpu_us"), "frame_latency_us": r.get("frame_latency_us"),
+            "engine_updates_per_burst": r.get("engine_updates_per_burst"), "frame_latency_us": r.get("frame_latency_us"),
             "cpu_s_per_million_bars": r.get("cpu_s_per_million_bars"), "peak_rss_mb": r.get("peak_rss_mb"),
             "preemptions_per_s": r.get("preemptions_per_s"), "error": r.get("error"),
             "minor_faults_per_burst": r.get("minor_faults_per_burst"),
@@ -436,12 +436,11 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
     if s["cadence"]:
         t = Table(title="Real cadence: one full-universe burst per simulated second (burst -> cross-section ready)")
         for col in ("client", "bars/frame", "speed", "bursts", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
-                    "on_message us p50/p99", "arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB",
+                    "updates/burst", "arrival->applied us p50/p99", "CPU s/M bars", "RSS MiB",
                     "preempt/s"):
             t.add_column(col, justify="left" if col == "client" else "right")
         for r in s["cadence"]:
             b = r.get("burst_latency_ms") or {}
-            mc = r.get("message_cpu_us") or {}
             fl = r.get("frame_latency_us") or {}
             if r.get("error"):
                 t.add_row(r["client"], str(r["bars_per_frame"]), f"{r['speed']:g}x", "-", r["error"][:40])
@@ -450,7 +449,7 @@ def render_table(doc: dict[str, Any], width: int = 150) -> str:
                 r["client"], str(r["bars_per_frame"]), f"{r['speed']:g}x",
                 f"{r.get('bursts')} x {r.get('burst_bars')}",
                 _f(b.get("p50")), _f(b.get("p99")), _f(b.get("p99.9")), _f(b.get("max")),
-                f"{_f(mc.get('p50'), '{:.0f}')}/{_f(mc.get('p99'), '{:.0f}')}" if mc else "-",
+                _f(r.get("engine_updates_per_burst"), "{:.0f}"),
                 f"{_f(fl.get('p50'), '{:.0f}')}/{_f(fl.get('p99'), '{:.0f}')}" if fl else "-",
                 _f(r.get("cpu_s_per_million_bars")), _f(r.get("peak_rss_mb"), "{:.0f}"),
                 _f(r.get("preemptions_per_s"), "{:.0f}"),

@@ -93,6 +93,23 @@ def _hist_doc(h: Any, scale: float) -> dict[str, Any]:
     return out
 
 
+class _UpdateCounter:
+    """``on_batch`` for the burst cases: hands each engine update's bars to the tracker
+    with the receive times of the update's first and last message (the filler's
+    ``batch_first_ns``/``batch_last_ns``), and counts the updates."""
+
+    def __init__(self, session: Any, stats: Any, tracker: BurstTracker) -> None:
+        self.filler, self.stats, self.tracker = session.filler, stats, tracker
+        self.bars = stats.bars
+        self.calls = 0
+
+    def on_batch(self, rows: Any, T: int) -> None:
+        n = self.stats.bars - self.bars
+        self.bars = self.stats.bars
+        self.calls += 1
+        self.tracker.add(T, n, self.filler.batch_first_ns, self.filler.batch_last_ns)
+
+
 class SessionProbe(SessionProxy):
     """Wraps a fastfeed session: time per call and burst accounting (cadence mode).
 
@@ -178,16 +195,16 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
     tracker = BurstTracker(spec["tickers"], skip=spec["skip_bursts"]) if mode == "cadence" else None
     out: dict[str, Any] = {}
     conn = None
-    engine = stats = probe = None
+    engine = stats = updates = None
 
     if client == "fastfeed":
         engine, universe, stats, session = _fastfeed_parts(spec)
         if tracker is not None:
-            probe = SessionProbe(session, engine, stats, tracker)
-            session_for_conn: Any = probe
-        else:
-            session_for_conn = session
-        conn = Connection(spec["url"], session_for_conn, stats=stats)
+            # bursts are observed the way a strategy observes them: on_batch after each
+            # engine update, on the transport's C path (no Python call per message)
+            updates = _UpdateCounter(session, stats, tracker)
+            session.set_on_batch(updates.on_batch)
+        conn = Connection(spec["url"], session, stats=stats)
 
         def processed() -> int:
             return stats.bars
@@ -258,9 +275,8 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             assert tracker is not None
             await wait_for(lambda: tracker.ready >= tracker.skip)
-            if probe is not None:  # per-call histograms cover the measured bursts only
-                probe.cpu_hist.reset()
-                probe.flush_hist.reset()
+            if updates is not None:
+                updates.calls = 0
             c0, t0 = time.process_time(), time.perf_counter()
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             nivcsw0 = ru0.ru_nivcsw
@@ -288,10 +304,8 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
                 minor_faults_per_burst=(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - ru0.ru_minflt)
                 / max(1, tracker.measured),
             )
-            if probe is not None:
-                out["message_cpu_us"] = _hist_doc(probe.cpu_hist, 1e3)
-                out["buffer_end_us"] = _hist_doc(probe.flush_hist, 1e3)
-                out["batch_per_read"] = probe.defer_until_buffer_end
+            if updates is not None:
+                out["engine_updates_per_burst"] = updates.calls / max(1, tracker.measured)
     finally:
         stop.set()
         if conn is not None:

@@ -194,7 +194,7 @@ def test_tiny_run_succeeds_and_has_the_documented_shape(tiny_run):
             assert len(r["burst_samples_ms"]) == 3
             assert r["burst_after_last_arrival_ms"]["count"] == 3
             if r["case"]["client"] == "fastfeed":
-                assert r["message_cpu_us"]["count"] > 0
+                assert r["engine_updates_per_burst"] >= 1
         if r["case"]["client"] == "fastfeed":
             assert r["counters"]["decode_errors"] == 0
             assert r["engine_counters"]["accepted"] == r["counters"]["bars"]

@@ -971,19 +971,15 @@ cdef class BarFiller:
 
     def on_message(self, payload, int64_t recv_ns):
         """The Session ``on_message`` of the feeds: decode, then :meth:`apply`; never raises."""
-        self._on_message(payload, recv_ns)
-
-    cdef int _on_message(self, payload, int64_t recv_ns) except -1:
         try:
             msg = self.decode(payload)
         except Exception as e:
             self.decode_failed(payload, recv_ns, e)
-            return 0
+            return
         try:
             self.apply(msg, recv_ns)
         except Exception as e:
             self.internal_error(e)
-        return 0
 
     cpdef apply(self, msg, int64_t recv_ns):
         """Fill from a decoded message; upsert it now, or add it to the pending batch.

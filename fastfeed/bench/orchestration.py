@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -202,6 +203,11 @@ def run_steady(cfg: BenchConfig, *, progress: Optional[Callable[[str], None]] = 
     doc["wall_s"] = round(time.perf_counter() - t0, 1)
     doc["loadavg_1m"] = [load0, _loadavg()]
     return doc
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, MiB (``ru_maxrss``: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def proc_cpu_s(pid: int) -> Optional[float]:

@@ -233,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
     import json
-    import resource
     import sys
+
+    from .orchestration import peak_rss_mb, pin
 
     p = argparse.ArgumentParser(prog="python -m fastfeed.bench.steady")
     p.add_argument("seconds", nargs="?", type=int, default=None, help="timed seconds (default 100)")
@@ -243,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     kw = json.loads(args.spec)
     cpus = kw.pop("cpus", None)
     if cpus:
-        from .orchestration import pin
-
         pin(0, set(cpus))
     if args.seconds is not None:
         kw["seconds"] = args.seconds
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print("progress:", msg, file=sys.stderr, flush=True)
 
     doc = measure(progress=progress, **kw)
-    doc["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+    doc["peak_rss_mb"] = round(peak_rss_mb(), 1)
     print(json.dumps(doc, indent=1), flush=True)
     return 0
 

@@ -15,13 +15,9 @@ from typing import Any, Callable, Optional
 
 from ..feeds.registry import FEEDS
 from ..transport.session import SessionProxy
-from .orchestration import pin
+from .orchestration import peak_rss_mb, pin
 
 __all__ = ["BurstTracker", "worker_main"]
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 class BurstTracker:
@@ -334,7 +330,7 @@ async def _worker_async(spec: dict[str, Any]) -> dict[str, Any]:
         out["engine_counters"] = dict(engine.counters)
     else:
         out["counters"] = {"messages": meter.messages, "bars": meter.bars, "errors": meter.errors}  # type: ignore[possibly-undefined]
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -350,7 +346,7 @@ def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         return asyncio.run(_worker_async(spec))
     except Exception as e:  # noqa: BLE001 - one line for the report
-        return {"error": f"{type(e).__name__}: {e}", "peak_rss_mb": _peak_rss_mb()}
+        return {"error": f"{type(e).__name__}: {e}", "peak_rss_mb": peak_rss_mb()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

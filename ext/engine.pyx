@@ -312,6 +312,39 @@ cdef int _getbuf(object obj, Py_buffer *b, bint is_int, str name) except -1:
     return 0
 
 
+cdef inline bint _plain_array(object obj, bint is_int):
+    """``obj`` is exactly a 1-D ndarray of native int64 (``is_int``) or float64: its
+    data pointer, stride and length can be read without the buffer protocol."""
+    cdef int t
+    if not cnp.PyArray_CheckExact(obj):
+        return False
+    if cnp.PyArray_NDIM(<cnp.ndarray>obj) != 1 or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>obj):
+        return False
+    t = cnp.PyArray_TYPE(<cnp.ndarray>obj)
+    if is_int:
+        return (t == cnp.NPY_LONG or t == cnp.NPY_LONGLONG) and cnp.PyArray_ITEMSIZE(<cnp.ndarray>obj) == 8
+    return t == cnp.NPY_DOUBLE
+
+
+cdef inline int _arg(object obj, bint is_int, str name, Py_buffer *b, bint *held,
+                     const char **ptr, Py_ssize_t *stride, Py_ssize_t *length) except -1:
+    """Data pointer, stride and length of one ``upsert`` argument: an exact ndarray that
+    ``_plain_array`` accepts is read in place (the caller's reference keeps it alive for
+    the call); anything else goes through the buffer protocol (``_getbuf``, which also
+    raises the TypeError), and ``*held`` says it must be released."""
+    if _plain_array(obj, is_int):
+        ptr[0] = <const char *>cnp.PyArray_DATA(<cnp.ndarray>obj)
+        stride[0] = cnp.PyArray_STRIDES(<cnp.ndarray>obj)[0]
+        length[0] = cnp.PyArray_DIMS(<cnp.ndarray>obj)[0]
+        return 0
+    _getbuf(obj, b, is_int, name)
+    held[0] = True
+    ptr[0] = <const char *>b.buf
+    stride[0] = b.strides[0]
+    length[0] = b.shape[0]
+    return 0
+
+
 cdef char *_alloc(list keep, Py_ssize_t nbytes, Py_ssize_t align=4096) except NULL:
     """Zeroed memory of ``nbytes`` aligned to ``align``, kept alive by ``keep``.
 
@@ -1334,39 +1367,43 @@ cdef class Engine:
         counted (see :attr:`counters`); wrong argument types or lengths do raise.
         """
         cdef Py_buffer b[8]
-        cdef int got = 0, j
+        cdef const char *ptr[8]
+        cdef Py_ssize_t st[8]
+        cdef Py_ssize_t ln[8]
+        cdef bint held[8]
+        cdef int j
         cdef Py_ssize_t m, accepted
         names = ("rows", "seconds", "open", "high", "low", "close", "volume", "pv")
+        for j in range(8):
+            held[j] = False
         try:
             # one call each (no argument tuple: steady-state upserts allocate nothing)
-            _getbuf(rows, &b[0], True, "rows"); got += 1
-            _getbuf(seconds, &b[1], True, "seconds"); got += 1
-            _getbuf(open, &b[2], False, "open"); got += 1
-            _getbuf(high, &b[3], False, "high"); got += 1
-            _getbuf(low, &b[4], False, "low"); got += 1
-            _getbuf(close, &b[5], False, "close"); got += 1
-            _getbuf(volume, &b[6], False, "volume"); got += 1
-            _getbuf(pv, &b[7], False, "pv"); got += 1
-            m = b[0].shape[0]
+            _arg(rows, True, "rows", &b[0], &held[0], &ptr[0], &st[0], &ln[0])
+            _arg(seconds, True, "seconds", &b[1], &held[1], &ptr[1], &st[1], &ln[1])
+            _arg(open, False, "open", &b[2], &held[2], &ptr[2], &st[2], &ln[2])
+            _arg(high, False, "high", &b[3], &held[3], &ptr[3], &st[3], &ln[3])
+            _arg(low, False, "low", &b[4], &held[4], &ptr[4], &st[4], &ln[4])
+            _arg(close, False, "close", &b[5], &held[5], &ptr[5], &st[5], &ln[5])
+            _arg(volume, False, "volume", &b[6], &held[6], &ptr[6], &st[6], &ln[6])
+            _arg(pv, False, "pv", &b[7], &held[7], &ptr[7], &st[7], &ln[7])
+            m = ln[0]
             for j in range(1, 8):
-                if n < 0 and b[j].shape[0] != m:
-                    raise ValueError(f"array lengths differ: rows has {m}, {names[j]} has {b[j].shape[0]}")
-                if b[j].shape[0] < m:
-                    m = b[j].shape[0]
+                if n < 0 and ln[j] != m:
+                    raise ValueError(f"array lengths differ: rows has {m}, {names[j]} has {ln[j]}")
+                if ln[j] < m:
+                    m = ln[j]
             if n < 0:
                 n = m
             elif n > m:
                 raise ValueError(f"n={n} exceeds the array length {m}")
             with nogil:
-                accepted = self._upsert_c(
-                    <const char *>b[0].buf, b[0].strides[0], <const char *>b[1].buf, b[1].strides[0],
-                    <const char *>b[2].buf, b[2].strides[0], <const char *>b[3].buf, b[3].strides[0],
-                    <const char *>b[4].buf, b[4].strides[0], <const char *>b[5].buf, b[5].strides[0],
-                    <const char *>b[6].buf, b[6].strides[0], <const char *>b[7].buf, b[7].strides[0],
-                    n, now)
+                accepted = self._upsert_c(ptr[0], st[0], ptr[1], st[1], ptr[2], st[2],
+                                          ptr[3], st[3], ptr[4], st[4], ptr[5], st[5],
+                                          ptr[6], st[6], ptr[7], st[7], n, now)
         finally:
-            for j in range(got):
-                PyBuffer_Release(&b[j])
+            for j in range(8):
+                if held[j]:
+                    PyBuffer_Release(&b[j])
         return accepted
 
     def accepts(self, seconds, open, high, low, close, volume, double now=NAN, pv=None,

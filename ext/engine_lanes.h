@@ -181,42 +181,43 @@ FF_INLINE uint32_t ff_dkey(double x)
 #define FF_HL(col, NP, slot, ismax) ((ismax) ? (col)[(Py_ssize_t)(slot) * (NP)].h \
                                              : (col)[(Py_ssize_t)(slot) * (NP)].l)
 
-/* FF_DOM(later, value of deque entry ``at``), from the keys when they decide (two grid
- * keys; a grid entry's exact value; float32s that differ: rounding is monotone), else
- * from the store */
+/* The sign of x - (value of deque entry ``at``) (x has key kx), exact: from the keys when
+ * they decide (two grid keys; a grid entry's exact value; float32s that differ: rounding
+ * is monotone), else from the store (the high if ``hi``, else the low) */
+FF_INLINE int ff_key_cmp(double x, uint32_t kx, const ff_dqe *q, Py_ssize_t at,
+                         const ff_ohlc *col, Py_ssize_t NP, int hi)
+{
+    uint32_t ke = q[at].key;
+    float fx, fe;
+    double v;
+    if (ke & FF_KEY_GRID) {
+        if (kx & FF_KEY_GRID)
+            return (kx > ke) - (kx < ke);
+        v = (double)(ke & ~FF_KEY_GRID) / FF_GRID;
+        return (x > v) - (x < v);
+    }
+    fx = ff_f32(x);
+    fe = ff_f32of(ke);
+    if (fx != fe)
+        return (fx > fe) - (fx < fe);
+    v = FF_HL(col, NP, q[at].slot, hi);
+    return (x > v) - (x < v);
+}
+
+/* FF_DOM(later, value of deque entry ``at``) */
 FF_INLINE int ff_dom_hint(double later, uint32_t klater, const ff_dqe *q, Py_ssize_t at,
                           const ff_ohlc *col, Py_ssize_t NP, int ismax)
 {
-    uint32_t ke = q[at].key;
-    float fl, fe;
-    if (ke & FF_KEY_GRID) {
-        if (klater & FF_KEY_GRID)
-            return ismax ? klater >= ke : klater <= ke;
-        return FF_DOM(later, (double)(ke & ~FF_KEY_GRID) / FF_GRID, ismax);
-    }
-    fl = ff_f32(later);
-    fe = ff_f32of(ke);
-    if (fl != fe)
-        return ismax ? fl > fe : fl < fe;
-    return FF_DOM(later, FF_HL(col, NP, q[at].slot, ismax), ismax);
+    int c = ff_key_cmp(later, klater, q, at, col, NP, ismax);
+    return ismax ? c >= 0 : c <= 0;
 }
 
 /* FF_DOM(value of deque entry ``at``, earlier): the entry is a later bar */
 FF_INLINE int ff_dom_by_hint(double earlier, uint32_t kearlier, const ff_dqe *q, Py_ssize_t at,
                              const ff_ohlc *col, Py_ssize_t NP, int ismax)
 {
-    uint32_t ke = q[at].key;
-    float fl, fe;
-    if (ke & FF_KEY_GRID) {
-        if (kearlier & FF_KEY_GRID)
-            return ismax ? ke >= kearlier : ke <= kearlier;
-        return FF_DOM((double)(ke & ~FF_KEY_GRID) / FF_GRID, earlier, ismax);
-    }
-    fl = ff_f32of(ke);
-    fe = ff_f32(earlier);
-    if (fl != fe)
-        return ismax ? fl > fe : fl < fe;
-    return FF_DOM(FF_HL(col, NP, q[at].slot, ismax), earlier, ismax);
+    int c = ff_key_cmp(earlier, kearlier, q, at, col, NP, ismax);
+    return ismax ? c <= 0 : c >= 0;
 }
 
 /* Push a new latest bar (value val, key, slot) on a deque (ring q, index mask) whose back

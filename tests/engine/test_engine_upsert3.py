@@ -84,3 +84,43 @@ def test_in_place_path_still_rejects_what_the_buffer_protocol_rejects():
         e.upsert(rows, secs, o, [1.0, 1.0], l, c, v, pv)           # not a buffer
     assert e.counters["accepted"] == 0
     assert e.upsert(rows, secs, o, h, l, c, v, pv) == 2            # nothing left held
+
+
+# -- deque pushes (ff_push / ff_key_cmp in ext/engine_lanes.h) ---------------------------
+from fastfeed.engine.reference import ReferenceEngine, assert_windows_match  # noqa: E402
+
+
+def _near(x, steps):
+    """x moved by ``steps`` ulps (the same float32 as x for small steps)."""
+    for _ in range(abs(steps)):
+        x = np.nextafter(x, np.inf if steps > 0 else -np.inf)
+    return float(x)
+
+
+@pytest.mark.parametrize("windows", [(6,), (3, 9), (2, 5, 9), (9, 2, 5, 4)])
+@pytest.mark.parametrize("level", [1.25, 2.0001, 3.14159])     # on and off the 1e-4 grid
+def test_pushes_that_pop_past_the_mirrored_entries_match_the_reference(windows, level):
+    """A push that pops two or more entries leaves the entry before the new back
+    unmirrored; the next push that pops the back must then decide from the ring entry's
+    key (exact grid key, float32, or the store on a float32 tie).  Highs and lows walk
+    through ties, one-ulp neighbours and deep pops; every window is checked after every
+    bar and after a correction of the latest bar."""
+    e, ref = Engine(2, windows), ReferenceEngine(2, windows)
+    # a descending staircase (every entry kept), then a bar above most of it (pops >= 2),
+    # then bars that pop exactly the back (the entry before it is not mirrored)
+    steps = [0, -3, -6, -9, -12, -4, -5, -2, -2, -7, 1, -1, -15, -14, -14, 2, -20, -19, -18]
+    sec = 1_700_000_000
+    for j, d in enumerate(steps):
+        h = _near(level, d) if abs(d) <= 3 else level * (1 + d / 1000.0)
+        lo = _near(level / 2, -d) if abs(d) <= 3 else level / 2 * (1 - d / 1000.0)
+        args = bars([j % 2], [sec + j], lo, h, lo, lo, 1.0 + j)
+        assert e.upsert(*args) == ref.upsert(*args)
+        assert_windows_match(e, ref)
+    # correct the latest bar of row 0 to a lower high / higher low (a deque member gets
+    # less extreme), then to a higher one
+    last0 = max(j for j in range(len(steps)) if j % 2 == 0)
+    for f in (0.999, 1.002):
+        h = level * f
+        args = bars([0], [sec + last0], level / 2, h, level / 2, level / 2, 3.0)
+        assert e.upsert(*args) == ref.upsert(*args)
+        assert_windows_match(e, ref)

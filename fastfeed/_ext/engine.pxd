@@ -208,6 +208,7 @@ cdef class Engine:
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil
     cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
+    cdef void _prefetch_near(self, int64_t r) noexcept nogil
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,

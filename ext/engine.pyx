@@ -105,7 +105,9 @@ cdef extern from "engine_lanes.h":
     ctypedef struct ff_rings:
         const char *qmax
         const char *qmin
-        Py_ssize_t C, mask, esz, soff
+        Py_ssize_t C, mask, esz, soff, koff
+        uint32_t kgrid
+        double grid
     Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
                               const void *svp, const void *soh, Py_ssize_t NP, Py_ssize_t D,
                               const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
@@ -581,6 +583,9 @@ cdef class Engine:
             rings.mask = self.mask
             rings.esz = sizeof(DQE)
             rings.soff = <const char *>&self.qmax[0].slot - <const char *>self.qmax
+            rings.koff = <const char *>&self.qmax[0].key - <const char *>self.qmax
+            rings.kgrid = KEY_GRID
+            rings.grid = GRID
             c = 0                                   # the shortest window
             for k in range(1, K):
                 if self.win[k] < self.win[c]:

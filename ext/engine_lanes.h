@@ -274,10 +274,15 @@ static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ss
  * window is the evicted one, since that second is the window's first).  Every other
  * row is left to the engine's general code, marked in ``acc``. */
 
-_Static_assert(FF_O_HSLOT(3) == 304 && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320,
-               "ff_evict3_row reads hslot[3], lslot[3] and padding as bytes 304-319");
+_Static_assert(FF_O_FMAX(3) == 280 && FF_O_FMIN(3) == 292 && FF_O_HSLOT(3) == 304
+               && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320,
+               "ff_evict3_row: fmax[3], fmin[3] as six int32 lanes at 280, hslot[3], "
+               "lslot[3] as six uint16 lanes at 304, padding to 320");
 
 typedef uint16_t ff_v8u __attribute__((vector_size(16)));
+typedef int16_t ff_v8s __attribute__((vector_size(16)));
+typedef int32_t ff_v4i __attribute__((vector_size(16)));
+typedef int32_t ff_v2si __attribute__((vector_size(8)));
 
 /* The constants of one pass (see ff_evict3_pass). */
 typedef struct {
@@ -287,22 +292,21 @@ typedef struct {
     const ff_ohlc *soh;
     Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
     ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
+    ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
     double cancel;
 } ff_ev3;
 
-/* Any of the six 16-bit lanes of the max/min front slots (bytes 304-315) is ``pat``'s */
-static inline int ff_any_front(const char *b, ff_v8u pat)
+/* Bit l of the result: 16-bit lane l of eq (each 0 or -1) is set, l < 8 */
+static inline unsigned ff_lanebits(ff_v8s eq)
 {
-    ff_v8u fr;
-    memcpy(&fr, b + FF_O_HSLOT(3), 16);
 #if defined(__SSE2__)
-    return (__builtin_ia32_pmovmskb128((__attribute__((vector_size(16))) char)(fr == pat)) & 0x0FFF) != 0;
+    typedef char ff_v16c __attribute__((vector_size(16)));
+    const ff_v8s zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    return (unsigned)__builtin_ia32_pmovmskb128((ff_v16c)__builtin_ia32_packsswb128(eq, zero));
 #else
-    {
-        const ff_v8u six = {0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0, 0};
-        ff_v2i hit = (ff_v2i)((fr == pat) & six);
-        return (hit[0] | hit[1]) != 0;
-    }
+    unsigned m = 0, l;
+    for (l = 0; l < 8; l++) m |= (unsigned)(eq[l] & 1) << l;
+    return m;
 #endif
 }
 
@@ -310,8 +314,9 @@ static inline int ff_any_front(const char *b, ff_v8u pat)
  * window (the caller checked presence) and, if ``nextall``, the second after it too.
  * Counts are checked here: returns 0, having changed nothing, when some count is <= 1
  * (the count of the shortest window, kmin, which holds a subset of every other's bars).
- * A max/min front that leaves is moved on and appended to pend (r << 16 | k << 1 |
- * min) for the caller to resolve.  Returns 1 | the cancelled lanes << 1. */
+ * The max/min fronts that leave are moved on (their index); if any did, pend gets
+ * r << 16 | a bit per front lane (lane l: window l % 3, the min deque if l >= 3), for
+ * the caller to read their new slot and value.  Returns 1 | the cancelled lanes << 1. */
 FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nextall,
                                  int64_t *pend, Py_ssize_t *npend)
 {
@@ -328,20 +333,25 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         m = ff_sum2(b, 3, 0, (ff_v2d){-a->v, -c->v}, (ff_v2d){-a->pv, -c->pv}, 1, E->cancel);
         m |= ff_sum1(b, 3, 2, -d->v, -d->pv, 1, E->cancel) << 2;
     }
-    if (ff_any_front(b, E->pat)) {
-        /* a max/min front leaves: move it on, note it for the deferred resolution */
-        Py_ssize_t n = *npend;
-        for (k = 0; k < 3; k++) {
-            if (FF_U16(b, FF_O_HSLOT(3))[k] == E->pat[k]) {
-                FF_I32(b, FF_O_FMAX(3))[k] += 1;
-                pend[n++] = ((int64_t)r << 16) | (k << 1);
-            }
-            if (FF_U16(b, FF_O_LSLOT(3))[k] == E->pat[k]) {
-                FF_I32(b, FF_O_FMIN(3))[k] += 1;
-                pend[n++] = ((int64_t)r << 16) | (k << 1) | 1;
-            }
-        }
-        *npend = n;
+    {
+        /* the max/min fronts that leave (their slot is the evicted one) move on: six
+           16-bit lane compares, the int32 front indices incremented where equal */
+        ff_v8s eq;
+        ff_v4i f;
+        ff_v2si g;
+        ff_v8u fr;
+        unsigned bits;
+        memcpy(&fr, b + FF_O_HSLOT(3), 16);
+        eq = (ff_v8s)(fr == E->pat) & E->six;
+        memcpy(&f, b + FF_O_FMAX(3), 16);
+        memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
+        f -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 0, 1, 2, 3), ff_v4i);
+        g -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 4, 5), ff_v2si);
+        memcpy(b + FF_O_FMAX(3), &f, 16);
+        memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
+        bits = ff_lanebits(eq);
+        pend[*npend] = ((int64_t)r << 16) | bits;
+        *npend += bits != 0;
     }
     /* the earliest bar (the evicted one) left every window: the next held second */
     if (nextall) {
@@ -360,10 +370,13 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
 }
 
 /* Ring entries of the deques, as the engine lays them out: entry i of row r's ring is at
- * byte (r * C + i) * esz of the ring, its uint16 slot at byte offset soff. */
+ * byte (r * C + i) * esz of the ring, its uint16 slot at byte offset soff and its
+ * uint32 key at koff: ``kgrid | k`` for the value k / grid exactly (see the engine). */
 typedef struct {
     const char *qmax, *qmin;
-    Py_ssize_t C, mask, esz, soff;
+    Py_ssize_t C, mask, esz, soff, koff;
+    uint32_t kgrid;
+    double grid;
 } ff_rings;
 
 static inline const char *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r, int64_t i)
@@ -371,39 +384,55 @@ static inline const char *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r
     return (min ? q->qmin : q->qmax) + (r * q->C + (i & q->mask)) * q->esz;
 }
 
-/* A deferred front move (pend entry r << 16 | k << 1 | min, the front index already
- * moved on), first half: the new front's slot from the ring; the store cell of its
- * value is prefetched for the second half, which copies the value. */
-static inline void ff_front_slot(char *blk, Py_ssize_t RB, const ff_rings *q, const ff_ohlc *soh,
+/* pend entry x = r << 16 | lanes (see ff_evict3_row): prefetch the ring lines of the
+ * new fronts */
+static inline void ff_front_prefetch(const char *blk, Py_ssize_t RB, const ff_rings *q, int64_t x)
+{
+    Py_ssize_t r = x >> 16;
+    const char *b = blk + r * RB;
+    unsigned m = x & 0xFF;
+    while (m) {
+        unsigned l = __builtin_ctz(m);
+        m &= m - 1;
+        __builtin_prefetch(ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]), 0, 3);
+    }
+}
+
+/* ... and their slot and value: the value from the key when it is exact, else from the
+ * store (one more line) */
+static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, const ff_ohlc *soh,
                                  Py_ssize_t NP, int64_t x)
 {
-    Py_ssize_t r = x >> 16, k = (x & 0xFFFF) >> 1;
-    int min = x & 1;
+    Py_ssize_t r = x >> 16;
     char *b = blk + r * RB;
-    int32_t f = FF_I32(b, min ? FF_O_FMIN(3) : FF_O_FMAX(3))[k];
-    uint16_t sl;
-    memcpy(&sl, ff_ring_entry(q, min, r, f) + q->soff, 2);
-    FF_U16(b, min ? FF_O_LSLOT(3) : FF_O_HSLOT(3))[k] = sl;
-    __builtin_prefetch(&soh[sl * NP + r], 0, 3);
+    unsigned m = x & 0xFF;
+    while (m) {
+        unsigned l = __builtin_ctz(m);
+        const char *e;
+        uint16_t sl;
+        uint32_t key;
+        double v;
+        m &= m - 1;
+        e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
+        memcpy(&sl, e + q->soff, 2);
+        memcpy(&key, e + q->koff, 4);
+        FF_U16(b, FF_O_HSLOT(3))[l] = sl;      /* lanes 3-5: lslot[0..2] */
+        if (key & q->kgrid)
+            v = (double)(key & ~q->kgrid) / q->grid;
+        else
+            v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
+        FF_F64(b, l >= 3 ? FF_O_LOW(3) : FF_O_HIGH(3))[l >= 3 ? l - 3 : l] = v;
+    }
 }
 
-static inline void ff_front_value(char *blk, Py_ssize_t RB, const ff_ohlc *soh, Py_ssize_t NP,
-                                  int64_t x)
-{
-    Py_ssize_t r = x >> 16, k = (x & 0xFFFF) >> 1;
-    char *b = blk + r * RB;
-    if (x & 1)
-        FF_F64(b, FF_O_LOW(3))[k] = soh[FF_U16(b, FF_O_LSLOT(3))[k] * NP + r].l;
-    else
-        FF_F64(b, FF_O_HIGH(3))[k] = soh[FF_U16(b, FF_O_HSLOT(3))[k] * NP + r].h;
-}
-
-/* the rows between a front move and its two halves: each half's line was prefetched
- * that many rows earlier (a row's eviction takes tens of ns: enough for a miss) */
-#define FF_LAG_SLOT 16
-#define FF_LAG_VALUE 32
+/* the rows between a front move and the read of its ring line (prefetched at the move;
+ * a row's eviction takes tens of ns: enough for a miss) */
+#define FF_LAG_READ 16
 #ifndef FF_PF_WORDS
 #define FF_PF_WORDS 4
+#endif
+#ifndef FF_PF_RING
+#define FF_PF_RING 1
 #endif
 #ifndef FF_PF_BLOCKS
 #define FF_PF_BLOCKS 0
@@ -412,9 +441,9 @@ static inline void ff_front_value(char *blk, Py_ssize_t RB, const ff_ohlc *soh, 
 /* The eviction pass of a one-second clock step of 3 windows, each losing one second
  * (es[k] >= 0: its slot; kmin: the shortest window), over rows [0, 8 * nw) of blocks
  * blk (RB bytes each; 8 * nw a multiple of 64, the presence rows 8-byte aligned).  Rows
- * the kernel above takes are done here, their front moves too (in pend, as scratch,
- * resolved a few rows behind the pass so that the ring and store lines they read are
- * prefetched).  acc[c] gets, per row of word c (one byte per row, the presence
+ * the kernel above takes are done here, their front moves too (in pend, as scratch:
+ * the new fronts' ring lines are prefetched after each 8 rows and read FF_LAG_READ
+ * rows behind the pass).  acc[c] gets, per row of word c (one byte per row, the presence
  * layout): 0 (done or nothing to evict), 1 (the engine's general eviction must do this
  * row) or 0x80 | the lanes whose sums cancelled (done; the engine recomputes those
  * sums exactly).  Returns the number of rows marked. */
@@ -426,7 +455,7 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
     const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
                    *p1 = (const uint64_t *)(present + es[1] * NP),
                    *p2 = (const uint64_t *)(present + es[2] * NP), *n0, *n1, *n2;
-    Py_ssize_t k, c, n = 0, j1 = 0, j2 = 0, nslow = 0;
+    Py_ssize_t k, c, n = 0, j0 = 0, j1 = 0, nslow = 0;
     ff_ev3 E;
     E.NP = NP; E.D = D; E.present = present; E.soh = soh; E.cancel = cancel; E.kmin = kmin;
     E.nx0 = es[0] + 1 == D ? 0 : es[0] + 1;
@@ -437,6 +466,8 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
     for (k = 0; k < 3; k++)
         E.pat[k] = E.pat[k + 3] = (uint16_t)es[k];
     E.pat[6] = E.pat[7] = 0;
+    for (k = 0; k < 8; k++)
+        E.six[k] = k < 6 ? -1 : 0;
     n0 = (const uint64_t *)(present + E.nx0 * NP);
     n1 = (const uint64_t *)(present + E.nx1 * NP);
     n2 = (const uint64_t *)(present + E.nx2 * NP);
@@ -488,25 +519,17 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
             while (w) {
                 int j = __builtin_ctzll(w);
-                Py_ssize_t r = r0 + (j >> 3), m0 = n;
-                char *b = blk + r * RB;
+                Py_ssize_t r = r0 + (j >> 3);
                 unsigned x;
                 w &= w - 1;
-                x = ff_evict3_row(b, r, &E, (int)((nall >> j) & 1), pend, &n);
+                x = ff_evict3_row(blk + r * RB, r, &E, (int)((nall >> j) & 1), pend, &n);
                 if (x != 1)
                     slow |= (uint64_t)(x ? 0x80 | (x >> 1) : 1) << j;
-                for (; m0 < n; m0++) {
-                    /* the ring line of the new front, for ff_front_slot a few rows on */
-                    int64_t y = pend[m0];
-                    int min = y & 1;
-                    __builtin_prefetch(ff_ring_entry(q, min, r,
-                        FF_I32(b, min ? FF_O_FMIN(3) : FF_O_FMAX(3))[(y & 0xFFFF) >> 1]), 0, 3);
-                }
             }
-            while (j1 < n && (pend[j1] >> 16) < r0 - FF_LAG_SLOT)
-                ff_front_slot(blk, RB, q, soh, NP, pend[j1++]);
-            while (j2 < j1 && (pend[j2] >> 16) < r0 - FF_LAG_VALUE)
-                ff_front_value(blk, RB, soh, NP, pend[j2++]);
+            for (; FF_PF_RING && j0 < n; j0++)
+                ff_front_prefetch(blk, RB, q, pend[j0]);
+            while (j1 < n && (pend[j1] >> 16) < r0 - FF_LAG_READ)
+                ff_front_read(blk, RB, q, soh, NP, pend[j1++]);
         }
         if (slow) {
             acc[c] = slow;
@@ -514,9 +537,7 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
         }
     }
     while (j1 < n)
-        ff_front_slot(blk, RB, q, soh, NP, pend[j1++]);
-    while (j2 < n)
-        ff_front_value(blk, RB, soh, NP, pend[j2++]);
+        ff_front_read(blk, RB, q, soh, NP, pend[j1++]);
     return nslow;
 }
 

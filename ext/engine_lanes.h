@@ -275,9 +275,11 @@ static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ss
  * row is left to the engine's general code, marked in ``acc``. */
 
 _Static_assert(FF_O_FMAX(3) == 280 && FF_O_FMIN(3) == 292 && FF_O_HSLOT(3) == 304
-               && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320,
+               && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320
+               && FF_O_LOW(3) == FF_O_HIGH(3) + 24,
                "ff_evict3_row: fmax[3], fmin[3] as six int32 lanes at 280, hslot[3], "
-               "lslot[3] as six uint16 lanes at 304, padding to 320");
+               "lslot[3] as six uint16 lanes at 304, padding to 320; high[3], low[3] "
+               "as six double lanes");
 
 typedef uint16_t ff_v8u __attribute__((vector_size(16)));
 typedef int16_t ff_v8s __attribute__((vector_size(16)));
@@ -314,9 +316,9 @@ static inline unsigned ff_lanebits(ff_v8s eq)
  * window (the caller checked presence) and, if ``nextall``, the second after it too.
  * Counts are checked here: returns 0, having changed nothing, when some count is <= 1
  * (the count of the shortest window, kmin, which holds a subset of every other's bars).
- * The max/min fronts that leave are moved on (their index); if any did, pend gets
- * r << 16 | a bit per front lane (lane l: window l % 3, the min deque if l >= 3), for
- * the caller to read their new slot and value.  Returns 1 | the cancelled lanes << 1. */
+ * The max/min fronts that leave are moved on (their index); pend gets r << 3 | l for
+ * each (front lane l: window l % 3, the min deque if l >= 3), for the caller to read
+ * their new slot and value.  Returns 1 | the cancelled lanes << 1. */
 FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nextall,
                                  int64_t *pend, Py_ssize_t *npend)
 {
@@ -350,8 +352,16 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         memcpy(b + FF_O_FMAX(3), &f, 16);
         memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
         bits = ff_lanebits(eq);
-        pend[*npend] = ((int64_t)r << 16) | bits;
+        /* one pend entry per moved front (rarely more than one per row) */
+        pend[*npend] = ((int64_t)r << 3) | (__builtin_ctz(bits | 0x100) & 7);
         *npend += bits != 0;
+        if (bits & (bits - 1)) {
+            bits &= bits - 1;
+            do {
+                pend[(*npend)++] = ((int64_t)r << 3) | __builtin_ctz(bits);
+                bits &= bits - 1;
+            } while (bits);
+        }
     }
     /* the earliest bar (the evicted one) left every window: the next held second */
     if (nextall) {
@@ -384,50 +394,43 @@ static inline const char *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r
     return (min ? q->qmin : q->qmax) + (r * q->C + (i & q->mask)) * q->esz;
 }
 
-/* pend entry x = r << 16 | lanes (see ff_evict3_row): prefetch the ring lines of the
- * new fronts */
+#ifndef FF_PF_LOC
+#define FF_PF_LOC 3
+#endif
+#ifdef FF_PF_TOUCH
+static unsigned ff_touch;
+#endif
+/* pend entry x = r << 3 | l (see ff_evict3_row): prefetch the ring line of the new front */
 static inline void ff_front_prefetch(const char *blk, Py_ssize_t RB, const ff_rings *q, int64_t x)
 {
-    Py_ssize_t r = x >> 16;
-    const char *b = blk + r * RB;
-    unsigned m = x & 0xFF;
-    while (m) {
-        unsigned l = __builtin_ctz(m);
-        m &= m - 1;
-        __builtin_prefetch(ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]), 0, 3);
-    }
+    Py_ssize_t r = x >> 3;
+    unsigned l = x & 7;
+    __builtin_prefetch(ff_ring_entry(q, l >= 3, r, FF_I32(blk + r * RB, FF_O_FMAX(3))[l]), 0, 3);
 }
 
-/* ... and their slot and value: the value from the key when it is exact, else from the
- * store (one more line) */
+/* ... and read its slot and value: the value from the key when it is exact, else from
+ * the store (one more line).  Entries are independent: a loop over them overlaps the
+ * misses. */
 static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, const ff_ohlc *soh,
                                  Py_ssize_t NP, int64_t x)
 {
-    Py_ssize_t r = x >> 16;
+    Py_ssize_t r = x >> 3;
+    unsigned l = x & 7;
     char *b = blk + r * RB;
-    unsigned m = x & 0xFF;
-    while (m) {
-        unsigned l = __builtin_ctz(m);
-        const char *e;
-        uint16_t sl;
-        uint32_t key;
-        double v;
-        m &= m - 1;
-        e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
-        memcpy(&sl, e + q->soff, 2);
-        memcpy(&key, e + q->koff, 4);
-        FF_U16(b, FF_O_HSLOT(3))[l] = sl;      /* lanes 3-5: lslot[0..2] */
-        if (key & q->kgrid)
-            v = (double)(key & ~q->kgrid) / q->grid;
-        else
-            v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
-        FF_F64(b, l >= 3 ? FF_O_LOW(3) : FF_O_HIGH(3))[l >= 3 ? l - 3 : l] = v;
-    }
+    const char *e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
+    uint16_t sl;
+    uint32_t key;
+    double v;
+    memcpy(&sl, e + q->soff, 2);
+    memcpy(&key, e + q->koff, 4);
+    FF_U16(b, FF_O_HSLOT(3))[l] = sl;          /* lanes 3-5: lslot[0..2] */
+    if (key & q->kgrid)
+        v = (double)(key & ~q->kgrid) / q->grid;
+    else
+        v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
+    FF_F64(b, FF_O_HIGH(3))[l] = v;            /* lanes 3-5: low[0..2] */
 }
 
-/* the rows between a front move and the read of its ring line (prefetched at the move;
- * a row's eviction takes tens of ns: enough for a miss) */
-#define FF_LAG_READ 16
 #ifndef FF_PF_WORDS
 #define FF_PF_WORDS 4
 #endif
@@ -442,8 +445,8 @@ static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, co
  * (es[k] >= 0: its slot; kmin: the shortest window), over rows [0, 8 * nw) of blocks
  * blk (RB bytes each; 8 * nw a multiple of 64, the presence rows 8-byte aligned).  Rows
  * the kernel above takes are done here, their front moves too (in pend, as scratch:
- * the new fronts' ring lines are prefetched after each 8 rows and read FF_LAG_READ
- * rows behind the pass).  acc[c] gets, per row of word c (one byte per row, the presence
+ * the new fronts' ring lines are prefetched after each 8 rows and read after the
+ * pass, in one loop whose loads overlap).  acc[c] gets, per row of word c (one byte per row, the presence
  * layout): 0 (done or nothing to evict), 1 (the engine's general eviction must do this
  * row) or 0x80 | the lanes whose sums cancelled (done; the engine recomputes those
  * sums exactly).  Returns the number of rows marked. */
@@ -455,7 +458,7 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
     const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
                    *p1 = (const uint64_t *)(present + es[1] * NP),
                    *p2 = (const uint64_t *)(present + es[2] * NP), *n0, *n1, *n2;
-    Py_ssize_t k, c, n = 0, j0 = 0, j1 = 0, nslow = 0;
+    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0;
     ff_ev3 E;
     E.NP = NP; E.D = D; E.present = present; E.soh = soh; E.cancel = cancel; E.kmin = kmin;
     E.nx0 = es[0] + 1 == D ? 0 : es[0] + 1;
@@ -528,16 +531,14 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
             }
             for (; FF_PF_RING && j0 < n; j0++)
                 ff_front_prefetch(blk, RB, q, pend[j0]);
-            while (j1 < n && (pend[j1] >> 16) < r0 - FF_LAG_READ)
-                ff_front_read(blk, RB, q, soh, NP, pend[j1++]);
         }
         if (slow) {
             acc[c] = slow;
             nslow++;
         }
     }
-    while (j1 < n)
-        ff_front_read(blk, RB, q, soh, NP, pend[j1++]);
+    for (j0 = 0; j0 < n; j0++)
+        ff_front_read(blk, RB, q, soh, NP, pend[j0]);
     return nslow;
 }
 

@@ -534,7 +534,10 @@ cdef class Engine:
         One pass over the rows (row-major: a row's block is read once for all windows);
         only rows with a bar in some evicted second are visited: the presence rows of
         the evicted seconds are OR-ed 8 rows at a time first (sequential reads).  A
-        window the jump empties entirely is cleared in its own pass."""
+        window the jump empties entirely is cleared in its own pass.  The steady step
+        of 3 windows (each loses exactly one second) runs ``ff_evict3_pass`` (C, in
+        engine_lanes.h) instead, which leaves the rows it cannot do (and the sums it
+        found cancelled) marked in the same row mask for the general code below."""
         cdef int64_t T0 = self._T, gap, e, x, W
         cdef Py_ssize_t k, r, c, j, nw = self.NP >> 3, NP = self.NP, D = self.D, K = self.K
         cdef Py_ssize_t npend = 0

@@ -112,6 +112,16 @@ cdef extern from "engine_lanes.h":
                            const uint8_t *present, const void *svp, const void *soh,
                            Py_ssize_t NP, Py_ssize_t D, const int64_t *es, int64_t *pend,
                            Py_ssize_t *npend, uint64_t *clear, double cancel) noexcept nogil
+    ctypedef struct ff_rings:
+        const char *qmax
+        const char *qmin
+        Py_ssize_t C, mask, esz, soff, koff
+        uint32_t kgrid
+        double grid
+    Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
+                              const void *svp, const void *soh, Py_ssize_t NP, Py_ssize_t D,
+                              const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
+                              int64_t *pend, uint64_t *acc, double cancel) noexcept nogil
 
 # upsert prefetches the row block, store cells and deque backs of the bar PF_FAR ahead:
 # a burst's rows come in random order, so without this every bar waits on its misses in
@@ -485,14 +495,18 @@ cdef class Engine:
         One pass over the rows (row-major: a row's block is read once for all windows);
         only rows with a bar in some evicted second are visited: the presence rows of
         the evicted seconds are OR-ed 8 rows at a time first (sequential reads).  A
-        window the jump empties entirely is cleared in its own pass."""
+        window the jump empties entirely is cleared in its own pass.  The steady step
+        of 3 windows (each loses exactly one second) runs ``ff_evict3_pass`` (C, in
+        engine_lanes.h) instead, which leaves the rows it cannot do (and the sums it
+        found cancelled) marked in the same row mask for the general code below."""
         cdef int64_t T0 = self._T, gap, e, x, W
-        cdef Py_ssize_t k, r, c, nw = self.NP >> 3, NP = self.NP, D = self.D, K = self.K
+        cdef Py_ssize_t k, r, c, j, nw = self.NP >> 3, NP = self.NP, D = self.D, K = self.K
         cdef Py_ssize_t npend = 0
-        cdef bint single = True, any_evict = False
+        cdef bint single = True, any_evict = False, fast = True
         cdef uint64_t word
         cdef uint64_t *acc = self.rowmask
         cdef const uint8_t *pres
+        cdef ff_rings rings
         if T1 <= T0:
             return
         if T0 < 0:
@@ -504,6 +518,7 @@ cdef class Engine:
             W = self.win[k]
             self.eone[k] = -1
             if gap >= W:
+                fast = False
                 self.elo[k] = 1
                 self.ehi[k] = 0          # nothing to evict one by one: cleared here
                 for r in range(self.N):
@@ -517,24 +532,55 @@ cdef class Engine:
                 self.ehi[k] = T1 - W
                 self.eslot[k] = e % D
                 if self.ehi[k] >= e:
-                    if not any_evict:
-                        memset(acc, 0, nw * 8)
                     any_evict = True
                     if self.ehi[k] > e:
                         single = False
                     self.eone[k] = self.eslot[k]
-                    while e <= self.ehi[k]:
-                        pres = self.present + (e % D) * NP
-                        for c in range(nw):
-                            acc[c] |= ff_load8(pres + (c << 3))
-                        e += 1
+                else:
+                    fast = False
+        if any_evict and single and fast and K == 3:
+            # the steady step: every window loses one second; the pass in C does the
+            # rows it can and leaves the others marked in acc
+            rings.qmax = <const char *>self.qmax
+            rings.qmin = <const char *>self.qmin
+            rings.C = self.C
+            rings.mask = self.mask
+            rings.esz = sizeof(DQE)
+            rings.soff = <const char *>&self.qmax[0].slot - <const char *>self.qmax
+            rings.koff = <const char *>&self.qmax[0].key - <const char *>self.qmax
+            rings.kgrid = KEY_GRID
+            rings.grid = GRID
+            c = 0                                   # the shortest window
+            for k in range(1, K):
+                if self.win[k] < self.win[c]:
+                    c = k
+            if ff_evict3_pass(self.blk, self.RB, nw, self.present, <void *>self.svp,
+                              <void *>self.soh, NP, D, self.eone, c, &rings,
+                              self.pend, acc, CANCEL) == 0:
+                any_evict = False                   # no row left for the code below
+        elif any_evict:
+            fast = False
+            memset(acc, 0, nw * 8)
+            for k in range(K):
+                e = self.elo[k]
+                while e <= self.ehi[k]:
+                    pres = self.present + (e % D) * NP
+                    for c in range(nw):
+                        acc[c] |= ff_load8(pres + (c << 3))
+                    e += 1
         if any_evict:
             for c in range(nw):
                 word = acc[c]
                 while word:
-                    r = (c << 3) + (ff_ctz64(word) >> 3)    # presence bytes are 0 or 1
-                    word &= word - 1
-                    npend = self._evict_row(r, single, npend)
+                    j = ff_ctz64(word) & ~7             # the row's byte
+                    r = (c << 3) + (j >> 3)
+                    x = (word >> j) & 0xFF
+                    word &= ~(<uint64_t>0xFF << j)
+                    if x & 0x80:
+                        # the fast pass evicted the row; these lanes' sums cancelled
+                        self._recompute_lanes(r, x & 0x7F)
+                    else:
+                        npend = self._evict_row(r, single, npend)
             self._resolve_fronts(npend)
         if gap >= D:
             memset(self.present, 0, D * NP)
@@ -588,6 +634,18 @@ cdef class Engine:
                 if eslot == D:
                     eslot = 0
         return npend
+
+    cdef void _recompute_lanes(self, Py_ssize_t r, uint64_t canc) noexcept nogil:
+        """Exact sums of row r's windows in ``canc`` (a bit per window) after an eviction
+        step whose sums cancelled heavily, and their vwap."""
+        cdef Lanes L
+        cdef Py_ssize_t k
+        self._lanes(r, &L)
+        while canc:
+            k = ff_ctz64(canc)
+            canc &= canc - 1
+            self._recompute(k, r, self.elo[k], self._T)
+            L.vwap[k] = vwap_of(&L, k)
 
     cdef inline Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, Lanes *L,
                                       int64_t e, Py_ssize_t eslot, bint defer,

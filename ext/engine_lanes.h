@@ -400,4 +400,264 @@ static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ss
                       NP, D, es, pend, npend, clear, cancel);
 }
 
+/* ---- the steady clock step of 3 windows (K = 3), a whole pass over the rows in C ----
+ *
+ * The common step: every window loses exactly one second (slot es[k]).  A row that
+ * holds that second in every window and more than one bar in each (cnt > 1) takes
+ * the straight-line kernel below: no per-lane go/clear bookkeeping, the max/min front
+ * checks of all six lanes in one vector compare.  It computes exactly what ff_evict_k
+ * computes for such a row (the same sums in the same order; the earliest bar of each
+ * window is the evicted one, since that second is the window's first).  Every other
+ * row is left to the engine's general code, marked in ``acc``. */
+
+_Static_assert(FF_O_FMAX(3) == 280 && FF_O_FMIN(3) == 292 && FF_O_HSLOT(3) == 304
+               && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320
+               && FF_O_LOW(3) == FF_O_HIGH(3) + 24,
+               "ff_evict3_row: fmax[3], fmin[3] as six int32 lanes at 280, hslot[3], "
+               "lslot[3] as six uint16 lanes at 304, padding to 320; high[3], low[3] "
+               "as six double lanes");
+
+typedef uint16_t ff_v8u __attribute__((vector_size(16)));
+typedef int16_t ff_v8s __attribute__((vector_size(16)));
+typedef int32_t ff_v4i __attribute__((vector_size(16)));
+typedef int32_t ff_v2si __attribute__((vector_size(8)));
+
+/* The constants of one pass (see ff_evict3_pass). */
+typedef struct {
+    const ff_vp *vp0, *vp1, *vp2;       /* (volume, pv) rows of the evicted slots es[k] */
+    const ff_ohlc *so0, *so1, *so2;     /* (open, ...) rows of the slots after them, nx[k] */
+    const uint8_t *present;
+    const ff_ohlc *soh;
+    Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
+    ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
+    ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
+    double cancel;
+} ff_ev3;
+
+/* Bit l of the result: 16-bit lane l of eq (each 0 or -1) is set, l < 8 */
+static inline unsigned ff_lanebits(ff_v8s eq)
+{
+#if defined(__SSE2__)
+    typedef char ff_v16c __attribute__((vector_size(16)));
+    const ff_v8s zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    return (unsigned)__builtin_ia32_pmovmskb128((ff_v16c)__builtin_ia32_packsswb128(eq, zero));
+#else
+    unsigned m = 0, l;
+    for (l = 0; l < 8; l++) m |= (unsigned)(eq[l] & 1) << l;
+    return m;
+#endif
+}
+
+/* Row r (block b) loses second es[k] from window k, k < 3: the row holds it in every
+ * window (the caller checked presence) and, if ``nextall``, the second after it too.
+ * Counts are checked here: returns 0, having changed nothing, when some count is <= 1
+ * (the count of the shortest window, kmin, which holds a subset of every other's bars).
+ * The max/min fronts that leave are moved on (their index); pend gets r << 3 | l for
+ * each (front lane l: window l % 3, the min deque if l >= 3), for the caller to read
+ * their new slot and value.  Returns 1 | the cancelled lanes << 1. */
+FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nextall,
+                                 int64_t *pend, Py_ssize_t *npend)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(3));
+    uint16_t *fslot = FF_U16(b, FF_O_FSLOT(3));
+    double *open = FF_F64(b, FF_O_OPEN(3));
+    unsigned m;
+    Py_ssize_t k;
+    if (cnt[E->kmin] <= 1)      /* the shortest window holds the fewest bars */
+        return 0;
+    cnt[0] -= 1; cnt[1] -= 1; cnt[2] -= 1;
+    {
+        const ff_vp *a = E->vp0 + r, *c = E->vp1 + r, *d = E->vp2 + r;
+        m = ff_sum2(b, 3, 0, (ff_v2d){-a->v, -c->v}, (ff_v2d){-a->pv, -c->pv}, 1, E->cancel);
+        m |= ff_sum1(b, 3, 2, -d->v, -d->pv, 1, E->cancel) << 2;
+    }
+    {
+        /* the max/min fronts that leave (their slot is the evicted one) move on: six
+           16-bit lane compares, the int32 front indices incremented where equal */
+        ff_v8s eq;
+        ff_v4i f;
+        ff_v2si g;
+        ff_v8u fr;
+        unsigned bits;
+        memcpy(&fr, b + FF_O_HSLOT(3), 16);
+        eq = (ff_v8s)(fr == E->pat) & E->six;
+        memcpy(&f, b + FF_O_FMAX(3), 16);
+        memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
+        f -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 0, 1, 2, 3), ff_v4i);
+        g -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 4, 5), ff_v2si);
+        memcpy(b + FF_O_FMAX(3), &f, 16);
+        memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
+        bits = ff_lanebits(eq);
+        /* one pend entry per moved front (rarely more than one per row) */
+        pend[*npend] = ((int64_t)r << 3) | (__builtin_ctz(bits | 0x100) & 7);
+        *npend += bits != 0;
+        if (bits & (bits - 1)) {
+            bits &= bits - 1;
+            do {
+                pend[(*npend)++] = ((int64_t)r << 3) | __builtin_ctz(bits);
+                bits &= bits - 1;
+            } while (bits);
+        }
+    }
+    /* the earliest bar (the evicted one) left every window: the next held second */
+    if (nextall) {
+        fslot[0] = (uint16_t)E->nx0; fslot[1] = (uint16_t)E->nx1; fslot[2] = (uint16_t)E->nx2;
+        open[0] = E->so0[r].o; open[1] = E->so1[r].o; open[2] = E->so2[r].o;
+    } else {
+        const Py_ssize_t nx[3] = {E->nx0, E->nx1, E->nx2};
+        for (k = 0; k < 3; k++) {
+            Py_ssize_t s2 = nx[k], NP = E->NP, D = E->D;    /* count > 1: it exists */
+            while (!E->present[s2 * NP + r]) s2 = s2 + 1 == D ? 0 : s2 + 1;
+            fslot[k] = (uint16_t)s2;
+            open[k] = E->soh[s2 * NP + r].o;
+        }
+    }
+    return 1 | m << 1;
+}
+
+/* Ring entries of the deques, as the engine lays them out: entry i of row r's ring is at
+ * byte (r * C + i) * esz of the ring, its uint16 slot at byte offset soff and its
+ * uint32 key at koff: ``kgrid | k`` for the value k / grid exactly (see the engine). */
+typedef struct {
+    const char *qmax, *qmin;
+    Py_ssize_t C, mask, esz, soff, koff;
+    uint32_t kgrid;
+    double grid;
+} ff_rings;
+
+static inline const char *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r, int64_t i)
+{
+    return (min ? q->qmin : q->qmax) + (r * q->C + (i & q->mask)) * q->esz;
+}
+
+/* pend entry x = r << 3 | l (see ff_evict3_row): prefetch the ring line of the new front */
+static inline void ff_front_prefetch(const char *blk, Py_ssize_t RB, const ff_rings *q, int64_t x)
+{
+    Py_ssize_t r = x >> 3;
+    unsigned l = x & 7;
+    __builtin_prefetch(ff_ring_entry(q, l >= 3, r, FF_I32(blk + r * RB, FF_O_FMAX(3))[l]), 0, 3);
+}
+
+/* ... and read its slot and value: the value from the key when it is exact, else from
+ * the store (one more line).  Entries are independent: a loop over them overlaps the
+ * misses. */
+static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, const ff_ohlc *soh,
+                                 Py_ssize_t NP, int64_t x)
+{
+    Py_ssize_t r = x >> 3;
+    unsigned l = x & 7;
+    char *b = blk + r * RB;
+    const char *e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
+    uint16_t sl;
+    uint32_t key;
+    double v;
+    memcpy(&sl, e + q->soff, 2);
+    memcpy(&key, e + q->koff, 4);
+    FF_U16(b, FF_O_HSLOT(3))[l] = sl;          /* lanes 3-5: lslot[0..2] */
+    if (key & q->kgrid)
+        v = (double)(key & ~q->kgrid) / q->grid;
+    else
+        v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
+    FF_F64(b, FF_O_HIGH(3))[l] = v;            /* lanes 3-5: low[0..2] */
+}
+
+/* the pass prefetches the store streams of the rows this many 8-row words ahead (4 and
+ * 8 measured alike; none: 1.2x slower at 12,000 rows) */
+#define FF_PF_WORDS 4
+
+/* The eviction pass of a one-second clock step of 3 windows, each losing one second
+ * (es[k] >= 0: its slot; kmin: the shortest window), over rows [0, 8 * nw) of blocks
+ * blk (RB bytes each; 8 * nw a multiple of 64, the presence rows 8-byte aligned).  Rows
+ * the kernel above takes are done here, their front moves too (in pend, as scratch:
+ * the new fronts' ring lines are prefetched after each 8 rows and read after the
+ * pass, in one loop whose loads overlap).  acc[c] gets, per row of word c (one byte per row, the presence
+ * layout): 0 (done or nothing to evict), 1 (the engine's general eviction must do this
+ * row) or 0x80 | the lanes whose sums cancelled (done; the engine recomputes those
+ * sums exactly).  Returns the number of rows marked. */
+static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
+                                 const ff_vp *svp, const ff_ohlc *soh, Py_ssize_t NP,
+                                 Py_ssize_t D, const int64_t *es, Py_ssize_t kmin,
+                                 const ff_rings *q, int64_t *pend, uint64_t *acc, double cancel)
+{
+    const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
+                   *p1 = (const uint64_t *)(present + es[1] * NP),
+                   *p2 = (const uint64_t *)(present + es[2] * NP), *n0, *n1, *n2;
+    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0;
+    ff_ev3 E;
+    E.NP = NP; E.D = D; E.present = present; E.soh = soh; E.cancel = cancel; E.kmin = kmin;
+    E.nx0 = es[0] + 1 == D ? 0 : es[0] + 1;
+    E.nx1 = es[1] + 1 == D ? 0 : es[1] + 1;
+    E.nx2 = es[2] + 1 == D ? 0 : es[2] + 1;
+    E.vp0 = svp + es[0] * NP; E.vp1 = svp + es[1] * NP; E.vp2 = svp + es[2] * NP;
+    E.so0 = soh + E.nx0 * NP; E.so1 = soh + E.nx1 * NP; E.so2 = soh + E.nx2 * NP;
+    for (k = 0; k < 3; k++)
+        E.pat[k] = E.pat[k + 3] = (uint16_t)es[k];
+    E.pat[6] = E.pat[7] = 0;
+    for (k = 0; k < 8; k++)
+        E.six[k] = k < 6 ? -1 : 0;
+    n0 = (const uint64_t *)(present + E.nx0 * NP);
+    n1 = (const uint64_t *)(present + E.nx1 * NP);
+    n2 = (const uint64_t *)(present + E.nx2 * NP);
+    memset(acc, 0, (size_t)nw * 8);
+    for (c = 0; c < nw; c++) {
+        uint64_t a0, a1, a2, all, slow;
+        if (!(c & 7) && c + 8 <= nw) {
+            /* skip 64 rows holding none of the evicted seconds at once (an engine's
+               capacity is often far above the rows it uses) */
+            ff_v2i z = {0, 0};
+            for (k = 0; k < 8; k += 2) {
+                ff_v2i x0, x1, x2;
+                memcpy(&x0, p0 + c + k, 16); memcpy(&x1, p1 + c + k, 16);
+                memcpy(&x2, p2 + c + k, 16);
+                z |= x0 | x1 | x2;
+            }
+            if (!(z[0] | z[1])) {
+                c += 7;
+                continue;
+            }
+        }
+        a0 = p0[c]; a1 = p1[c]; a2 = p2[c];
+        all = a0 & a1 & a2;
+        slow = (a0 | a1 | a2) & ~all;
+        if (c + FF_PF_WORDS < nw && (p0[c + FF_PF_WORDS] | p2[c + FF_PF_WORDS])) {
+            /* the store streams of the rows FF_PF_WORDS words ahead: (volume, pv) of the
+               evicted slots, (open, ...) of the slots after them */
+            Py_ssize_t ra = 8 * (c + FF_PF_WORDS);
+            const char *s0 = (const char *)&E.vp0[ra], *s1 = (const char *)&E.vp1[ra],
+                       *s2 = (const char *)&E.vp2[ra];
+            const char *o0 = (const char *)&E.so0[ra], *o1 = (const char *)&E.so1[ra],
+                       *o2 = (const char *)&E.so2[ra];
+            __builtin_prefetch(s0, 0, 3); __builtin_prefetch(s0 + 64, 0, 3);
+            __builtin_prefetch(s1, 0, 3); __builtin_prefetch(s1 + 64, 0, 3);
+            __builtin_prefetch(s2, 0, 3); __builtin_prefetch(s2 + 64, 0, 3);
+            for (k = 0; k < 256; k += 64) {
+                __builtin_prefetch(o0 + k, 0, 3); __builtin_prefetch(o1 + k, 0, 3);
+                __builtin_prefetch(o2 + k, 0, 3);
+            }
+        }
+        if (all) {
+            Py_ssize_t r0 = 8 * c;
+            uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
+            while (w) {
+                int j = __builtin_ctzll(w);
+                Py_ssize_t r = r0 + (j >> 3);
+                unsigned x;
+                w &= w - 1;
+                x = ff_evict3_row(blk + r * RB, r, &E, (int)((nall >> j) & 1), pend, &n);
+                if (x != 1)
+                    slow |= (uint64_t)(x ? 0x80 | (x >> 1) : 1) << j;
+            }
+            for (; j0 < n; j0++)
+                ff_front_prefetch(blk, RB, q, pend[j0]);
+        }
+        if (slow) {
+            acc[c] = slow;
+            nslow++;
+        }
+    }
+    for (j0 = 0; j0 < n; j0++)
+        ff_front_read(blk, RB, q, soh, NP, pend[j0]);
+    return nslow;
+}
+
 #endif

@@ -113,11 +113,9 @@ cdef extern from "engine_lanes.h":
                            Py_ssize_t NP, Py_ssize_t D, const int64_t *es, int64_t *pend,
                            Py_ssize_t *npend, uint64_t *clear, double cancel) noexcept nogil
     ctypedef struct ff_rings:
-        const char *qmax
-        const char *qmin
-        Py_ssize_t C, mask, esz, soff, koff
-        uint32_t kgrid
-        double grid
+        const void *qmax
+        const void *qmin
+        Py_ssize_t C, mask
     Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
                               const void *svp, const void *soh, Py_ssize_t NP, Py_ssize_t D,
                               const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
@@ -541,15 +539,10 @@ cdef class Engine:
         if any_evict and single and fast and K == 3:
             # the steady step: every window loses one second; the pass in C does the
             # rows it can and leaves the others marked in acc
-            rings.qmax = <const char *>self.qmax
-            rings.qmin = <const char *>self.qmin
+            rings.qmax = <const void *>self.qmax
+            rings.qmin = <const void *>self.qmin
             rings.C = self.C
             rings.mask = self.mask
-            rings.esz = sizeof(DQE)
-            rings.soff = <const char *>&self.qmax[0].slot - <const char *>self.qmax
-            rings.koff = <const char *>&self.qmax[0].key - <const char *>self.qmax
-            rings.kgrid = KEY_GRID
-            rings.grid = GRID
             c = 0                                   # the shortest window
             for k in range(1, K):
                 if self.win[k] < self.win[c]:

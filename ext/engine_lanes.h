@@ -515,19 +515,16 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
     return 1 | m << 1;
 }
 
-/* Ring entries of the deques, as the engine lays them out: entry i of row r's ring is at
- * byte (r * C + i) * esz of the ring, its uint16 slot at byte offset soff and its
- * uint32 key at koff: ``kgrid | k`` for the value k / grid exactly (see the engine). */
+/* The deque rings, as the engine lays them out: entry i of row r's ring is
+ * q[r * C + (i & mask)] (ff_dqe: the slot and the key of the value, see above). */
 typedef struct {
-    const char *qmax, *qmin;
-    Py_ssize_t C, mask, esz, soff, koff;
-    uint32_t kgrid;
-    double grid;
+    const ff_dqe *qmax, *qmin;
+    Py_ssize_t C, mask;
 } ff_rings;
 
-static inline const char *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r, int64_t i)
+static inline const ff_dqe *ff_ring_entry(const ff_rings *q, int min, Py_ssize_t r, int64_t i)
 {
-    return (min ? q->qmin : q->qmax) + (r * q->C + (i & q->mask)) * q->esz;
+    return (min ? q->qmin : q->qmax) + r * q->C + (i & q->mask);
 }
 
 /* pend entry x = r << 3 | l (see ff_evict3_row): prefetch the ring line of the new front */
@@ -547,15 +544,13 @@ static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, co
     Py_ssize_t r = x >> 3;
     unsigned l = x & 7;
     char *b = blk + r * RB;
-    const char *e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
-    uint16_t sl;
-    uint32_t key;
+    const ff_dqe *e = ff_ring_entry(q, l >= 3, r, FF_I32(b, FF_O_FMAX(3))[l]);
+    uint16_t sl = e->slot;
+    uint32_t key = e->key;
     double v;
-    memcpy(&sl, e + q->soff, 2);
-    memcpy(&key, e + q->koff, 4);
     FF_U16(b, FF_O_HSLOT(3))[l] = sl;          /* lanes 3-5: lslot[0..2] */
-    if (key & q->kgrid)
-        v = (double)(key & ~q->kgrid) / q->grid;
+    if (key & FF_KEY_GRID)
+        v = (double)(key & ~FF_KEY_GRID) / FF_GRID;
     else
         v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
     FF_F64(b, FF_O_HIGH(3))[l] = v;            /* lanes 3-5: low[0..2] */

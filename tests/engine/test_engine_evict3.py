@@ -97,3 +97,28 @@ def test_a_bar_that_is_every_windows_max_and_min_leaves_all_six_fronts():
         assert_windows_match(eng, ref)
         assert eng.upsert(*batch) == ref.upsert(*batch)
         assert_windows_match(eng, ref)
+
+
+def test_the_steady_step_recomputes_a_row_whose_sums_cancelled():
+    """A row whose huge bar leaves the shortest window in a steady step: the step itself
+    recomputes that window's sums exactly (counted in internals), whatever the others do."""
+    wins, rows = (2, 5, 11), 128
+    eng = Engine(rows, wins, depth=11)
+    ref = ReferenceEngine(rows, wins, depth=11)
+    rng = np.random.default_rng(5)
+    r = np.arange(rows, dtype=np.int64)
+    for i in range(30):
+        t = T0 + i
+        c = np.round(rng.uniform(10, 20, rows), 2)
+        v = np.ones(rows)
+        if i == 20:
+            v[17] = 3e11                               # row 17's level jump, for one second
+        batch = (r, np.full(rows, t, dtype=np.int64), c, c + 0.01, c - 0.01, c, v, v * c)
+        before = eng.internals["sum_recomputes"]
+        eng.advance_to(t)
+        ref.advance_to(t)
+        if i == 22:                                    # the 3e11 bar leaves window 2 now
+            assert eng.internals["sum_recomputes"] > before
+        assert_windows_match(eng, ref)
+        assert eng.upsert(*batch) == ref.upsert(*batch) == rows
+        assert_windows_match(eng, ref)

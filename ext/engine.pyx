@@ -100,6 +100,10 @@ cdef extern from "engine_lanes.h":
     # deque keys and pushes (docs/ENGINE.md, "High/low"); q is a row's DQE ring, col its
     # store column (soh + row, stride NP per slot)
     uint32_t dkey "ff_dkey"(double x) noexcept nogil
+    # a later bar of value ``later`` makes an earlier one irrelevant (ties: keep the latest)
+    bint dominates "FF_DOM"(double later, double earlier, bint ismax) noexcept nogil
+    # the high (max deque) or low (min deque) of the bar in ``slot`` of a store column
+    double hl "FF_HL"(const OHLC *col, Py_ssize_t NP, Py_ssize_t slot, bint ismax) noexcept nogil
     bint dom_hint "ff_dom_hint_v"(double later, uint32_t klater, const DQE *q, Py_ssize_t at,
                                   const OHLC *col, Py_ssize_t NP, bint ismax) noexcept nogil
     bint dom_by_hint "ff_dom_by_hint_v"(double earlier, uint32_t kearlier, const DQE *q,
@@ -154,18 +158,6 @@ cdef inline void nadd(double *s, double *c, double x) noexcept nogil:
     else:
         c[0] += (x - t) + s[0]
     s[0] = t
-
-
-cdef inline bint dominates(double later, double earlier, bint ismax) noexcept nogil:
-    """A later bar with value ``later`` makes an earlier bar irrelevant (ties: keep latest)."""
-    if ismax:
-        return later >= earlier
-    return later <= earlier
-
-
-cdef inline double hl(const OHLC *b, bint ismax) noexcept nogil:
-    """The bar's high (max deque) or low (min deque)."""
-    return b.h if ismax else b.l
 
 
 cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
@@ -571,7 +563,7 @@ cdef class Engine:
                     word &= ~(<uint64_t>0xFF << j)
                     if x & 0x80:
                         # the fast pass evicted the row; these lanes' sums cancelled
-                        self._recompute_lanes(r, x & 0x7F)
+                        self._recompute_lanes(r, 0, x & 0x7F)
                     else:
                         npend = self._evict_row(r, single, npend)
             self._resolve_fronts(npend)
@@ -603,12 +595,7 @@ cdef class Engine:
                                      self.svp, self.soh, NP, D, self.eone, self.pend, &npend,
                                      &clear, CANCEL)
                 if canc:
-                    self._lanes(r, &L)
-                while canc:
-                    k = k0 + ff_ctz64(canc)
-                    canc &= canc - 1
-                    self._recompute(k, r, self.elo[k], self._T)
-                    L.vwap[k] = vwap_of(&L, k)
+                    self._recompute_lanes(r, k0, canc)
                 while clear:
                     k = k0 + ff_ctz64(clear)
                     clear &= clear - 1
@@ -628,14 +615,14 @@ cdef class Engine:
                     eslot = 0
         return npend
 
-    cdef void _recompute_lanes(self, Py_ssize_t r, uint64_t canc) noexcept nogil:
-        """Exact sums of row r's windows in ``canc`` (a bit per window) after an eviction
-        step whose sums cancelled heavily, and their vwap."""
+    cdef void _recompute_lanes(self, Py_ssize_t r, Py_ssize_t k0, uint64_t canc) noexcept nogil:
+        """Exact sums of row r's windows k0 + bit of ``canc`` (a bit per window) after an
+        eviction step whose sums cancelled heavily, and their vwap."""
         cdef Lanes L
         cdef Py_ssize_t k
         self._lanes(r, &L)
         while canc:
-            k = ff_ctz64(canc)
+            k = k0 + ff_ctz64(canc)
             canc &= canc - 1
             self._recompute(k, r, self.elo[k], self._T)
             L.vwap[k] = vwap_of(&L, k)
@@ -929,13 +916,13 @@ cdef class Engine:
             if lo < -1:
                 lo = -1
         have_best = js + 1 < t
-        best = hl(&col[q[(js + 1) & mask].slot * NP], ismax) if have_best else 0.0
+        best = hl(col, NP, q[(js + 1) & mask].slot, ismax) if have_best else 0.0
         # backward scan over (lo, s]: keep the bars strictly more extreme than all later
         x = s
         sl = self._slot(s)
         while x > lo:
             if self.present[sl * NP + r]:
-                v = hl(&col[sl * NP], ismax)
+                v = hl(col, NP, sl, ismax)
                 if not have_best or not dominates(best, v, ismax):
                     tmp[m].slot = <uint16_t>sl
                     tmp[m].key = dkey(v)
@@ -983,7 +970,7 @@ cdef class Engine:
                     L.lslot[k] = q[fk & mask].slot
         head = L.fmax[self.kmax] if ismax else L.fmin[self.kmax]
         if t > head:
-            hd.back[which] = hl(&col[q[(t - 1) & mask].slot * NP], ismax)
+            hd.back[which] = hl(col, NP, q[(t - 1) & mask].slot, ismax)
         if t >= REBASE_AT:
             self._rebase(r, ismax)
 

@@ -161,13 +161,16 @@ static inline float ff_f32(double x)
 static inline uint32_t ff_f32bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float ff_f32of(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
+/* the exact value of a grid key's k (the double nearest k / 1e4) */
+static inline double ff_grid_value(uint32_t k) { return (double)k / FF_GRID; }
+
 /* the deque key of a value x > 0 */
 FF_INLINE uint32_t ff_dkey(double x)
 {
     double y = x * FF_GRID;
     if (y < 2147483647.0) {
         int64_t k = (int64_t)(y + 0.5);
-        if ((double)k / FF_GRID == x)
+        if (ff_grid_value((uint32_t)k) == x)
             return FF_KEY_GRID | (uint32_t)k;
     }
     return ff_f32bits(ff_f32(x));
@@ -193,7 +196,7 @@ FF_INLINE int ff_key_cmp(double x, uint32_t kx, const ff_dqe *q, Py_ssize_t at,
     if (ke & FF_KEY_GRID) {
         if (kx & FF_KEY_GRID)
             return (kx > ke) - (kx < ke);
-        v = (double)(ke & ~FF_KEY_GRID) / FF_GRID;
+        v = ff_grid_value(ke & ~FF_KEY_GRID);
         return (x > v) - (x < v);
     }
     fx = ff_f32(x);
@@ -550,9 +553,9 @@ static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, co
     double v;
     FF_U16(b, FF_O_HSLOT(3))[l] = sl;          /* lanes 3-5: lslot[0..2] */
     if (key & FF_KEY_GRID)
-        v = (double)(key & ~FF_KEY_GRID) / FF_GRID;
+        v = ff_grid_value(key & ~FF_KEY_GRID);
     else
-        v = l >= 3 ? soh[sl * NP + r].l : soh[sl * NP + r].h;
+        v = FF_HL(soh + r, NP, sl, l < 3);
     FF_F64(b, FF_O_HIGH(3))[l] = v;            /* lanes 3-5: low[0..2] */
 }
 

@@ -188,7 +188,7 @@ cdef class Engine:
     cdef Py_ssize_t _slot(self, int64_t s) noexcept nogil
     cdef void _advance(self, int64_t T1) noexcept nogil
     cdef Py_ssize_t _evict_row(self, Py_ssize_t r, bint defer, Py_ssize_t npend) noexcept nogil
-    cdef void _recompute_lanes(self, Py_ssize_t r, uint64_t canc) noexcept nogil
+    cdef void _recompute_lanes(self, Py_ssize_t r, Py_ssize_t k0, uint64_t canc) noexcept nogil
     cdef Py_ssize_t _evict_one(self, Py_ssize_t r, Py_ssize_t k, Lanes *L,
                                int64_t e, Py_ssize_t eslot, bint defer,
                                Py_ssize_t npend) noexcept nogil

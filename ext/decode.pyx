@@ -929,11 +929,9 @@ cdef class BarFiller:
         try:
             msg = self.decode(view)
         except Exception as e:
-            view.live = False
             self._release_payload(view)
             self._raw_decode_failed(payload, size, recv_ns, e)
             return
-        view.live = False
         self._release_payload(view)
         try:
             self.apply(msg, recv_ns)
@@ -941,9 +939,11 @@ cdef class BarFiller:
             self.internal_error(e)
 
     cdef inline void _release_payload(self, Payload view) noexcept:
-        """After the decoder returned: a payload still referenced elsewhere (or with a buffer
-        still exported: counted as an internal error, as a ``memoryview`` that cannot be
-        released would be) is left released and a fresh one serves the next message."""
+        """After the decoder returned: the payload is released; one still referenced
+        elsewhere (or with a buffer still exported: counted as an internal error, as a
+        ``memoryview`` that cannot be released would be) stays so, and a fresh one serves
+        the next message."""
+        view.live = False
         view.ptr = NULL
         view.size = 0
         # references: self.payload and the caller's local

@@ -101,6 +101,10 @@ def plan(cfg: BenchConfig) -> list[Case]:
             for p in ("massive", "massive-raw"):
                 if p in peers and (p == "massive" or r == 0):
                     cases.append(Case("throughput", p, "massive", mbpf, round=r))
+            if "floor" in peers and "massive" in peers:
+                # the decode-only floor of the same A.* stream: how far any msgspec client
+                # can go against the official one on this machine (the vs-massive ceiling)
+                cases.append(Case("throughput", "floor", "massive", mbpf, round=r))
     for bpf in cfg.cadence_bars_per_frame:
         cases.append(Case("cadence", "fastfeed", "vantafin", bpf, cfg.speed))
         if "floor" in peers:  # the same bursts, decoded only: the burst ratio's denominator

@@ -112,6 +112,9 @@ def test_plan_pairs_every_peer_with_fastfeed_on_the_same_dialect_and_frame_size(
         for dialect, peer, bpf in (("vantafin", "floor", 1), ("vantafin", "floor", 100), ("massive", "massive", 100)):
             i = thr.index((r, "fastfeed", dialect, bpf))
             assert thr[i + 1] == (r, peer, dialect, bpf)
+    # the decode-only floor of the A.* stream, every round (the vs-massive ceiling)
+    assert [x for x in thr if x[1:3] == ("floor", "massive")] == [(r, "floor", "massive", 100) for r in range(cfg.rounds)]
+    assert not any(c.dialect == "massive" and c.client == "floor" for c in plan(BenchConfig(peers=("floor",))))
     assert [x for x in thr if x[1] in ("websockets-json", "massive-raw")] == [
         (0, "websockets-json", "vantafin", 1), (0, "websockets-json", "vantafin", 100), (0, "massive-raw", "massive", 100)]
     assert {c.round for c in quick} == {0}

@@ -170,3 +170,26 @@ def test_a_saved_document_is_reported_again_by_from(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["--from", str(tmp_path / "bad.json")]) == 1
     assert "not a fastfeed bench result document" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_massive_row_gives_the_decode_only_floor_of_the_same_stream():
+    doc = _doc()
+    floor_100 = {g["key"]: g for g in _rows(doc)}["vs_floor_100"]["measured"]
+    # the A.* floor decodes 3.15 M bars/s against the official client's 0.1 M: 31.5x
+    doc["results"].append(_thr("floor", "massive", 100, 3.15e6, 0.32))
+    k = {g["key"]: g for g in _rows(doc)}
+    assert k["vs_massive"]["measured"] == pytest.approx(21.0)
+    assert "the decode-only floor of the same A.* stream is 31.5x the massive client" in k["vs_massive"]["absolute"]
+    # the Vantafin floor rows are not taken over by the A.* floor at the same frame size
+    assert k["vs_floor_100"]["measured"] == pytest.approx(floor_100)
+    md = report.render_markdown(dict(doc, summary=report.summarize(doc)))
+    assert "| floor | massive | 100 |" in md
+    # rounds pair up by number: a round the floor missed is left out, not shifted
+    for i, (client, rate) in enumerate((("fastfeed", 2.0e6), ("massive", 0.1e6), ("fastfeed", 2.2e6),
+                                        ("massive", 0.1e6), ("floor", 2.2e6))):
+        r = _thr(client, "massive", 100, rate, 0.5)
+        r["case"]["round"] = 1 + (i >= 2)
+        doc["results"].append(r)
+    k = {g["key"]: g for g in _rows(doc)}
+    # rounds 0 (31.5x), 2 (22x); round 1 has no floor
+    assert "floor of the same A.* stream is 22.0x" in k["vs_massive"]["absolute"]

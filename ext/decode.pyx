@@ -94,11 +94,12 @@ cdef Py_ssize_t member_offset(object tp, str name) except -1:
 
 cdef extern from *:
     """
+    #include "ff_prefetch.h"
     static inline void ff_prefetch_lines(const void *p, int lines) {
         const char *c = (const char *)p;
         if (!c) return;
-        __builtin_prefetch(c, 0, 3);
-        if (lines > 1) __builtin_prefetch(c + 64, 0, 3);
+        FF_PREFETCH_READ(c);
+        if (lines > 1) FF_PREFETCH_READ(c + 64);
     }
     """
     void prefetch_lines "ff_prefetch_lines" (const void* p, int lines) noexcept nogil

@@ -23,12 +23,14 @@ import gc
 import os
 import statistics
 import time
+from typing import Any, Callable
 
 import pytest
 
 from fastfeed.bench.orchestration import cores
 from fastfeed.engine import Engine
-from fastfeed.bench.worker import BurstTracker, SessionProbe
+from fastfeed.bench.worker import BurstTracker
+from fastfeed.transport.session import SessionProxy
 from fastfeed.simulator.testing import SimProcess
 
 ROUND_BARS = {1: 300_000, 100: 1_200_000}
@@ -56,6 +58,64 @@ def _sim(args: list[str]) -> SimProcess:
     if sim_cpus and sp.proc is not None:
         os.sched_setaffinity(sp.proc.pid, sim_cpus)
     return sp
+
+
+class SessionProbe(SessionProxy):
+    """Wraps a fastfeed session: time per call and burst accounting (cadence mode).
+
+    Works whether the session applies bars per message or, when the transport batches
+    per read (``defer_until_buffer_end``), in ``on_buffer_end()``: bars are counted
+    after each call that may apply them, with the receive time of the first message
+    since the previous application (the burst's first message when a burst starts).
+    The listener calls :meth:`on_message` in Python (``message_sink`` is hidden), so
+    every message is timed.
+    """
+
+    message_sink = None
+
+    def __init__(self, inner: Any, engine: Any, stats: Any, tracker: BurstTracker) -> None:
+        from hdrh.histogram import HdrHistogram
+
+        super().__init__(inner)
+        self._keep(engine=engine, stats=stats, tracker=tracker,
+                   cpu_hist=HdrHistogram(10, 10_000_000_000, 3),  # wall ns inside on_message
+                   flush_hist=HdrHistogram(10, 10_000_000_000, 3),  # wall ns inside on_buffer_end
+                   _first=0,  # recv_ns of the first message not yet applied
+                   _last=0)
+
+    @property
+    def on_buffer_end(self) -> Callable[[], None]:
+        self.session.on_buffer_end  # AttributeError when the session has none
+        return self._on_buffer_end
+
+    def _applied(self, n: int) -> None:
+        self.tracker.add(self.engine.T, n, self._first, self._last)
+        self._first = 0
+
+    def on_message(self, payload: Any, recv_ns: int) -> None:
+        stats = self.stats
+        if not self._first:
+            self._first = recv_ns
+        self._last = recv_ns
+        b0 = stats.bars
+        t0 = time.perf_counter_ns()
+        self.session.on_message(payload, recv_ns)
+        t1 = time.perf_counter_ns()
+        self.cpu_hist.record_value(max(10, t1 - t0))
+        n = stats.bars - b0
+        if n:
+            self._applied(n)
+
+    def _on_buffer_end(self) -> None:
+        stats = self.stats
+        b0 = stats.bars
+        t0 = time.perf_counter_ns()
+        self.session.on_buffer_end()
+        t1 = time.perf_counter_ns()
+        n = stats.bars - b0
+        if n:
+            self.flush_hist.record_value(max(10, t1 - t0))
+            self._applied(n)
 
 
 @pytest.fixture(scope="module", params=[(1, 1000), (1, 12000), (100, 1000), (100, 12000)],

@@ -43,11 +43,7 @@ cnp.import_array()
 
 cdef extern from *:
     """
-    /* The empty volatile asm keeps a function made only of prefetches from being judged
-       free of side effects: GCC's IPA deletes calls to such a function (a prefetch is
-       no side effect to it), which silently dropped upsert's far prefetch. */
-    #define FF_PREFETCH(p) do { __builtin_prefetch((const void *)(p), 1, 3); \
-                                __asm__ __volatile__("" : : "r"(p)); } while (0)
+    #include "ff_prefetch.h"
     #include <sys/mman.h>
     #include <unistd.h>
     #ifndef MADV_POPULATE_WRITE

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ff_prefetch.h"
+
 /* byte offsets in a row block of K lanes (the row head, 40 bytes, is at 0) */
 #define FF_O_CNT(K)   ((Py_ssize_t)40)                  /* int64 count (output) */
 #define FF_O_VOL(K)   (40 + 8 * (Py_ssize_t)(K))        /* double volume sum (output) */
@@ -535,7 +537,7 @@ static inline void ff_front_prefetch(const char *blk, Py_ssize_t RB, const ff_ri
 {
     Py_ssize_t r = x >> 3;
     unsigned l = x & 7;
-    __builtin_prefetch(ff_ring_entry(q, l >= 3, r, FF_I32(blk + r * RB, FF_O_FMAX(3))[l]), 0, 3);
+    FF_PREFETCH_READ(ff_ring_entry(q, l >= 3, r, FF_I32(blk + r * RB, FF_O_FMAX(3))[l]));
 }
 
 /* ... and read its slot and value: the value from the key when it is exact, else from
@@ -625,12 +627,12 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
                        *s2 = (const char *)&E.vp2[ra];
             const char *o0 = (const char *)&E.so0[ra], *o1 = (const char *)&E.so1[ra],
                        *o2 = (const char *)&E.so2[ra];
-            __builtin_prefetch(s0, 0, 3); __builtin_prefetch(s0 + 64, 0, 3);
-            __builtin_prefetch(s1, 0, 3); __builtin_prefetch(s1 + 64, 0, 3);
-            __builtin_prefetch(s2, 0, 3); __builtin_prefetch(s2 + 64, 0, 3);
+            FF_PREFETCH_READ(s0); FF_PREFETCH_READ(s0 + 64);
+            FF_PREFETCH_READ(s1); FF_PREFETCH_READ(s1 + 64);
+            FF_PREFETCH_READ(s2); FF_PREFETCH_READ(s2 + 64);
             for (k = 0; k < 256; k += 64) {
-                __builtin_prefetch(o0 + k, 0, 3); __builtin_prefetch(o1 + k, 0, 3);
-                __builtin_prefetch(o2 + k, 0, 3);
+                FF_PREFETCH_READ(o0 + k); FF_PREFETCH_READ(o1 + k);
+                FF_PREFETCH_READ(o2 + k);
             }
         }
         if (all) {

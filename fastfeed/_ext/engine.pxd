@@ -215,3 +215,8 @@ cdef class Engine:
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,
                               const char *vp, Py_ssize_t vs_, const char *pp, Py_ssize_t ps_,
                               Py_ssize_t n, double now) noexcept nogil
+    cdef Py_ssize_t _upsert_run(self, const int64_t *R, const int64_t *S, const double *O,
+                                const double *H, const double *Lo, const double *Cl,
+                                const double *V, const double *P, Py_ssize_t n,
+                                double now) noexcept nogil
+    cdef void _new_rare(self, Py_ssize_t r, int64_t px, int64_t pn, double pv) noexcept nogil

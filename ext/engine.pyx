@@ -31,7 +31,7 @@ of the longest window's deque — each window keeps its own front index into it)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_STRIDES, PyBUF_FORMAT
 from libc.math cimport fabs, NAN
 from libc.string cimport memset
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MAX
 
 import operator
 
@@ -1129,37 +1129,6 @@ cdef class Engine:
                 L.low[k] = l
         return replaced
 
-    cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
-        """Prefetch what a bar of row r at second s touches: the hot lines of its row
-        block (``open`` and ``fslot`` after them are rarely written by a bar), its store
-        cells (not the presence byte: its line is shared by 64 rows, and prefetching it
-        measured 2-5% slower at 12,000 rows), and the ring lines of each deque's back
-        entry and of the two before it (the tails are a compact array of 8 bytes per
-        row, so their address is known without waiting for the row block)."""
-        cdef const char *p = self.blk + r * self.RB
-        cdef Py_ssize_t b = 0, off
-        cdef const int32_t *tl = self.tails + 2 * r
-        cdef const DQE *qx = self.qmax + r * self.C
-        cdef const DQE *qn = self.qmin + r * self.C
-        while b < self.o_open:
-            FF_PREFETCH(p + b)
-            b += 64
-        FF_PREFETCH(qx + ((tl[0] - 1) & self.mask))
-        FF_PREFETCH(qn + ((tl[1] - 1) & self.mask))
-        FF_PREFETCH(qx + ((tl[0] - 3) & self.mask))
-        FF_PREFETCH(qn + ((tl[1] - 3) & self.mask))
-        if s <= self._T and s > self._T - self.D:
-            off = self._slot(s) * self.NP + r
-            FF_PREFETCH(self.svp + off)
-            FF_PREFETCH(self.soh + off)
-
-    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
-        """Prefetch again the lines a bar of row r reads first: its row head (the
-        latest second, the deque back values) and each deque's back entry."""
-        FF_PREFETCH(self.blk + r * self.RB)
-        FF_PREFETCH(self.qmax + r * self.C + ((self.tails[2 * r] - 1) & self.mask))
-        FF_PREFETCH(self.qmin + r * self.C + ((self.tails[2 * r + 1] - 1) & self.mask))
-
     cdef void _new_rare(self, Py_ssize_t r, int64_t px, int64_t pn, double pv) noexcept nogil:
         """What ``_apply_new`` does after the add kernel, for ``_upsert_run``'s fast path
         (rare: pv < 0, or a deque tail reached REBASE_AT)."""
@@ -1227,15 +1196,20 @@ cdef class Engine:
         """The bars of contiguous arrays, in order (``upsert``'s loop).  The engine's
         fields it needs are locals (a store through a char * would make the C compiler
         load every self field again); the clock is reloaded after each ``_advance``.
-        Each bar prefetches the bar PF_FAR ahead (``_prefetch_far``, inlined: the 5 hot
-        lines of its block for 3 windows, its store cells, both deque backs) and the first
-        lines of the bar PF_NEAR ahead; a new latest bar inside every window of a 3-window
+        Each bar prefetches what the bar PF_FAR ahead touches: the hot lines of its row
+        block (5 for 3 windows; ``open`` and ``fslot`` after them are rarely written by a
+        bar), its store cells (not the presence byte: its line is shared by 64 rows, and
+        prefetching it measured 2-5% slower at 12,000 rows), and the ring lines of each
+        deque's back entry and of the two before it (the tails are a compact array, so
+        their address is known without waiting for the row block); and again the row head
+        and both deque backs of the bar PF_NEAR ahead.  A new latest bar inside every
+        window of a 3-window
         engine (the steady state) takes ``ff_new3``, any other bar ``_apply``."""
         cdef Py_ssize_t N = self.N, NP = self.NP, RB = self.RB, Cq = self.C, kmax = self.kmax
         cdef Py_ssize_t hot = self.o_open, nlast = self.nlast, i, j, b
         cdef int64_t mask = self.mask, T = self._T, Tslot = self._Tslot, D = self.D
         cdef int64_t Wmin = self.Wmin, r, s, last, slot, off, px, pn
-        cdef int64_t accepted = 0, n_ins = 0, n_bad = 0, n_inv = 0, n_fut = 0, n_stale = 0
+        cdef int64_t accepted = 0, n_ins = 0
         cdef double skew = self.max_future_skew
         cdef double o, h, l, c, v, pv
         cdef char *blk = self.blk
@@ -1251,11 +1225,13 @@ cdef class Engine:
         cdef int64_t *lrows = self.lrows
         cdef uint32_t epoch = self.epoch
         cdef bint k3 = self.K == 3
+        # a bar after this second is inside every window (never, unless 3 windows: the
+        # fast path is for K = 3 only)
+        cdef int64_t Tw = T - Wmin if k3 else INT64_MAX
         cdef int fate
         for i in range(-PF_FAR, n):
             j = i + PF_FAR
             if j < n:
-                # far prefetch (was _prefetch_far)
                 r = R[j]
                 if <uint64_t>r < <uint64_t>N:
                     p = blk + r * RB
@@ -1301,24 +1277,25 @@ cdef class Engine:
             v = V[i]
             pv = P[i]
             if <uint64_t>r >= <uint64_t>N:
-                n_bad += 1
+                self.n_bad_row += 1
                 continue
             fate = bar_fate(s, o, h, l, c, v, pv, T, D, skew, now)
             if fate != BAR_ACCEPTED:
                 if fate == BAR_INVALID:
-                    n_inv += 1
+                    self.n_invalid += 1
                 elif fate == BAR_FUTURE:
-                    n_fut += 1
+                    self.n_future += 1
                 else:
-                    n_stale += 1
+                    self.n_stale += 1
                 continue
             if s > T:
                 self._advance(s)
                 T = self._T
                 Tslot = self._Tslot
+                Tw = T - Wmin if k3 else INT64_MAX
             p = blk + r * RB
             last = (<RowHead *>p).last
-            if k3 and s > last and s > T - Wmin:
+            if s > last and s > Tw:
                 # the steady state: a new latest bar inside every window (_apply's
                 # first case, then _apply_new, for 3 windows)
                 slot = Tslot - (T - s)
@@ -1346,10 +1323,6 @@ cdef class Engine:
                 nlast += 1
         self.nlast = nlast
         self.n_inserted += n_ins
-        self.n_bad_row += n_bad
-        self.n_invalid += n_inv
-        self.n_future += n_fut
-        self.n_stale += n_stale
         self.n_accepted += accepted
         return accepted
 

@@ -387,6 +387,32 @@ FF_INLINE void ff_add_new3(char *b, uint16_t slot, double o, double h, double l,
                 FF_F64(b, FF_O_OPEN(3))[k] = o;
             }
     }
+#if defined(FF_DKEY2_SSE2)
+    {
+        /* fmax[0..2], fmin[0..2]: 6 int32 in a row; fmax[k] >= px <=> fmax[k] > px - 1 */
+        const __m128i f4 = _mm_loadu_si128((const __m128i *)fmax);
+        const __m128i f2 = _mm_loadl_epi64((const __m128i *)(fmin + 1));
+        const int xm = (int)px - 1, nm = (int)pn - 1;
+        unsigned m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(
+                         _mm_cmpgt_epi32(f4, _mm_set_epi32(nm, xm, xm, xm))))
+                   | ((unsigned)_mm_movemask_ps(_mm_castsi128_ps(
+                         _mm_cmpgt_epi32(f2, _mm_set1_epi32(nm)))) & 3) << 4;
+        if (m) {
+            for (k = 0; k < 3; k++) {
+                if ((m >> k) & 1) {
+                    fmax[k] = (int32_t)px;
+                    FF_U16(b, FF_O_HSLOT(3))[k] = slot;
+                    FF_F64(b, FF_O_HIGH(3))[k] = h;
+                }
+                if ((m >> (k + 3)) & 1) {
+                    fmin[k] = (int32_t)pn;
+                    FF_U16(b, FF_O_LSLOT(3))[k] = slot;
+                    FF_F64(b, FF_O_LOW(3))[k] = l;
+                }
+            }
+        }
+    }
+#else
     for (k = 0; k < 3; k++) {
         if (fmax[k] >= px) {
             fmax[k] = (int32_t)px;
@@ -399,6 +425,7 @@ FF_INLINE void ff_add_new3(char *b, uint16_t slot, double o, double h, double l,
             FF_F64(b, FF_O_LOW(3))[k] = l;
         }
     }
+#endif
     ff_st2(cl, cc);
     cl[2] = c;
     /* lanes 0 and 1: ff_sum2 */
@@ -439,7 +466,8 @@ FF_INLINE void ff_add_new3(char *b, uint16_t slot, double o, double h, double l,
     }
 }
 
-_Static_assert(FF_O_PA(3) == FF_O_VA(3) + 12, "va and pa lanes adjacent for K = 3");
+_Static_assert(FF_O_PA(3) == FF_O_VA(3) + 12 && FF_O_FMIN(3) == FF_O_FMAX(3) + 12,
+               "va/pa and fmax/fmin lanes adjacent for K = 3");
 
 /* The steady-state bar of row block b (K = 3), its slot and values, after the caller
  * stored it and set the row's latest second: keys, both pushes (tl: the row's two deque

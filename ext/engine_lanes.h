@@ -443,10 +443,18 @@ FF_INLINE void ff_add_new3(char *b, uint16_t slot, double o, double h, double l,
     q = s / u;
     q = (ff_v2d)(((ff_v2i)q & ~zero) | ((ff_v2i)nan2 & zero));
     ff_st2(vw, q);
-    /* lane 2: ff_sum1, its volume and pv TwoSums side by side */
+    /* lane 2: ff_sum1, its volume and pv TwoSums side by side.  Its operands are read
+     * 8 bytes each (a 16-byte load overlapping the 16-byte stores of lanes 0-1 just
+     * above would wait for them: a failed store-to-load forward) */
+#if defined(FF_DKEY2_SSE2)
+    s = _mm_loadh_pd(_mm_load_sd(vol + 2), ps + 2);
+    t = s + xy; z = t - s; e = (s - (t - z)) + (xy - z);
+    cm = _mm_loadh_pd(_mm_load_sd(vc + 2), pc + 2) + e;
+#else
     s = (ff_v2d){vol[2], ps[2]};
     t = s + xy; z = t - s; e = (s - (t - z)) + (xy - z);
     cm = (ff_v2d){vc[2], pc[2]} + e;
+#endif
     tv = t[0]; cv = cm[0];
     uv = tv + cv; zv = uv - tv; cv = (tv - (uv - zv)) + (cv - zv);
     vol[2] = uv; vc[2] = cv;

@@ -127,13 +127,11 @@ cdef extern from "engine_lanes.h":
                               const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
                               int64_t *pend, uint64_t *acc, double cancel) noexcept nogil
 
-# upsert prefetches the row block, store cells and deque backs of the bar PF_FAR ahead:
-# a burst's rows come in random order, so without this every bar waits on its misses in
-# turn.  The first PF_FAR bars of a call are prefetched before the loop.  PF_NEAR bars
-# ahead it prefetches again the lines the bar's first dependent loads need (the head and
-# each deque's back entry): measured 0.75-0.78x upsert time at 12,000 rows and 0.88-0.90x
-# at 1,000 (whose state is all in L2) on a 2-core KVM VM -- the far prefetch alone
-# leaves those loads missing L1 when their bar comes.
+# upsert prefetches the row block and store cells of the bar PF_FAR ahead: a burst's
+# rows come in random order, so without this every bar waits on its misses in turn.
+# The first PF_FAR bars of a call are prefetched before the loop.  PF_NEAR bars ahead
+# it prefetches the row head again and the ring lines of both deques' backs (see
+# _upsert_run: 16 ahead, the ring prefetches stalled the loop).
 cdef enum:
     PF_FAR = 16
     PF_NEAR = 4
@@ -1198,12 +1196,13 @@ cdef class Engine:
         load every self field again); the clock is reloaded after each ``_advance``.
         Each bar prefetches what the bar PF_FAR ahead touches: the hot lines of its row
         block (5 for 3 windows; ``open`` and ``fslot`` after them are rarely written by a
-        bar), its store cells (not the presence byte: its line is shared by 64 rows, and
-        prefetching it measured 2-5% slower at 12,000 rows), and the ring lines of each
-        deque's back entry and of the two before it (the tails are a compact array, so
-        their address is known without waiting for the row block); and again the row head
-        and both deque backs of the bar PF_NEAR ahead.  A new latest bar inside every
-        window of a 3-window
+        bar) and its store cells (not the presence byte: its line is shared by 64 rows,
+        and prefetching it measured 2-5% slower at 12,000 rows); PF_NEAR ahead, its row
+        head again and the ring lines of each deque's back entry and of the entry two
+        before it (the tails are a compact array, so their address is known without
+        waiting for the row block; issued 16 bars ahead, these ring prefetches stalled
+        the loop, ~20% of its perf samples, and measured 0.87-0.92x slower at 12,000
+        rows than 4 ahead).  A new latest bar inside every window of a 3-window
         engine (the steady state) takes ``ff_new3``, any other bar ``_apply``."""
         cdef Py_ssize_t N = self.N, NP = self.NP, RB = self.RB, Cq = self.C, kmax = self.kmax
         cdef Py_ssize_t hot = self.o_open, nlast = self.nlast, i, j, b
@@ -1246,11 +1245,6 @@ cdef class Engine:
                         while b < hot:
                             FF_PREFETCH(p + b)
                             b += 64
-                    tl = tails + 2 * r
-                    FF_PREFETCH(qmax + r * Cq + ((tl[0] - 1) & mask))
-                    FF_PREFETCH(qmin + r * Cq + ((tl[1] - 1) & mask))
-                    FF_PREFETCH(qmax + r * Cq + ((tl[0] - 3) & mask))
-                    FF_PREFETCH(qmin + r * Cq + ((tl[1] - 3) & mask))
                     s = S[j]
                     if s <= T and s > T - D:
                         slot = Tslot - (T - s)
@@ -1268,6 +1262,8 @@ cdef class Engine:
                     FF_PREFETCH(blk + r * RB)
                     FF_PREFETCH(qmax + r * Cq + ((tails[2 * r] - 1) & mask))
                     FF_PREFETCH(qmin + r * Cq + ((tails[2 * r + 1] - 1) & mask))
+                    FF_PREFETCH(qmax + r * Cq + ((tails[2 * r] - 3) & mask))
+                    FF_PREFETCH(qmin + r * Cq + ((tails[2 * r + 1] - 3) & mask))
             r = R[i]
             s = S[i]
             o = O[i]

@@ -31,7 +31,7 @@ of the longest window's deque — each window keeps its own front index into it)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_STRIDES, PyBUF_FORMAT
 from libc.math cimport fabs, NAN
 from libc.string cimport memset
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MAX
 
 import operator
 
@@ -93,6 +93,12 @@ cdef extern from "engine_lanes.h":
     Py_ssize_t ff_layout(Py_ssize_t K, Py_ssize_t *o) noexcept nogil
     void ff_add_new(char *b, Py_ssize_t K, uint16_t slot, double o, double h, double l,
                     double c, double v, double pv, int64_t px, int64_t pn) noexcept nogil
+    # the steady-state bar of 3 windows: keys, both pushes, the add kernel (nonzero: the
+    # caller has rare work left, see _new_rare)
+    int ff_new3(char *b, int32_t *tl, void *qx, void *qn, int64_t mask, const void *col,
+                Py_ssize_t NP, Py_ssize_t kmax, uint16_t slot, double o, double h, double l,
+                double c, double v, double pv, int64_t rebase, int64_t *pxo,
+                int64_t *pno) noexcept nogil
     # deque keys and pushes (docs/ENGINE.md, "High/low"); q is a row's DQE ring, col its
     # store column (soh + row, stride NP per slot)
     uint32_t dkey "ff_dkey"(double x) noexcept nogil
@@ -121,13 +127,11 @@ cdef extern from "engine_lanes.h":
                               const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
                               int64_t *pend, uint64_t *acc, double cancel) noexcept nogil
 
-# upsert prefetches the row block, store cells and deque backs of the bar PF_FAR ahead:
-# a burst's rows come in random order, so without this every bar waits on its misses in
-# turn.  The first PF_FAR bars of a call are prefetched before the loop.  PF_NEAR bars
-# ahead it prefetches again the lines the bar's first dependent loads need (the head and
-# each deque's back entry): measured 0.75-0.78x upsert time at 12,000 rows and 0.88-0.90x
-# at 1,000 (whose state is all in L2) on a 2-core KVM VM -- the far prefetch alone
-# leaves those loads missing L1 when their bar comes.
+# upsert prefetches the row block and store cells of the bar PF_FAR ahead: a burst's
+# rows come in random order, so without this every bar waits on its misses in turn.
+# The first PF_FAR bars of a call are prefetched before the loop.  PF_NEAR bars ahead
+# it prefetches the row head again and the ring lines of both deques' backs (see
+# _upsert_run: 16 ahead, the ring prefetches stalled the loop).
 cdef enum:
     PF_FAR = 16
     PF_NEAR = 4
@@ -1123,79 +1127,155 @@ cdef class Engine:
                 L.low[k] = l
         return replaced
 
-    cdef inline void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil:
-        """Prefetch what a bar of row r at second s touches: the hot lines of its row
-        block (``open`` and ``fslot`` after them are rarely written by a bar), its store
-        cells (not the presence byte: its line is shared by 64 rows, and prefetching it
-        measured 2-5% slower at 12,000 rows), and the ring lines of each deque's back
-        entry and of the two before it (the tails are a compact array of 8 bytes per
-        row, so their address is known without waiting for the row block)."""
-        cdef const char *p = self.blk + r * self.RB
-        cdef Py_ssize_t b = 0, off
-        cdef const int32_t *tl = self.tails + 2 * r
-        cdef const DQE *qx = self.qmax + r * self.C
-        cdef const DQE *qn = self.qmin + r * self.C
-        while b < self.o_open:
-            FF_PREFETCH(p + b)
-            b += 64
-        FF_PREFETCH(qx + ((tl[0] - 1) & self.mask))
-        FF_PREFETCH(qn + ((tl[1] - 1) & self.mask))
-        FF_PREFETCH(qx + ((tl[0] - 3) & self.mask))
-        FF_PREFETCH(qn + ((tl[1] - 3) & self.mask))
-        if s <= self._T and s > self._T - self.D:
-            off = self._slot(s) * self.NP + r
-            FF_PREFETCH(self.svp + off)
-            FF_PREFETCH(self.soh + off)
-
-    cdef inline void _prefetch_near(self, int64_t r) noexcept nogil:
-        """Prefetch again the lines a bar of row r reads first: its row head (the
-        latest second, the deque back values) and each deque's back entry."""
-        FF_PREFETCH(self.blk + r * self.RB)
-        FF_PREFETCH(self.qmax + r * self.C + ((self.tails[2 * r] - 1) & self.mask))
-        FF_PREFETCH(self.qmin + r * self.C + ((self.tails[2 * r + 1] - 1) & self.mask))
+    cdef void _new_rare(self, Py_ssize_t r, int64_t px, int64_t pn, double pv) noexcept nogil:
+        """What ``_apply_new`` does after the add kernel, for ``_upsert_run``'s fast path
+        (rare: pv < 0, or a deque tail reached REBASE_AT)."""
+        cdef Lanes L
+        cdef Py_ssize_t k
+        if pv < 0.0:                # volume >= 0: only pv can cancel on an add
+            self._lanes(r, &L)
+            for k in range(self.K):
+                if cancelled(&L, k):
+                    self._recompute(k, r, self._T - self.win[k], self._T)
+                    L.vwap[k] = vwap_of(&L, k)
+        if px + 1 >= REBASE_AT:
+            self._rebase(r, True)
+        if pn + 1 >= REBASE_AT:
+            self._rebase(r, False)
 
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,
                               const char *vp, Py_ssize_t vs_, const char *pp, Py_ssize_t ps_,
                               Py_ssize_t n, double now) noexcept nogil:
-        cdef Py_ssize_t i, accepted = 0
-        cdef int64_t r, s
-        cdef double o, h, l, c, v, pv
-        cdef int fate
-        cdef uint32_t epoch
+        """Apply n bars from 8 strided columns: contiguous ones in place, any other in
+        chunks copied to contiguous scratch (``_upsert_run`` reads contiguous arrays)."""
+        cdef Py_ssize_t i, j, m, accepted = 0
+        cdef int64_t cr[128]
+        cdef int64_t cs_[128]
+        cdef double co[128]
+        cdef double ch[128]
+        cdef double cl[128]
+        cdef double cc[128]
+        cdef double cv[128]
+        cdef double cp_[128]
         self.epoch += 1
         if self.epoch == 0:
             for i in range(self.N):
                 self.marks[i] = 0
             self.epoch = 1
-        epoch = self.epoch
         self.nlast = 0
-        for i in range(PF_FAR if PF_FAR < n else n):
-            r = (<const int64_t *>(rp + i * rs))[0]
-            if r >= 0 and r < self.N:
-                self._prefetch_far(r, (<const int64_t *>(sp + i * ss))[0])
-        for i in range(n):
-            if i + PF_FAR < n:
-                r = (<const int64_t *>(rp + (i + PF_FAR) * rs))[0]
-                if r >= 0 and r < self.N:
-                    self._prefetch_far(r, (<const int64_t *>(sp + (i + PF_FAR) * ss))[0])
-            if i + PF_NEAR < n:
-                r = (<const int64_t *>(rp + (i + PF_NEAR) * rs))[0]
-                if r >= 0 and r < self.N:
-                    self._prefetch_near(r)
-            r = (<const int64_t *>(rp + i * rs))[0]
-            s = (<const int64_t *>(sp + i * ss))[0]
-            o = (<const double *>(op + i * os_))[0]
-            h = (<const double *>(hp + i * hs))[0]
-            l = (<const double *>(lp + i * ls))[0]
-            c = (<const double *>(cp + i * cs))[0]
-            v = (<const double *>(vp + i * vs_))[0]
-            pv = (<const double *>(pp + i * ps_))[0]
-            if r < 0 or r >= self.N:
+        if (rs == 8 and ss == 8 and os_ == 8 and hs == 8 and ls == 8 and cs == 8
+                and vs_ == 8 and ps_ == 8):
+            return self._upsert_run(<const int64_t *>rp, <const int64_t *>sp,
+                                    <const double *>op, <const double *>hp, <const double *>lp,
+                                    <const double *>cp, <const double *>vp, <const double *>pp,
+                                    n, now)
+        i = 0
+        while i < n:
+            m = n - i if n - i < 128 else 128
+            for j in range(m):
+                cr[j] = (<const int64_t *>(rp + (i + j) * rs))[0]
+                cs_[j] = (<const int64_t *>(sp + (i + j) * ss))[0]
+                co[j] = (<const double *>(op + (i + j) * os_))[0]
+                ch[j] = (<const double *>(hp + (i + j) * hs))[0]
+                cl[j] = (<const double *>(lp + (i + j) * ls))[0]
+                cc[j] = (<const double *>(cp + (i + j) * cs))[0]
+                cv[j] = (<const double *>(vp + (i + j) * vs_))[0]
+                cp_[j] = (<const double *>(pp + (i + j) * ps_))[0]
+            accepted += self._upsert_run(cr, cs_, co, ch, cl, cc, cv, cp_, m, now)
+            i += m
+        return accepted
+
+    cdef Py_ssize_t _upsert_run(self, const int64_t *R, const int64_t *S, const double *O,
+                                const double *H, const double *Lo, const double *Cl,
+                                const double *V, const double *P, Py_ssize_t n,
+                                double now) noexcept nogil:
+        """The bars of contiguous arrays, in order (``upsert``'s loop).  The engine's
+        fields it needs are locals (a store through a char * would make the C compiler
+        load every self field again); the clock is reloaded after each ``_advance``.
+        Each bar prefetches what the bar PF_FAR ahead touches: the hot lines of its row
+        block (5 for 3 windows; ``open`` and ``fslot`` after them are rarely written by a
+        bar) and its store cells (not the presence byte: its line is shared by 64 rows,
+        and prefetching it measured 2-5% slower at 12,000 rows); PF_NEAR ahead, its row
+        head again and the ring lines of each deque's back entry and of the entry two
+        before it (the tails are a compact array, so their address is known without
+        waiting for the row block; issued 16 bars ahead, these ring prefetches stalled
+        the loop, ~20% of its perf samples, and measured 0.87-0.92x slower at 12,000
+        rows than 4 ahead).  A new latest bar inside every window of a 3-window
+        engine (the steady state) takes ``ff_new3``, any other bar ``_apply``."""
+        cdef Py_ssize_t N = self.N, NP = self.NP, RB = self.RB, Cq = self.C, kmax = self.kmax
+        cdef Py_ssize_t hot = self.o_open, nlast = self.nlast, i, j, b
+        cdef int64_t mask = self.mask, T = self._T, Tslot = self._Tslot, D = self.D
+        cdef int64_t Wmin = self.Wmin, r, s, last, slot, off, px, pn
+        cdef int64_t accepted = 0, n_ins = 0
+        cdef double skew = self.max_future_skew
+        cdef double o, h, l, c, v, pv
+        cdef char *blk = self.blk
+        cdef char *p
+        cdef VP *svp = self.svp
+        cdef OHLC *soh = self.soh
+        cdef uint8_t *present = self.present
+        cdef DQE *qmax = self.qmax
+        cdef DQE *qmin = self.qmin
+        cdef int32_t *tails = self.tails
+        cdef int32_t *tl
+        cdef uint32_t *marks = self.marks
+        cdef int64_t *lrows = self.lrows
+        cdef uint32_t epoch = self.epoch
+        cdef bint k3 = self.K == 3
+        # a bar after this second is inside every window (never, unless 3 windows: the
+        # fast path is for K = 3 only)
+        cdef int64_t Tw = T - Wmin if k3 else INT64_MAX
+        cdef int fate
+        for i in range(-PF_FAR, n):
+            j = i + PF_FAR
+            if j < n:
+                r = R[j]
+                if <uint64_t>r < <uint64_t>N:
+                    p = blk + r * RB
+                    if k3:
+                        FF_PREFETCH(p)
+                        FF_PREFETCH(p + 64)
+                        FF_PREFETCH(p + 128)
+                        FF_PREFETCH(p + 192)
+                        FF_PREFETCH(p + 256)
+                    else:
+                        b = 0
+                        while b < hot:
+                            FF_PREFETCH(p + b)
+                            b += 64
+                    s = S[j]
+                    if s <= T and s > T - D:
+                        slot = Tslot - (T - s)
+                        if slot < 0:
+                            slot += D
+                        off = slot * NP + r
+                        FF_PREFETCH(svp + off)
+                        FF_PREFETCH(soh + off)
+            if i < 0:
+                continue
+            j = i + PF_NEAR
+            if j < n:
+                r = R[j]
+                if <uint64_t>r < <uint64_t>N:
+                    FF_PREFETCH(blk + r * RB)
+                    FF_PREFETCH(qmax + r * Cq + ((tails[2 * r] - 1) & mask))
+                    FF_PREFETCH(qmin + r * Cq + ((tails[2 * r + 1] - 1) & mask))
+                    FF_PREFETCH(qmax + r * Cq + ((tails[2 * r] - 3) & mask))
+                    FF_PREFETCH(qmin + r * Cq + ((tails[2 * r + 1] - 3) & mask))
+            r = R[i]
+            s = S[i]
+            o = O[i]
+            h = H[i]
+            l = Lo[i]
+            c = Cl[i]
+            v = V[i]
+            pv = P[i]
+            if <uint64_t>r >= <uint64_t>N:
                 self.n_bad_row += 1
                 continue
-            fate = bar_fate(s, o, h, l, c, v, pv, self._T, self.D, self.max_future_skew, now)
+            fate = bar_fate(s, o, h, l, c, v, pv, T, D, skew, now)
             if fate != BAR_ACCEPTED:
                 if fate == BAR_INVALID:
                     self.n_invalid += 1
@@ -1204,14 +1284,41 @@ cdef class Engine:
                 else:
                     self.n_stale += 1
                 continue
-            if s > self._T:
+            if s > T:
                 self._advance(s)
-            self._apply(r, s, o, h, l, c, v, pv)
+                T = self._T
+                Tslot = self._Tslot
+                Tw = T - Wmin if k3 else INT64_MAX
+            p = blk + r * RB
+            last = (<RowHead *>p).last
+            if s > last and s > Tw:
+                # the steady state: a new latest bar inside every window (_apply's
+                # first case, then _apply_new, for 3 windows)
+                slot = Tslot - (T - s)
+                if slot < 0:
+                    slot += D
+                off = slot * NP + r
+                soh[off].o = o
+                soh[off].h = h
+                soh[off].l = l
+                soh[off].c = c
+                svp[off].v = v
+                svp[off].pv = pv
+                present[off] = 1
+                (<RowHead *>p).last = s
+                n_ins += 1
+                if ff_new3(p, tails + 2 * r, qmax + r * Cq, qmin + r * Cq, mask, soh + r, NP,
+                           kmax, <uint16_t>slot, o, h, l, c, v, pv, REBASE_AT, &px, &pn):
+                    self._new_rare(r, px, pn, pv)
+            else:
+                self._apply(r, s, o, h, l, c, v, pv)
             accepted += 1
-            if self.marks[r] != epoch:
-                self.marks[r] = epoch
-                self.lrows[self.nlast] = r
-                self.nlast += 1
+            if marks[r] != epoch:
+                marks[r] = epoch
+                lrows[nlast] = r
+                nlast += 1
+        self.nlast = nlast
+        self.n_inserted += n_ins
         self.n_accepted += accepted
         return accepted
 

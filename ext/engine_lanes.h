@@ -323,6 +323,187 @@ static inline void ff_add_new(char *b, Py_ssize_t K, uint16_t slot, double o, do
         ff_add_new_k(b, K, slot, o, h, l, c, v, pv, px, pn);
 }
 
+/* ---- the steady-state bar of 3 windows (K = 3): ext/engine.pyx's _upsert_run ----------
+ *
+ * A new latest bar of a row, inside every window (the caller checked: second > the
+ * row's latest, second > T - min(windows)): both deque pushes and the add kernel, with
+ * every offset a constant and the work of the third lane merged into vector operations
+ * it shares with nothing else.  The numbers are exactly those of ff_push + ff_add_new_k:
+ * the same IEEE operations on the same operands, lane by lane. */
+
+#if defined(__SSE2__) && defined(__x86_64__)
+#include <emmintrin.h>
+#define FF_DKEY2_SSE2 1
+#endif
+
+/* ff_dkey of x0 and x1 (both > 0 and finite) at once */
+FF_INLINE void ff_dkey2(double x0, double x1, uint32_t *k0, uint32_t *k1)
+{
+#if defined(FF_DKEY2_SSE2)
+    const __m128d x = _mm_set_pd(x1, x0);
+    __m128d y = _mm_mul_pd(x, _mm_set1_pd(FF_GRID));
+    /* y >= 2**31 - 1 (not a grid key): k = 0, whose value 0 is not x > 0 */
+    __m128d yin = _mm_and_pd(y, _mm_cmplt_pd(y, _mm_set1_pd(2147483647.0)));
+    __m128i k = _mm_cvttpd_epi32(_mm_add_pd(yin, _mm_set1_pd(0.5)));
+    __m128d g = _mm_div_pd(_mm_cvtepi32_pd(k), _mm_set1_pd(FF_GRID));
+    __m128i eq = _mm_shuffle_epi32(_mm_castpd_si128(_mm_cmpeq_pd(g, x)), 0x08);
+    __m128i f = _mm_castps_si128(_mm_cvtpd_ps(_mm_min_pd(x, _mm_set1_pd(FLT_MAX))));
+    __m128i kg = _mm_or_si128(k, _mm_set1_epi32((int)FF_KEY_GRID));
+    uint64_t both = (uint64_t)_mm_cvtsi128_si64(
+        _mm_or_si128(_mm_and_si128(eq, kg), _mm_andnot_si128(eq, f)));
+    *k0 = (uint32_t)both;
+    *k1 = (uint32_t)(both >> 32);
+#else
+    *k0 = ff_dkey(x0);
+    *k1 = ff_dkey(x1);
+#endif
+}
+
+typedef float ff_v4f __attribute__((vector_size(16)));
+
+/* ff_add_new_k(b, 3, ...) */
+FF_INLINE void ff_add_new3(char *b, uint16_t slot, double o, double h, double l, double c,
+                           double v, double pv, int64_t px, int64_t pn)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(3));
+    int32_t *fmax = FF_I32(b, FF_O_FMAX(3)), *fmin = FF_I32(b, FF_O_FMIN(3));
+    double *vol = FF_F64(b, FF_O_VOL(3)), *vc = FF_F64(b, FF_O_VC(3));
+    double *ps = FF_F64(b, FF_O_PS(3)), *pc = FF_F64(b, FF_O_PC(3));
+    double *vw = FF_F64(b, FF_O_VWAP(3)), *cl = FF_F64(b, FF_O_CLOSE(3));
+    float *va = FF_F32(b, FF_O_VA(3));
+    const ff_v2d x = {v, v}, y = {pv, pv}, xy = {v, pv}, cc = {c, c};
+    const ff_v2d nan2 = {NAN, NAN};
+    int64_t c0 = cnt[0], c1 = cnt[1], c2 = cnt[2];
+    ff_v2d s, t, z, e, u, q, cm;
+    ff_v2i zero;
+    Py_ssize_t k;
+    float fv, fp;
+    double tv, cv, uv, zv;
+    cnt[0] = c0 + 1; cnt[1] = c1 + 1; cnt[2] = c2 + 1;
+    if (__builtin_expect((c0 == 0) | (c1 == 0) | (c2 == 0), 0)) {
+        for (k = 0; k < 3; k++)
+            if (cnt[k] == 1) {
+                FF_U16(b, FF_O_FSLOT(3))[k] = slot;
+                FF_F64(b, FF_O_OPEN(3))[k] = o;
+            }
+    }
+#if defined(FF_DKEY2_SSE2)
+    {
+        /* fmax[0..2], fmin[0..2]: 6 int32 in a row; fmax[k] >= px <=> fmax[k] > px - 1 */
+        const __m128i f4 = _mm_loadu_si128((const __m128i *)fmax);
+        const __m128i f2 = _mm_loadl_epi64((const __m128i *)(fmin + 1));
+        const int xm = (int)px - 1, nm = (int)pn - 1;
+        unsigned m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(
+                         _mm_cmpgt_epi32(f4, _mm_set_epi32(nm, xm, xm, xm))))
+                   | ((unsigned)_mm_movemask_ps(_mm_castsi128_ps(
+                         _mm_cmpgt_epi32(f2, _mm_set1_epi32(nm)))) & 3) << 4;
+        if (m) {
+            for (k = 0; k < 3; k++) {
+                if ((m >> k) & 1) {
+                    fmax[k] = (int32_t)px;
+                    FF_U16(b, FF_O_HSLOT(3))[k] = slot;
+                    FF_F64(b, FF_O_HIGH(3))[k] = h;
+                }
+                if ((m >> (k + 3)) & 1) {
+                    fmin[k] = (int32_t)pn;
+                    FF_U16(b, FF_O_LSLOT(3))[k] = slot;
+                    FF_F64(b, FF_O_LOW(3))[k] = l;
+                }
+            }
+        }
+    }
+#else
+    for (k = 0; k < 3; k++) {
+        if (fmax[k] >= px) {
+            fmax[k] = (int32_t)px;
+            FF_U16(b, FF_O_HSLOT(3))[k] = slot;
+            FF_F64(b, FF_O_HIGH(3))[k] = h;
+        }
+        if (fmin[k] >= pn) {
+            fmin[k] = (int32_t)pn;
+            FF_U16(b, FF_O_LSLOT(3))[k] = slot;
+            FF_F64(b, FF_O_LOW(3))[k] = l;
+        }
+    }
+#endif
+    ff_st2(cl, cc);
+    cl[2] = c;
+    /* lanes 0 and 1: ff_sum2 */
+    s = ff_ld2(vol); cm = ff_ld2(vc);
+    t = s + x; z = t - s; e = (s - (t - z)) + (x - z);
+    cm = cm + e;
+    u = t + cm; z = u - t; cm = (t - (u - z)) + (cm - z);
+    ff_st2(vol, u); ff_st2(vc, cm);
+    s = ff_ld2(ps);
+    t = s + y; z = t - s; e = (s - (t - z)) + (y - z);
+    q = ff_ld2(pc) + e;
+    ff_st2(ps, t); ff_st2(pc, q);
+    s = t + q;
+    zero = (u == 0.0);
+    q = s / u;
+    q = (ff_v2d)(((ff_v2i)q & ~zero) | ((ff_v2i)nan2 & zero));
+    ff_st2(vw, q);
+    /* lane 2: ff_sum1, its volume and pv TwoSums side by side.  Its operands are read
+     * 8 bytes each (a 16-byte load overlapping the 16-byte stores of lanes 0-1 just
+     * above would wait for them: a failed store-to-load forward) */
+#if defined(FF_DKEY2_SSE2)
+    s = _mm_loadh_pd(_mm_load_sd(vol + 2), ps + 2);
+    t = s + xy; z = t - s; e = (s - (t - z)) + (xy - z);
+    cm = _mm_loadh_pd(_mm_load_sd(vc + 2), pc + 2) + e;
+#else
+    s = (ff_v2d){vol[2], ps[2]};
+    t = s + xy; z = t - s; e = (s - (t - z)) + (xy - z);
+    cm = (ff_v2d){vc[2], pc[2]} + e;
+#endif
+    tv = t[0]; cv = cm[0];
+    uv = tv + cv; zv = uv - tv; cv = (tv - (uv - zv)) + (cv - zv);
+    vol[2] = uv; vc[2] = cv;
+    ps[2] = t[1]; pc[2] = cm[1];
+    tv = t[1] + cm[1];
+    vw[2] = uv != 0.0 ? tv / uv : NAN;
+    /* the cancellation accumulators: va[0..2] and pa[0..2] are 6 floats in a row */
+    fv = (float)fabs(v); fp = (float)fabs(pv);
+    {
+        ff_v4f a;
+        ff_v2f a2;
+        memcpy(&a, va, 16);
+        a += (ff_v4f){fv, fv, fv, fp};
+        memcpy(va, &a, 16);
+        a2 = ff_ld2f(va + 4) + (ff_v2f){fp, fp};
+        ff_st2f(va + 4, a2);
+    }
+}
+
+_Static_assert(FF_O_PA(3) == FF_O_VA(3) + 12 && FF_O_FMIN(3) == FF_O_FMAX(3) + 12,
+               "va/pa and fmax/fmin lanes adjacent for K = 3");
+
+/* The steady-state bar of row block b (K = 3), its slot and values, after the caller
+ * stored it and set the row's latest second: keys, both pushes (tl: the row's two deque
+ * tails; qx, qn its rings; kmax the longest window), the add kernel.  *pxo, *pno get the
+ * new entries' indices.  Returns nonzero when the caller has rare work left: pv < 0 (a
+ * window's pv sum may cancel) or a tail reached ``rebase``. */
+FF_INLINE int ff_new3(char *b, int32_t *tl, void *qx, void *qn, int64_t mask,
+                      const void *col, Py_ssize_t NP, Py_ssize_t kmax, uint16_t slot,
+                      double o, double h, double l, double c, double v, double pv,
+                      int64_t rebase, int64_t *pxo, int64_t *pno)
+{
+    double *back = FF_F64(b, 8), *back2 = FF_F64(b, 24);
+    int64_t hx = FF_I32(b, FF_O_FMAX(3))[kmax], hn = FF_I32(b, FF_O_FMIN(3))[kmax];
+    int64_t px = tl[0], pn = tl[1];
+    uint32_t kh, kl;
+    ff_dkey2(h, l, &kh, &kl);
+    px = ff_push((ff_dqe *)qx, back, back2, px, hx, h, kh, slot, mask,
+                 (const ff_ohlc *)col, NP, 1);
+    tl[0] = (int32_t)(px + 1);
+    pn = ff_push((ff_dqe *)qn, back + 1, back2 + 1, pn, hn, l, kl, slot, mask,
+                 (const ff_ohlc *)col, NP, 0);
+    tl[1] = (int32_t)(pn + 1);
+    ff_add_new3(b, slot, o, h, l, c, v, pv, px, pn);
+    *pxo = px;
+    *pno = pn;
+    return (pv < 0.0) | (px + 1 >= rebase) | (pn + 1 >= rebase);
+}
+
 /* One clock step's eviction of lanes [k0, k1) of row r (k1 - k0 <= 64), block b:
  * es[k] is the slot of the second leaving window k (-1: none).  Lanes holding that
  * second and more than one bar lose it (count, sums, vwap; a max/min front that leaves

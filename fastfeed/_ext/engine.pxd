@@ -23,6 +23,7 @@ one writer at a time, readers between writes, as for the Python API):
 Everything whose name starts with ``_`` (and the raw fields) is the engine's private
 layout: it changes between releases (see docs/ENGINE.md for its meaning).
 """
+from libc.math cimport fabs, INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 cimport cython
 
@@ -39,11 +40,12 @@ cdef inline bint bar_valid(int64_t second, double open, double high, double low,
                            double volume, double pv) noexcept nogil:
     """The bar is self-consistent: every number finite, ``second >= 0``, ``volume >= 0``,
     ``0 < low <= open, close <= high`` (so every price is > 0 and ``high >= low``)."""
-    # x * 0.0 is 0.0 for finite x and NaN for NaN/inf: one test for all six
-    if not ((open * 0.0 + high * 0.0 + low * 0.0 + close * 0.0 + volume * 0.0 + pv * 0.0) == 0.0):
-        return False
-    return (second >= 0 and volume >= 0.0 and low > 0.0
-            and low <= open and open <= high and low <= close and close <= high)
+    # A comparison with NaN is false, so the order tests hold only for numbers: with
+    # 0 < low <= open, close <= high < inf every price is finite; volume and pv are
+    # checked against inf themselves.
+    return (second >= 0 and volume >= 0.0 and volume < INFINITY and fabs(pv) < INFINITY
+            and low > 0.0 and low <= open and open <= high and low <= close and close <= high
+            and high < INFINITY)
 
 
 cdef inline int bar_fate(int64_t second, double open, double high, double low, double close,
@@ -208,10 +210,13 @@ cdef class Engine:
                          double v, double pv) noexcept nogil
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil
-    cdef void _prefetch_far(self, int64_t r, int64_t s) noexcept nogil
-    cdef void _prefetch_near(self, int64_t r) noexcept nogil
     cdef Py_ssize_t _upsert_c(self, const char *rp, Py_ssize_t rs, const char *sp, Py_ssize_t ss,
                               const char *op, Py_ssize_t os_, const char *hp, Py_ssize_t hs,
                               const char *lp, Py_ssize_t ls, const char *cp, Py_ssize_t cs,
                               const char *vp, Py_ssize_t vs_, const char *pp, Py_ssize_t ps_,
                               Py_ssize_t n, double now) noexcept nogil
+    cdef Py_ssize_t _upsert_run(self, const int64_t *R, const int64_t *S, const double *O,
+                                const double *H, const double *Lo, const double *Cl,
+                                const double *V, const double *P, Py_ssize_t n,
+                                double now) noexcept nogil
+    cdef void _new_rare(self, Py_ssize_t r, int64_t px, int64_t pn, double pv) noexcept nogil

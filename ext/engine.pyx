@@ -552,6 +552,8 @@ cdef class Engine:
         if any_evict:
             for c in range(nw):
                 word = acc[c]
+                if word:
+                    acc[c] = 0                      # all zero again for the next step
                 while word:
                     j = ff_ctz64(word) & ~7             # the row's byte
                     r = (c << 3) + (j >> 3)

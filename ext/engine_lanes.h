@@ -415,6 +415,7 @@ static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ss
  * window is the evicted one, since that second is the window's first).  Every other
  * row is left to the engine's general code, marked in ``acc``. */
 
+_Static_assert(FF_O_FSLOT(3) + 8 <= FF_RB(3), "ff_evict3_row: fslot[3] written as 8 bytes");
 _Static_assert(FF_O_FMAX(3) == 280 && FF_O_FMIN(3) == 292 && FF_O_HSLOT(3) == 304
                && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320
                && FF_O_LOW(3) == FF_O_HIGH(3) + 24,
@@ -436,6 +437,7 @@ typedef struct {
     Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
     ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
     ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
+    uint64_t fsl;                       /* nx0, nx1, nx2 as fslot[0..2] (and 0) */
     double cancel;
 } ff_ev3;
 
@@ -570,12 +572,16 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         ff_v2si g;
         ff_v8u fr;
         unsigned bits;
+        ff_v4i hi;
         memcpy(&fr, b + FF_O_HSLOT(3), 16);
         eq = (ff_v8s)(fr == E->pat) & E->six;
         memcpy(&f, b + FF_O_FMAX(3), 16);
         memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
-        f -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 0, 1, 2, 3), ff_v4i);
-        g -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 4, 5), ff_v2si);
+        /* a 16-bit lane of eq is 0 or -1, so two copies of it are that int32: lanes 0-3
+           and 4-5 of eq widened by unpacking eq with itself */
+        f -= (ff_v4i)__builtin_shufflevector(eq, eq, 0, 0, 1, 1, 2, 2, 3, 3);
+        hi = (ff_v4i)__builtin_shufflevector(eq, eq, 4, 4, 5, 5, 6, 6, 7, 7);
+        g -= __builtin_shufflevector(hi, hi, 0, 1);
         memcpy(b + FF_O_FMAX(3), &f, 16);
         memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
         bits = ff_lanebits(eq);
@@ -592,7 +598,7 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
     }
     /* the earliest bar (the evicted one) left every window: the next held second */
     if (nextall) {
-        fslot[0] = (uint16_t)E->nx0; fslot[1] = (uint16_t)E->nx1; fslot[2] = (uint16_t)E->nx2;
+        memcpy(fslot, &E->fsl, 8);      /* fslot[0..2] and 2 bytes of the block's padding */
         open[0] = E->so0[r].o; open[1] = E->so1[r].o; open[2] = E->so2[r].o;
     } else {
         const Py_ssize_t nx[3] = {E->nx0, E->nx1, E->nx2};
@@ -653,19 +659,20 @@ static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, co
 
 /* The eviction pass of a one-second clock step of 3 windows, each losing one second
  * (es[k] >= 0: its slot; kmin: the shortest window), over rows [0, 8 * nw) of blocks
- * blk (RB bytes each; 8 * nw a multiple of 64, the presence rows 8-byte aligned).  Rows
- * the kernel above takes are done here, their front moves too (in pend, as scratch:
- * the new fronts' ring lines are prefetched after each 8 rows and read after the
- * pass, in one loop whose loads overlap).  acc[c] gets, per row of word c (one byte per row, the presence
- * layout): 0 (done or nothing to evict), 1 (the engine's general eviction must do this
- * row) or 0x80 | the lanes whose sums cancelled (done; the engine recomputes those
- * sums exactly).  Returns the number of rows marked. */
+ * blk (RB == FF_RB(3) bytes each, used as that constant; 8 * nw a multiple of 64, the
+ * presence rows 8-byte aligned).  Rows the kernel above takes are done here, their front
+ * moves too (in pend, as scratch: the new fronts' ring lines are prefetched after each 8
+ * rows and read after the pass, in one loop whose loads overlap).  acc (all zero on
+ * entry: the caller zeroes each word it reads) gets, per row of word c (one byte per
+ * row, the presence layout): 0 (done or nothing to evict), 1 (the engine's general
+ * eviction must do this row) or 0x80 | the lanes whose sums cancelled (done; the engine
+ * recomputes those sums exactly); only words with a marked row are written.  Returns
+ * the number of words written. */
 FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                                       const uint8_t *present, const ff_vp *svp,
                                       const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D,
                                       const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
-                                      int64_t *pend, uint64_t *acc, double cancel,
-                                      const int avx)
+                                      int64_t *pend, uint64_t *acc, double cancel)
 {
     const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
                    *p1 = (const uint64_t *)(present + es[1] * NP),
@@ -683,15 +690,15 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
     E.pat[6] = E.pat[7] = 0;
     for (k = 0; k < 8; k++)
         E.six[k] = k < 6 ? -1 : 0;
+    E.fsl = (uint64_t)E.nx0 | (uint64_t)E.nx1 << 16 | (uint64_t)E.nx2 << 32;
     n0 = (const uint64_t *)(present + E.nx0 * NP);
     n1 = (const uint64_t *)(present + E.nx1 * NP);
     n2 = (const uint64_t *)(present + E.nx2 * NP);
-    memset(acc, 0, (size_t)nw * 8);
     for (c = 0; c < nw; c++) {
         uint64_t a0, a1, a2, all, slow;
-        if (!(c & 7) && c + 8 <= nw) {
+        if (!(c & 7)) {
             /* skip 64 rows holding none of the evicted seconds at once (an engine's
-               capacity is often far above the rows it uses) */
+               capacity is often far above the rows it uses; nw is a multiple of 8) */
             ff_v2i z = {0, 0};
             for (k = 0; k < 8; k += 2) {
                 ff_v2i x0, x1, x2;
@@ -736,7 +743,7 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                     slow |= (uint64_t)(x ? 0x80 | (x >> 1) : 1) << j;
             }
             for (; j0 < n; j0++)
-                ff_front_prefetch(blk, RB, q, pend[j0]);
+                ff_front_prefetch(blk, FF_RB(3), q, pend[j0]);
         }
         if (slow) {
             acc[c] = slow;
@@ -744,7 +751,7 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
         }
     }
     for (j0 = 0; j0 < n; j0++)
-        ff_front_read(blk, RB, q, soh, NP, pend[j0]);
+        ff_front_read(blk, FF_RB(3), q, soh, NP, pend[j0]);
     return nslow;
 }
 
@@ -755,13 +762,13 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
 
 static Py_ssize_t __attribute__((noinline)) ff_evict3_pass_sse2(FF_EV3_ARGS)
 {
-    return ff_evict3_pass_t(FF_EV3_PASS_ARGS, 0);
+    return ff_evict3_pass_t(FF_EV3_PASS_ARGS);
 }
 
 #if FF_EV3_AVX2
 static Py_ssize_t __attribute__((noinline)) FF_AVX2 ff_evict3_pass_avx2(FF_EV3_ARGS)
 {
-    return ff_evict3_pass_t(FF_EV3_PASS_ARGS, 1);
+    return ff_evict3_pass_t(FF_EV3_PASS_ARGS);
 }
 #endif
 

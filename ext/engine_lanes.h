@@ -484,64 +484,97 @@ static inline ff_v2f ff_cvt2f(ff_v2d x)
 #endif
 }
 
-/* The sums of one steady eviction of the 3-window block b: lane k loses (v, pv) of its
- * evicted cell (a, c, d: lanes 0, 1, 2).  Exactly ff_sum2 on lanes 0-1 and ff_sum1 on
- * lane 2 with negated addends and check on (the same operations in the same order).
- * Returns the 3-bit mask of the lanes whose sums cancelled. */
-FF_INLINE unsigned ff_ev3_sums(char *b, const ff_vp *a, const ff_vp *c, const ff_vp *d,
-                               double cancel)
+/* Two lanes of 3-window blocks at once: lane A (block ba, window k) and lane B (block bb,
+ * window k + adj): with adj, lanes k and k + 1 of one block (bb == ba, 16-byte loads and
+ * stores); without, window k of two blocks.  Each lane loses (x, y) = (volume, pv) (the
+ * negated cells): exactly ff_sum1's operations on it, check on.  Returns the 2-bit mask
+ * of the lanes whose sums cancelled.  With ba == bb and adj == 0 both lanes are the same
+ * (one lane, stored twice with the same values). */
+FF_INLINE ff_v2d ff_ldp(const char *ba, const char *bb, Py_ssize_t off, const int adj)
 {
-    double *vol = FF_F64(b, FF_O_VOL(3)), *vc = FF_F64(b, FF_O_VC(3));
-    double *ps = FF_F64(b, FF_O_PS(3)), *pc = FF_F64(b, FF_O_PC(3));
-    float *va = FF_F32(b, FF_O_VA(3)), *pa = FF_F32(b, FF_O_PA(3));
-    const ff_v2d sign = {-0.0, -0.0};
+    if (adj)
+        return ff_ld2((const double *)(ba + off));
+    return (ff_v2d){*(const double *)(ba + off), *(const double *)(bb + off)};
+}
+FF_INLINE void ff_stp(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2d v)
+{
+    if (adj) {
+        ff_st2((double *)(ba + off), v);
+    } else {
+        *(double *)(ba + off) = v[0];
+        *(double *)(bb + off) = v[1];
+    }
+}
+FF_INLINE ff_v2f ff_ldpf(const char *ba, const char *bb, Py_ssize_t off, const int adj)
+{
+    if (adj)
+        return ff_ld2f((const float *)(ba + off));
+    return (ff_v2f){*(const float *)(ba + off), *(const float *)(bb + off)};
+}
+FF_INLINE void ff_stpf(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2f v)
+{
+    if (adj) {
+        ff_st2f((float *)(ba + off), v);
+    } else {
+        *(float *)(ba + off) = v[0];
+        *(float *)(bb + off) = v[1];
+    }
+}
+
+FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj, ff_v2d x,
+                               ff_v2d y, double cancel)
+{
+    const Py_ssize_t o8 = 8 * k, o4 = 4 * k;
     const ff_v2d nan2 = {NAN, NAN};
-    ff_v2d ra, rc, x, y, s, cc, t, z, e, u, q;
+    ff_v2d s, cc, t, z, e, u, q;
     ff_v2f fa, fp;
     ff_v2i zero, cx;
-    unsigned m;
-    double x2 = -d->v, y2 = -d->pv, s2, c2, t2, z2, e2, u2, q2;
-    memcpy(&ra, a, 16); memcpy(&rc, c, 16);
-    x = (ff_v2d)((ff_v2i)__builtin_shufflevector(ra, rc, 0, 2) ^ (ff_v2i)sign);
-    y = (ff_v2d)((ff_v2i)__builtin_shufflevector(ra, rc, 1, 3) ^ (ff_v2i)sign);
-    /* lanes 0, 1 */
-    s = ff_ld2(vol); cc = ff_ld2(vc);
-    fa = ff_ld2f(va) + ff_cvt2f(ff_abs2(x));
-    fp = ff_ld2f(pa) + ff_cvt2f(ff_abs2(y));
+    s = ff_ldp(ba, bb, FF_O_VOL(3) + o8, adj); cc = ff_ldp(ba, bb, FF_O_VC(3) + o8, adj);
+    fa = ff_ldpf(ba, bb, FF_O_VA(3) + o4, adj) + ff_cvt2f(ff_abs2(x));
+    fp = ff_ldpf(ba, bb, FF_O_PA(3) + o4, adj) + ff_cvt2f(ff_abs2(y));
     t = s + x; z = t - s; e = (s - (t - z)) + (x - z);
     cc = cc + e;
     u = t + cc; z = u - t; cc = (t - (u - z)) + (cc - z);
-    ff_st2(vol, u); ff_st2(vc, cc);
-    s = ff_ld2(ps);
+    ff_stp(ba, bb, FF_O_VOL(3) + o8, adj, u); ff_stp(ba, bb, FF_O_VC(3) + o8, adj, cc);
+    s = ff_ldp(ba, bb, FF_O_PS(3) + o8, adj);
     t = s + y; z = t - s; e = (s - (t - z)) + (y - z);
-    q = ff_ld2(pc) + e;
-    ff_st2(ps, t); ff_st2(pc, q);
-    ff_st2f(va, fa); ff_st2f(pa, fp);
+    q = ff_ldp(ba, bb, FF_O_PC(3) + o8, adj) + e;
+    ff_stp(ba, bb, FF_O_PS(3) + o8, adj, t); ff_stp(ba, bb, FF_O_PC(3) + o8, adj, q);
+    ff_stpf(ba, bb, FF_O_VA(3) + o4, adj, fa); ff_stpf(ba, bb, FF_O_PA(3) + o4, adj, fp);
     s = t + q;
     zero = (u == 0.0);
     q = s / u;
     q = (ff_v2d)(((ff_v2i)q & ~zero) | ((ff_v2i)nan2 & zero));
-    ff_st2(FF_F64(b, FF_O_VWAP(3)), q);
+    ff_stp(ba, bb, FF_O_VWAP(3) + o8, adj, q);
     cx = (ff_abs2(u) < cancel * __builtin_convertvector(fa, ff_v2d))
          | (ff_abs2(s) < cancel * __builtin_convertvector(fp, ff_v2d));
-    m = (unsigned)(cx[0] & 1) | (unsigned)(cx[1] & 2);
-    /* lane 2 */
-    s2 = vol[2]; c2 = vc[2];
-    t2 = s2 + x2; z2 = t2 - s2; e2 = (s2 - (t2 - z2)) + (x2 - z2);
-    c2 = c2 + e2;
-    u2 = t2 + c2; z2 = u2 - t2; c2 = (t2 - (u2 - z2)) + (c2 - z2);
-    vol[2] = u2; vc[2] = c2;
-    s2 = ps[2];
-    t2 = s2 + y2; z2 = t2 - s2; e2 = (s2 - (t2 - z2)) + (y2 - z2);
-    q2 = pc[2] + e2;
-    ps[2] = t2; pc[2] = q2;
-    va[2] += (float)fabs(x2);
-    pa[2] += (float)fabs(y2);
-    s2 = t2 + q2;
-    FF_F64(b, FF_O_VWAP(3))[2] = u2 != 0.0 ? s2 / u2 : NAN;
-    return m | (unsigned)(fabs(u2) < cancel * va[2] || fabs(s2) < cancel * pa[2]) << 2;
+#if defined(__SSE2__)
+    return (unsigned)__builtin_ia32_movmskpd((ff_v2d)cx);
+#else
+    return (unsigned)(cx[0] & 1) | (unsigned)(cx[1] & 2);
+#endif
 }
 
+/* the negated (volume, pv) cells p, p2 as (-p.v, -p2.v) and (-p.pv, -p2.pv) */
+FF_INLINE void ff_ev3_addends(const ff_vp *p, const ff_vp *p2, ff_v2d *x, ff_v2d *y)
+{
+    const ff_v2d sign = {-0.0, -0.0};
+    ff_v2d a, c;
+    memcpy(&a, p, 16); memcpy(&c, p2, 16);
+    *x = (ff_v2d)((ff_v2i)__builtin_shufflevector(a, c, 0, 2) ^ (ff_v2i)sign);
+    *y = (ff_v2d)((ff_v2i)__builtin_shufflevector(a, c, 1, 3) ^ (ff_v2i)sign);
+}
+
+/* Window 2's sums of one steady eviction, for rows ra, rb (blocks ba, bb) at once:
+ * returns bit 0 (row ra) and bit 1 (row rb) if their sums cancelled.  ba == bb, ra == rb:
+ * one row. */
+FF_INLINE unsigned ff_ev3_lane2(char *ba, char *bb, const ff_vp *vp2, Py_ssize_t ra,
+                                Py_ssize_t rb, double cancel)
+{
+    ff_v2d x, y;
+    ff_ev3_addends(vp2 + ra, vp2 + rb, &x, &y);
+    return ff_ev3_pair(ba, bb, 2, 0, x, y, cancel);
+}
 
 /* Row r (block b) loses second es[k] from window k, k < 3: the row holds it in every
  * window (the caller checked presence) and, if ``nextall``, the second after it too.
@@ -549,7 +582,8 @@ FF_INLINE unsigned ff_ev3_sums(char *b, const ff_vp *a, const ff_vp *c, const ff
  * (the count of the shortest window, kmin, which holds a subset of every other's bars).
  * The max/min fronts that leave are moved on (their index); pend gets r << 3 | l for
  * each (front lane l: window l % 3, the min deque if l >= 3), for the caller to read
- * their new slot and value.  Returns 1 | the cancelled lanes << 1. */
+ * their new slot and value.  Window 2's sums are left to the caller (ff_ev3_lane2).
+ * Returns 1 | the cancelled lanes of windows 0 and 1 << 1. */
 FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nextall,
                                  int64_t *pend, Py_ssize_t *npend)
 {
@@ -562,7 +596,10 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         return 0;
     cnt[0] -= 1; cnt[1] -= 1; cnt[2] -= 1;
     {
-        m = ff_ev3_sums(b, E->vp0 + r, E->vp1 + r, E->vp2 + r, E->cancel);
+        /* windows 0 and 1; window 2 is the caller's, two rows at once (ff_ev3_lane2) */
+        ff_v2d x, y;
+        ff_ev3_addends(E->vp0 + r, E->vp1 + r, &x, &y);
+        m = ff_ev3_pair(b, b, 0, 1, x, y, E->cancel);
     }
     {
         /* the max/min fronts that leave (their slot is the evicted one) move on: six
@@ -733,14 +770,38 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
         if (all) {
             Py_ssize_t r0 = 8 * c;
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
+            /* window 2's sums wait for the next row the kernel takes and are done with
+               its (rows are independent); pb: the waiting row's block, or NULL */
+            char *pb = NULL;
+            Py_ssize_t pr = 0;
+            unsigned px = 0;
+            int pj = 0;
             while (w) {
                 int j = __builtin_ctzll(w);
                 Py_ssize_t r = r0 + (j >> 3);
+                char *b = blk + r * FF_RB(3);
                 unsigned x;
                 w &= w - 1;
-                x = ff_evict3_row(blk + r * FF_RB(3), r, &E, (int)((nall >> j) & 1), pend, &n);
-                if (x != 1)
-                    slow |= (uint64_t)(x ? 0x80 | (x >> 1) : 1) << j;
+                x = ff_evict3_row(b, r, &E, (int)((nall >> j) & 1), pend, &n);
+                if (!x) {
+                    slow |= (uint64_t)1 << j;
+                } else if (pb) {
+                    unsigned m2 = ff_ev3_lane2(pb, b, E.vp2, pr, r, cancel);
+                    px |= (m2 & 1) << 3;
+                    x |= (m2 & 2) << 2;
+                    if (px != 1)
+                        slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+                    if (x != 1)
+                        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+                    pb = NULL;
+                } else {
+                    pb = b; pr = r; px = x; pj = j;
+                }
+            }
+            if (pb) {
+                px |= (ff_ev3_lane2(pb, pb, E.vp2, pr, pr, cancel) & 1) << 3;
+                if (px != 1)
+                    slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
             }
             for (; j0 < n; j0++)
                 ff_front_prefetch(blk, FF_RB(3), q, pend[j0]);

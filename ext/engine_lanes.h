@@ -486,8 +486,8 @@ static inline ff_v2f ff_cvt2f(ff_v2d x)
 
 /* Two lanes of 3-window blocks at once: lane A (block ba, window k) and lane B (block bb,
  * window k + adj): with adj, lanes k and k + 1 of one block (bb == ba, 16-byte loads and
- * stores); without, window k of two blocks.  Each lane loses (x, y) = (volume, pv) (the
- * negated cells): exactly ff_sum1's operations on it, check on.  Returns the 2-bit mask
+ * stores); without, window k of two blocks.  Each lane loses the (volume, pv) of its cell
+ * (pa, pb): exactly ff_sum1's operations on it (with the negated cell), check on.  Returns the 2-bit mask
  * of the lanes whose sums cancelled.  With ba == bb and adj == 0 both lanes are the same
  * (one lane, stored twice with the same values). */
 FF_INLINE ff_v2d ff_ldp(const char *ba, const char *bb, Py_ssize_t off, const int adj)
@@ -521,14 +521,18 @@ FF_INLINE void ff_stpf(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2f
     }
 }
 
-FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj, ff_v2d x,
-                               ff_v2d y, double cancel)
+FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj,
+                               const ff_vp *pa, const ff_vp *pb, double cancel)
 {
     const Py_ssize_t o8 = 8 * k, o4 = 4 * k;
-    const ff_v2d nan2 = {NAN, NAN};
-    ff_v2d s, cc, t, z, e, u, q;
+    const ff_v2d nan2 = {NAN, NAN}, sign = {-0.0, -0.0};
+    ff_v2d ca, cb, x, y, s, cc, t, z, e, u, q;
     ff_v2f fa, fp;
     ff_v2i zero, cx;
+    /* the addends: the negated (volume, pv) cells pa (lane A) and pb (lane B) */
+    memcpy(&ca, pa, 16); memcpy(&cb, pb, 16);
+    x = (ff_v2d)((ff_v2i)__builtin_shufflevector(ca, cb, 0, 2) ^ (ff_v2i)sign);
+    y = (ff_v2d)((ff_v2i)__builtin_shufflevector(ca, cb, 1, 3) ^ (ff_v2i)sign);
     s = ff_ldp(ba, bb, FF_O_VOL(3) + o8, adj); cc = ff_ldp(ba, bb, FF_O_VC(3) + o8, adj);
     fa = ff_ldpf(ba, bb, FF_O_VA(3) + o4, adj) + ff_cvt2f(ff_abs2(x));
     fp = ff_ldpf(ba, bb, FF_O_PA(3) + o4, adj) + ff_cvt2f(ff_abs2(y));
@@ -555,15 +559,6 @@ FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj, 
 #endif
 }
 
-/* the negated (volume, pv) cells p, p2 as (-p.v, -p2.v) and (-p.pv, -p2.pv) */
-FF_INLINE void ff_ev3_addends(const ff_vp *p, const ff_vp *p2, ff_v2d *x, ff_v2d *y)
-{
-    const ff_v2d sign = {-0.0, -0.0};
-    ff_v2d a, c;
-    memcpy(&a, p, 16); memcpy(&c, p2, 16);
-    *x = (ff_v2d)((ff_v2i)__builtin_shufflevector(a, c, 0, 2) ^ (ff_v2i)sign);
-    *y = (ff_v2d)((ff_v2i)__builtin_shufflevector(a, c, 1, 3) ^ (ff_v2i)sign);
-}
 
 /* Window 2's sums of one steady eviction, for rows ra, rb (blocks ba, bb) at once:
  * returns bit 0 (row ra) and bit 1 (row rb) if their sums cancelled.  ba == bb, ra == rb:
@@ -571,9 +566,7 @@ FF_INLINE void ff_ev3_addends(const ff_vp *p, const ff_vp *p2, ff_v2d *x, ff_v2d
 FF_INLINE unsigned ff_ev3_lane2(char *ba, char *bb, const ff_vp *vp2, Py_ssize_t ra,
                                 Py_ssize_t rb, double cancel)
 {
-    ff_v2d x, y;
-    ff_ev3_addends(vp2 + ra, vp2 + rb, &x, &y);
-    return ff_ev3_pair(ba, bb, 2, 0, x, y, cancel);
+    return ff_ev3_pair(ba, bb, 2, 0, vp2 + ra, vp2 + rb, cancel);
 }
 
 /* Row r (block b) loses second es[k] from window k, k < 3: the row holds it in every
@@ -597,9 +590,7 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
     cnt[0] -= 1; cnt[1] -= 1; cnt[2] -= 1;
     {
         /* windows 0 and 1; window 2 is the caller's, two rows at once (ff_ev3_lane2) */
-        ff_v2d x, y;
-        ff_ev3_addends(E->vp0 + r, E->vp1 + r, &x, &y);
-        m = ff_ev3_pair(b, b, 0, 1, x, y, E->cancel);
+        m = ff_ev3_pair(b, b, 0, 1, E->vp0 + r, E->vp1 + r, E->cancel);
     }
     {
         /* the max/min fronts that leave (their slot is the evicted one) move on: six

@@ -437,6 +437,7 @@ typedef struct {
     Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
     ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
     ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
+    ff_v8s sixm[8];                     /* for windows mask m: -1 in lanes k, k + 3 (k in m) */
     uint64_t fsl;                       /* nx0, nx1, nx2 as fslot[0..2] (and 0) */
     double cancel;
 } ff_ev3;
@@ -563,10 +564,10 @@ FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj,
 /* Window 2's sums of one steady eviction, for rows ra, rb (blocks ba, bb) at once:
  * returns bit 0 (row ra) and bit 1 (row rb) if their sums cancelled.  ba == bb, ra == rb:
  * one row. */
-FF_INLINE unsigned ff_ev3_lane2(char *ba, char *bb, const ff_vp *vp2, Py_ssize_t ra,
-                                Py_ssize_t rb, double cancel)
+FF_INLINE unsigned ff_ev3_lane2(char *ba, char *bb, const ff_vp *pa, const ff_vp *pb,
+                                double cancel)
 {
-    return ff_ev3_pair(ba, bb, 2, 0, vp2 + ra, vp2 + rb, cancel);
+    return ff_ev3_pair(ba, bb, 2, 0, pa, pb, cancel);
 }
 
 /* Row r (block b) loses second es[k] from window k, k < 3: the row holds it in every
@@ -640,6 +641,75 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
     return 1 | m << 1;
 }
 
+/* The addend cell of a window that loses nothing in a row the pass takes: its negation
+ * is +0.0, the zero addend ff_evict_k gives such a lane (it runs the sums of every lane
+ * of a row that loses something; adding +0.0 is kept, not skipped, so the result is
+ * bit-for-bit the general code's in every state, signed zeros included). */
+static const ff_vp ff_ev3_zcell = {-0.0, -0.0};
+
+/* Row r (block b) loses second es[k] from the windows k in m (0 < m < 7: the others
+ * lose nothing, the clock's fill phase: a row holds the evicted second of the short
+ * windows but not yet that of the long ones; or es[k] == -1).  nb: bit k set if the row
+ * also holds the second after es[k].  Exactly ff_evict_k's operations on such a row:
+ * every lane's sums (the zero addend on the others), counts, fronts, fslot and open of
+ * the lanes in m only.  Returns 0, having changed nothing, when some count of m is
+ * <= 1 (the general code clears that window); else 1 | cancelled lanes of windows 0
+ * and 1 (in m) << 1.  Window 2's sums are the caller's, as for ff_evict3_row. */
+FF_INLINE unsigned ff_evict3_part(char *b, Py_ssize_t r, const ff_ev3 *E, unsigned m,
+                                  unsigned nb, int64_t *pend, Py_ssize_t *npend)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(3));
+    uint16_t *fslot = FF_U16(b, FF_O_FSLOT(3));
+    double *open = FF_F64(b, FF_O_OPEN(3));
+    unsigned mc;
+    Py_ssize_t k;
+    if (((m & 1) && cnt[0] <= 1) || ((m & 2) && cnt[1] <= 1) || ((m & 4) && cnt[2] <= 1))
+        return 0;
+    cnt[0] -= m & 1; cnt[1] -= (m >> 1) & 1; cnt[2] -= (m >> 2) & 1;
+    mc = ff_ev3_pair(b, b, 0, 1, (m & 1) ? E->vp0 + r : &ff_ev3_zcell,
+                     (m & 2) ? E->vp1 + r : &ff_ev3_zcell, E->cancel) & m;
+    {
+        ff_v8s eq;
+        ff_v4i f, hi;
+        ff_v2si g;
+        ff_v8u fr;
+        unsigned bits;
+        memcpy(&fr, b + FF_O_HSLOT(3), 16);
+        eq = (ff_v8s)(fr == E->pat) & E->sixm[m];
+        memcpy(&f, b + FF_O_FMAX(3), 16);
+        memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
+        f -= (ff_v4i)__builtin_shufflevector(eq, eq, 0, 0, 1, 1, 2, 2, 3, 3);
+        hi = (ff_v4i)__builtin_shufflevector(eq, eq, 4, 4, 5, 5, 6, 6, 7, 7);
+        g -= __builtin_shufflevector(hi, hi, 0, 1);
+        memcpy(b + FF_O_FMAX(3), &f, 16);
+        memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
+        bits = ff_lanebits(eq);
+        while (bits) {
+            pend[(*npend)++] = ((int64_t)r << 3) | __builtin_ctz(bits);
+            bits &= bits - 1;
+        }
+    }
+    {
+        const Py_ssize_t nx[3] = {E->nx0, E->nx1, E->nx2};
+        const ff_ohlc *so[3] = {E->so0, E->so1, E->so2};
+        for (k = 0; k < 3; k++) {
+            Py_ssize_t s2, NP, D;
+            if (!((m >> k) & 1))
+                continue;
+            if ((nb >> k) & 1) {
+                fslot[k] = (uint16_t)nx[k];
+                open[k] = so[k][r].o;
+                continue;
+            }
+            s2 = nx[k]; NP = E->NP; D = E->D;       /* count > 1: it exists */
+            while (!E->present[s2 * NP + r]) s2 = s2 + 1 == D ? 0 : s2 + 1;
+            fslot[k] = (uint16_t)s2;
+            open[k] = E->soh[s2 * NP + r].o;
+        }
+    }
+    return 1 | mc << 1;
+}
+
 /* The deque rings, as the engine lays them out: entry i of row r's ring is
  * q[r * C + (i & mask)] (ff_dqe: the slot and the key of the value, see above). */
 typedef struct {
@@ -700,30 +770,39 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                                       const uint8_t *present, const ff_vp *svp,
                                       const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D,
                                       const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
-                                      int64_t *pend, uint64_t *acc, double cancel)
+                                      int64_t *pend, uint64_t *acc, double cancel,
+                                      const uint8_t *zero, Py_ssize_t *npart)
 {
-    const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
-                   *p1 = (const uint64_t *)(present + es[1] * NP),
-                   *p2 = (const uint64_t *)(present + es[2] * NP), *n0, *n1, *n2;
-    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0;
+    const uint64_t *p0, *p1, *p2, *n0, *n1, *n2;
+    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0, ex[3], np_ = 0;
     ff_ev3 E;
+    /* a window losing nothing (es[k] == -1): its presence rows are the zero row */
+    for (k = 0; k < 3; k++)
+        ex[k] = es[k] >= 0 ? es[k] : 0;
+    p0 = (const uint64_t *)(es[0] >= 0 ? present + ex[0] * NP : zero);
+    p1 = (const uint64_t *)(es[1] >= 0 ? present + ex[1] * NP : zero);
+    p2 = (const uint64_t *)(es[2] >= 0 ? present + ex[2] * NP : zero);
     E.NP = NP; E.D = D; E.present = present; E.soh = soh; E.cancel = cancel; E.kmin = kmin;
-    E.nx0 = es[0] + 1 == D ? 0 : es[0] + 1;
-    E.nx1 = es[1] + 1 == D ? 0 : es[1] + 1;
-    E.nx2 = es[2] + 1 == D ? 0 : es[2] + 1;
-    E.vp0 = svp + es[0] * NP; E.vp1 = svp + es[1] * NP; E.vp2 = svp + es[2] * NP;
+    E.nx0 = ex[0] + 1 == D ? 0 : ex[0] + 1;
+    E.nx1 = ex[1] + 1 == D ? 0 : ex[1] + 1;
+    E.nx2 = ex[2] + 1 == D ? 0 : ex[2] + 1;
+    E.vp0 = svp + ex[0] * NP; E.vp1 = svp + ex[1] * NP; E.vp2 = svp + ex[2] * NP;
     E.so0 = soh + E.nx0 * NP; E.so1 = soh + E.nx1 * NP; E.so2 = soh + E.nx2 * NP;
     for (k = 0; k < 3; k++)
-        E.pat[k] = E.pat[k + 3] = (uint16_t)es[k];
+        E.pat[k] = E.pat[k + 3] = (uint16_t)ex[k];
     E.pat[6] = E.pat[7] = 0;
-    for (k = 0; k < 8; k++)
+    for (k = 0; k < 8; k++) {
+        unsigned m;
         E.six[k] = k < 6 ? -1 : 0;
+        for (m = 0; m < 8; m++)
+            E.sixm[m][k] = k < 6 && ((m >> (k % 3)) & 1) ? -1 : 0;
+    }
     E.fsl = (uint64_t)E.nx0 | (uint64_t)E.nx1 << 16 | (uint64_t)E.nx2 << 32;
     n0 = (const uint64_t *)(present + E.nx0 * NP);
     n1 = (const uint64_t *)(present + E.nx1 * NP);
     n2 = (const uint64_t *)(present + E.nx2 * NP);
     for (c = 0; c < nw; c++) {
-        uint64_t a0, a1, a2, all, slow;
+        uint64_t a0, a1, a2, all, part, slow;
         if (!(c & 7)) {
             /* skip 64 rows holding none of the evicted seconds at once (an engine's
                capacity is often far above the rows it uses; nw is a multiple of 8) */
@@ -741,7 +820,8 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
         }
         a0 = p0[c]; a1 = p1[c]; a2 = p2[c];
         all = a0 & a1 & a2;
-        slow = (a0 | a1 | a2) & ~all;
+        part = (a0 | a1 | a2) & ~all;
+        slow = 0;
         if (c + FF_PF_WORDS < nw && (p0[c + FF_PF_WORDS] | p2[c + FF_PF_WORDS])) {
             /* the store streams of the rows FF_PF_WORDS words ahead: (volume, pv) of the
                evicted slots, (open, ...) of the slots after them */
@@ -758,14 +838,16 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                 FF_PREFETCH_READ(o2 + k);
             }
         }
-        if (all) {
+        if (all | part) {
             Py_ssize_t r0 = 8 * c;
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
             /* window 2's sums wait for the next row the kernel takes and are done with
-               its (rows are independent); pb: the waiting row's block, or NULL */
+               its (rows are independent); pb: the waiting row's block, or NULL; pv2:
+               its window 2 cell (the zero cell if window 2 loses nothing there), pm2:
+               1 if window 2 loses a second there */
             char *pb = NULL;
-            Py_ssize_t pr = 0;
-            unsigned px = 0;
+            const ff_vp *pv2 = NULL;
+            unsigned px = 0, pm2 = 0;
             int pj = 0;
             while (w) {
                 int j = __builtin_ctzll(w);
@@ -777,7 +859,7 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                 if (!x) {
                     slow |= (uint64_t)1 << j;
                 } else if (pb) {
-                    unsigned m2 = ff_ev3_lane2(pb, b, E.vp2, pr, r, cancel);
+                    unsigned m2 = ff_ev3_lane2(pb, b, pv2, E.vp2 + r, cancel);
                     px |= (m2 & 1) << 3;
                     x |= (m2 & 2) << 2;
                     if (px != 1)
@@ -786,11 +868,43 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                         slow |= (uint64_t)(0x80 | (x >> 1)) << j;
                     pb = NULL;
                 } else {
-                    pb = b; pr = r; px = x; pj = j;
+                    pb = b; pv2 = E.vp2 + r; px = x; pj = j; pm2 = 1;
+                }
+            }
+            /* the fill phase: rows where some windows lose nothing (the same pairing) */
+            w = part;
+            while (w) {
+                int j = __builtin_ctzll(w);
+                Py_ssize_t r = r0 + (j >> 3);
+                char *b = blk + r * FF_RB(3);
+                const ff_vp *v2;
+                unsigned x, m2k;
+                unsigned mk = (unsigned)((a0 >> j) & 1) | (unsigned)((a1 >> j) & 1) << 1
+                              | (unsigned)((a2 >> j) & 1) << 2;
+                unsigned nb = (unsigned)((n0[c] >> j) & 1) | (unsigned)((n1[c] >> j) & 1) << 1
+                              | (unsigned)((n2[c] >> j) & 1) << 2;
+                w &= w - 1;
+                x = ff_evict3_part(b, r, &E, mk, nb, pend, &n);
+                np_ += x != 0;
+                m2k = mk >> 2;
+                v2 = m2k ? E.vp2 + r : &ff_ev3_zcell;
+                if (!x) {
+                    slow |= (uint64_t)1 << j;
+                } else if (pb) {
+                    unsigned m2 = ff_ev3_lane2(pb, b, pv2, v2, cancel);
+                    px |= (m2 & pm2) << 3;
+                    x |= ((m2 >> 1) & m2k) << 3;
+                    if (px != 1)
+                        slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+                    if (x != 1)
+                        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+                    pb = NULL;
+                } else {
+                    pb = b; pv2 = v2; px = x; pj = j; pm2 = m2k;
                 }
             }
             if (pb) {
-                px |= (ff_ev3_lane2(pb, pb, E.vp2, pr, pr, cancel) & 1) << 3;
+                px |= (ff_ev3_lane2(pb, pb, pv2, pv2, cancel) & pm2) << 3;
                 if (px != 1)
                     slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
             }
@@ -804,13 +918,16 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
     }
     for (j0 = 0; j0 < n; j0++)
         ff_front_read(blk, FF_RB(3), q, soh, NP, pend[j0]);
+    *npart += np_;
     return nslow;
 }
 
 #define FF_EV3_ARGS char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present, \
     const ff_vp *svp, const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D, const int64_t *es, \
-    Py_ssize_t kmin, const ff_rings *q, int64_t *pend, uint64_t *acc, double cancel
-#define FF_EV3_PASS_ARGS blk, RB, nw, present, svp, soh, NP, D, es, kmin, q, pend, acc, cancel
+    Py_ssize_t kmin, const ff_rings *q, int64_t *pend, uint64_t *acc, double cancel, \
+    const uint8_t *zero, Py_ssize_t *npart
+#define FF_EV3_PASS_ARGS blk, RB, nw, present, svp, soh, NP, D, es, kmin, q, pend, acc, cancel, \
+    zero, npart
 
 static Py_ssize_t __attribute__((noinline)) ff_evict3_pass_sse2(FF_EV3_ARGS)
 {
@@ -826,6 +943,24 @@ static Py_ssize_t __attribute__((noinline)) FF_AVX2 ff_evict3_pass_avx2(FF_EV3_A
 
 /* 1: the CPU runs AVX2 (asked once), 0: not, -1: not asked yet */
 static int ff_ev3_isa = -1;
+
+/* The pass's copy from now on (a test hook: engine._set_evict_isa): 0 the SSE2 copy,
+ * 1 the AVX2 copy, -1 the CPU's choice (asked on the next pass).  Returns the previous
+ * setting (-1, 0 or 1), or -2 (nothing changed) for 1 on a CPU (or build) without AVX2. */
+static int ff_ev3_set_isa(int isa)
+{
+    int prev = ff_ev3_isa;
+    if (isa == 1) {
+#if FF_EV3_AVX2
+        if (!__builtin_cpu_supports("avx2"))
+            return -2;
+#else
+        return -2;
+#endif
+    }
+    ff_ev3_isa = isa;
+    return prev;
+}
 
 static Py_ssize_t ff_evict3_pass(FF_EV3_ARGS)
 {

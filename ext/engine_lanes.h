@@ -428,6 +428,12 @@ typedef int16_t ff_v8s __attribute__((vector_size(16)));
 typedef int32_t ff_v4i __attribute__((vector_size(16)));
 typedef int32_t ff_v2si __attribute__((vector_size(8)));
 
+/* For windows mask m (bit k: window k): -1 in 16-bit lanes k and k + 3, k in m */
+static const ff_v8s ff_ev3_sixm[8] = {
+    {0, 0, 0, 0, 0, 0, 0, 0}, {-1, 0, 0, -1, 0, 0, 0, 0}, {0, -1, 0, 0, -1, 0, 0, 0},
+    {-1, -1, 0, -1, -1, 0, 0, 0}, {0, 0, -1, 0, 0, -1, 0, 0}, {-1, 0, -1, -1, 0, -1, 0, 0},
+    {0, -1, -1, 0, -1, -1, 0, 0}, {-1, -1, -1, -1, -1, -1, 0, 0}};
+
 /* The constants of one pass (see ff_evict3_pass). */
 typedef struct {
     const ff_vp *vp0, *vp1, *vp2;       /* (volume, pv) rows of the evicted slots es[k] */
@@ -437,7 +443,7 @@ typedef struct {
     Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
     ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
     ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
-    ff_v8s sixm[8];                     /* for windows mask m: -1 in lanes k, k + 3 (k in m) */
+    const ff_v8s *sixm;                 /* ff_ev3_sixm */
     uint64_t fsl;                       /* nx0, nx1, nx2 as fslot[0..2] (and 0) */
     double cancel;
 } ff_ev3;
@@ -710,6 +716,58 @@ FF_INLINE unsigned ff_evict3_part(char *b, Py_ssize_t r, const ff_ev3 *E, unsign
     return 1 | mc << 1;
 }
 
+/* The rows of one 8-row word that ff_evict3_part takes (part: their bytes' low bits;
+ * a_k, n_k: the word's presence bits of es[k] and of the second after it), window 2's
+ * sums two rows at a time as in the pass (the zero cell where window 2 loses nothing).
+ * Returns the word's marks (see ff_evict3_pass_t); *np_ += the rows done. */
+FF_INLINE uint64_t ff_evict3_parts(char *blk, Py_ssize_t r0, uint64_t w, uint64_t a0,
+                                   uint64_t a1, uint64_t a2, uint64_t b0, uint64_t b1,
+                                   uint64_t b2, const ff_ev3 *E, int64_t *pend,
+                                   Py_ssize_t *n, Py_ssize_t *np_)
+{
+    uint64_t slow = 0;
+    char *pb = NULL;
+    const ff_vp *pv2 = NULL;
+    unsigned px = 0, pm2 = 0;
+    int pj = 0;
+    while (w) {
+        int j = __builtin_ctzll(w);
+        Py_ssize_t r = r0 + (j >> 3);
+        char *b = blk + r * FF_RB(3);
+        const ff_vp *v2;
+        unsigned x, m2k;
+        unsigned mk = (unsigned)((a0 >> j) & 1) | (unsigned)((a1 >> j) & 1) << 1
+                      | (unsigned)((a2 >> j) & 1) << 2;
+        unsigned nb = (unsigned)((b0 >> j) & 1) | (unsigned)((b1 >> j) & 1) << 1
+                      | (unsigned)((b2 >> j) & 1) << 2;
+        w &= w - 1;
+        x = ff_evict3_part(b, r, E, mk, nb, pend, n);
+        *np_ += x != 0;
+        m2k = mk >> 2;
+        v2 = m2k ? E->vp2 + r : &ff_ev3_zcell;
+        if (!x) {
+            slow |= (uint64_t)1 << j;
+        } else if (pb) {
+            unsigned m2 = ff_ev3_lane2(pb, b, pv2, v2, E->cancel);
+            px |= (m2 & pm2) << 3;
+            x |= ((m2 >> 1) & m2k) << 3;
+            if (px != 1)
+                slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+            if (x != 1)
+                slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+            pb = NULL;
+        } else {
+            pb = b; pv2 = v2; px = x; pj = j; pm2 = m2k;
+        }
+    }
+    if (pb) {
+        px |= (ff_ev3_lane2(pb, pb, pv2, pv2, E->cancel) & pm2) << 3;
+        if (px != 1)
+            slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+    }
+    return slow;
+}
+
 /* The deque rings, as the engine lays them out: entry i of row r's ring is
  * q[r * C + (i & mask)] (ff_dqe: the slot and the key of the value, see above). */
 typedef struct {
@@ -791,12 +849,9 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
     for (k = 0; k < 3; k++)
         E.pat[k] = E.pat[k + 3] = (uint16_t)ex[k];
     E.pat[6] = E.pat[7] = 0;
-    for (k = 0; k < 8; k++) {
-        unsigned m;
+    for (k = 0; k < 8; k++)
         E.six[k] = k < 6 ? -1 : 0;
-        for (m = 0; m < 8; m++)
-            E.sixm[m][k] = k < 6 && ((m >> (k % 3)) & 1) ? -1 : 0;
-    }
+    E.sixm = ff_ev3_sixm;
     E.fsl = (uint64_t)E.nx0 | (uint64_t)E.nx1 << 16 | (uint64_t)E.nx2 << 32;
     n0 = (const uint64_t *)(present + E.nx0 * NP);
     n1 = (const uint64_t *)(present + E.nx1 * NP);
@@ -842,12 +897,10 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
             Py_ssize_t r0 = 8 * c;
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
             /* window 2's sums wait for the next row the kernel takes and are done with
-               its (rows are independent); pb: the waiting row's block, or NULL; pv2:
-               its window 2 cell (the zero cell if window 2 loses nothing there), pm2:
-               1 if window 2 loses a second there */
+               its (rows are independent); pb: the waiting row's block, or NULL */
             char *pb = NULL;
-            const ff_vp *pv2 = NULL;
-            unsigned px = 0, pm2 = 0;
+            Py_ssize_t pr = 0;
+            unsigned px = 0;
             int pj = 0;
             while (w) {
                 int j = __builtin_ctzll(w);
@@ -859,7 +912,7 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                 if (!x) {
                     slow |= (uint64_t)1 << j;
                 } else if (pb) {
-                    unsigned m2 = ff_ev3_lane2(pb, b, pv2, E.vp2 + r, cancel);
+                    unsigned m2 = ff_ev3_lane2(pb, b, E.vp2 + pr, E.vp2 + r, cancel);
                     px |= (m2 & 1) << 3;
                     x |= (m2 & 2) << 2;
                     if (px != 1)
@@ -868,46 +921,17 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                         slow |= (uint64_t)(0x80 | (x >> 1)) << j;
                     pb = NULL;
                 } else {
-                    pb = b; pv2 = E.vp2 + r; px = x; pj = j; pm2 = 1;
-                }
-            }
-            /* the fill phase: rows where some windows lose nothing (the same pairing) */
-            w = part;
-            while (w) {
-                int j = __builtin_ctzll(w);
-                Py_ssize_t r = r0 + (j >> 3);
-                char *b = blk + r * FF_RB(3);
-                const ff_vp *v2;
-                unsigned x, m2k;
-                unsigned mk = (unsigned)((a0 >> j) & 1) | (unsigned)((a1 >> j) & 1) << 1
-                              | (unsigned)((a2 >> j) & 1) << 2;
-                unsigned nb = (unsigned)((n0[c] >> j) & 1) | (unsigned)((n1[c] >> j) & 1) << 1
-                              | (unsigned)((n2[c] >> j) & 1) << 2;
-                w &= w - 1;
-                x = ff_evict3_part(b, r, &E, mk, nb, pend, &n);
-                np_ += x != 0;
-                m2k = mk >> 2;
-                v2 = m2k ? E.vp2 + r : &ff_ev3_zcell;
-                if (!x) {
-                    slow |= (uint64_t)1 << j;
-                } else if (pb) {
-                    unsigned m2 = ff_ev3_lane2(pb, b, pv2, v2, cancel);
-                    px |= (m2 & pm2) << 3;
-                    x |= ((m2 >> 1) & m2k) << 3;
-                    if (px != 1)
-                        slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
-                    if (x != 1)
-                        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
-                    pb = NULL;
-                } else {
-                    pb = b; pv2 = v2; px = x; pj = j; pm2 = m2k;
+                    pb = b; pr = r; px = x; pj = j;
                 }
             }
             if (pb) {
-                px |= (ff_ev3_lane2(pb, pb, pv2, pv2, cancel) & pm2) << 3;
+                px |= (ff_ev3_lane2(pb, pb, E.vp2 + pr, E.vp2 + pr, cancel) & 1) << 3;
                 if (px != 1)
                     slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
             }
+            if (part)
+                slow |= ff_evict3_parts(blk, r0, part, a0, a1, a2, n0[c], n1[c], n2[c],
+                                        &E, pend, &n, &np_);
             for (; j0 < n; j0++)
                 ff_front_prefetch(blk, FF_RB(3), q, pend[j0]);
         }

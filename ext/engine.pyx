@@ -125,7 +125,9 @@ cdef extern from "engine_lanes.h":
     Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
                               const void *svp, const void *soh, Py_ssize_t NP, Py_ssize_t D,
                               const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
-                              int64_t *pend, uint64_t *acc, double cancel) noexcept nogil
+                              int64_t *pend, uint64_t *acc, double cancel,
+                              const uint8_t *zero, Py_ssize_t *npart) noexcept nogil
+    int ff_ev3_set_isa(int isa) noexcept nogil
 
 # upsert prefetches the row block and store cells of the bar PF_FAR ahead: a burst's
 # rows come in random order, so without this every bar waits on its misses in turn.
@@ -141,6 +143,23 @@ cdef enum:
 cdef int64_t REBASE_AT = 1 << 30
 
 __all__ = ["Engine", "WindowView"]
+
+
+_EVICT_ISA = {"auto": -1, "sse2": 0, "avx2": 1}
+
+
+def _set_evict_isa(str name):
+    """Test hook: the copy of the steady eviction pass (``ff_evict3_pass``, compiled for
+    SSE2 and for AVX2, normally chosen by CPUID) that runs from now on, in every engine:
+    ``"sse2"``, ``"avx2"`` or ``"auto"`` (the CPU's choice).  Returns the previous
+    setting's name ("auto" until a pass has run or after "auto").  ValueError for an
+    unknown name, or "avx2" on a CPU (or build) without it."""
+    if name not in _EVICT_ISA:
+        raise ValueError(f"unknown eviction pass ISA {name!r} (sse2, avx2 or auto)")
+    prev = ff_ev3_set_isa(_EVICT_ISA[name])
+    if prev == -2:
+        raise ValueError("this CPU (or build) has no AVX2 eviction pass")
+    return {-1: "auto", 0: "sse2", 1: "avx2"}[prev]
 
 # |sum| < CANCEL * (sum of |x| added and removed since the last recompute) triggers an
 # exact recompute of that (row, window) sum from the store.
@@ -395,7 +414,9 @@ cdef class Engine:
         self.ehi = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.eslot = <int64_t *>_alloc(self._keep, K * 8, 64)
         self.eone = <int64_t *>_alloc(self._keep, K * 8, 64)
-        self.rowmask = <uint64_t *>_alloc(self._keep, NP, 64)
+        # row mask, then a zero row of NP bytes (never written: the presence of a
+        # window that loses nothing in a fast eviction pass)
+        self.rowmask = <uint64_t *>_alloc(self._keep, 2 * NP, 64)
         self.marks = <uint32_t *>_alloc(self._keep, N * 4, 64)
         self.tails = <int32_t *>_alloc(self._keep, N * 8, 64)
         lrows = np.zeros(N, dtype=np.int64)
@@ -486,7 +507,7 @@ cdef class Engine:
         only rows with a bar in some evicted second are visited: the presence rows of
         the evicted seconds are OR-ed 8 rows at a time first (sequential reads).  A
         window the jump empties entirely is cleared in its own pass.  The steady step
-        of 3 windows (each loses exactly one second) runs ``ff_evict3_pass`` (C, in
+        of 3 windows (each loses exactly one second or nothing) runs ``ff_evict3_pass`` (C, in
         engine_lanes.h) instead, which leaves the rows it cannot do (and the sums it
         found cancelled) marked in the same row mask for the general code below."""
         cdef int64_t T0 = self._T, gap, e, x, W
@@ -526,11 +547,10 @@ cdef class Engine:
                     if self.ehi[k] > e:
                         single = False
                     self.eone[k] = self.eslot[k]
-                else:
-                    fast = False
+                # else: the window loses nothing (eone[k] == -1), which the pass takes too
         if any_evict and single and fast and K == 3:
-            # the steady step: every window loses one second; the pass in C does the
-            # rows it can and leaves the others marked in acc
+            # the one-second step: every window loses one second or nothing (the fill
+            # phase); the pass in C does the rows it can and leaves the others marked in acc
             rings.qmax = <const void *>self.qmax
             rings.qmin = <const void *>self.qmin
             rings.C = self.C
@@ -541,7 +561,8 @@ cdef class Engine:
                     c = k
             if ff_evict3_pass(self.blk, self.RB, nw, self.present, <void *>self.svp,
                               <void *>self.soh, NP, D, self.eone, c, &rings,
-                              self.pend, acc, CANCEL) == 0:
+                              self.pend, acc, CANCEL, <const uint8_t *>(acc + nw),
+                              &self.n_ev3_part) == 0:
                 any_evict = False                   # no row left for the code below
         elif any_evict:
             fast = False
@@ -556,6 +577,8 @@ cdef class Engine:
         if any_evict:
             for c in range(nw):
                 word = acc[c]
+                if word:
+                    acc[c] = 0                      # all zero again for the next step
                 while word:
                     j = ff_ctz64(word) & ~7             # the row's byte
                     r = (c << 3) + (j >> 3)
@@ -1587,7 +1610,8 @@ cdef class Engine:
     @property
     def internals(self):
         """Diagnostics: slow-path counts (deque rebuilds, exact sum recomputes)."""
-        return {"deque_rebuilds": self.n_rebuilds, "sum_recomputes": self.n_recomputes}
+        return {"deque_rebuilds": self.n_rebuilds, "sum_recomputes": self.n_recomputes,
+                "evict3_fill_rows": self.n_ev3_part}
 
     def last_rows(self):
         """Unique rows that got an accepted bar in the last upsert (a view, first-seen order)."""

@@ -596,6 +596,7 @@ static inline uint64_t ff_evict_step(char *b, Py_ssize_t K, Py_ssize_t k0, Py_ss
  * window is the evicted one, since that second is the window's first).  Every other
  * row is left to the engine's general code, marked in ``acc``. */
 
+_Static_assert(FF_O_FSLOT(3) + 8 <= FF_RB(3), "ff_evict3_row: fslot[3] written as 8 bytes");
 _Static_assert(FF_O_FMAX(3) == 280 && FF_O_FMIN(3) == 292 && FF_O_HSLOT(3) == 304
                && FF_O_LSLOT(3) == 310 && FF_O_OPEN(3) == 320
                && FF_O_LOW(3) == FF_O_HIGH(3) + 24,
@@ -608,6 +609,12 @@ typedef int16_t ff_v8s __attribute__((vector_size(16)));
 typedef int32_t ff_v4i __attribute__((vector_size(16)));
 typedef int32_t ff_v2si __attribute__((vector_size(8)));
 
+/* For windows mask m (bit k: window k): -1 in 16-bit lanes k and k + 3, k in m */
+static const ff_v8s ff_ev3_sixm[8] = {
+    {0, 0, 0, 0, 0, 0, 0, 0}, {-1, 0, 0, -1, 0, 0, 0, 0}, {0, -1, 0, 0, -1, 0, 0, 0},
+    {-1, -1, 0, -1, -1, 0, 0, 0}, {0, 0, -1, 0, 0, -1, 0, 0}, {-1, 0, -1, -1, 0, -1, 0, 0},
+    {0, -1, -1, 0, -1, -1, 0, 0}, {-1, -1, -1, -1, -1, -1, 0, 0}};
+
 /* The constants of one pass (see ff_evict3_pass). */
 typedef struct {
     const ff_vp *vp0, *vp1, *vp2;       /* (volume, pv) rows of the evicted slots es[k] */
@@ -617,6 +624,8 @@ typedef struct {
     Py_ssize_t NP, D, nx0, nx1, nx2, kmin;
     ff_v8u pat;                         /* es[0..2], es[0..2], 0, 0 as 16-bit lanes */
     ff_v8s six;                         /* -1 in the six lanes of pat, 0 in the others */
+    const ff_v8s *sixm;                 /* ff_ev3_sixm */
+    uint64_t fsl;                       /* nx0, nx1, nx2 as fslot[0..2] (and 0) */
     double cancel;
 } ff_ev3;
 
@@ -634,13 +643,128 @@ static inline unsigned ff_lanebits(ff_v8s eq)
 #endif
 }
 
+/* Run-time dispatch: the pass below is compiled twice, for any x86-64 (SSE2) and with
+ * AVX2 enabled (chosen once, by CPUID, on the first pass).  Both run the same 16-byte
+ * vector code; the AVX2 build gets VEX encodings (three operands: none of the register
+ * copies two-operand SSE needs).  No 32-byte (ymm) operation is used: measured, the
+ * three windows' sums as one 4-lane ymm operation (masked loads and stores) cut the
+ * pass's instructions by a third but made the step at 1,000 rows 1.04-1.15x slower, and
+ * the upserts after it too (the core's 256-bit state).  Numbers are bit-for-bit the
+ * same: the same IEEE operations in the same order, no FMA (target "avx2" does not
+ * enable it, so GCC cannot contract). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FF_EV3_AVX2 1
+#define FF_AVX2 __attribute__((target("avx2")))
+#else
+#define FF_EV3_AVX2 0
+#endif
+
+/* (float) of two doubles, in a 16-byte operation for either build (GCC would widen
+   __builtin_convertvector of two lanes to a ymm operation under AVX) */
+static inline ff_v2f ff_cvt2f(ff_v2d x)
+{
+#if defined(__SSE2__)
+    typedef float ff_v4fx __attribute__((vector_size(16)));
+    ff_v4fx f = __builtin_ia32_cvtpd2ps(x);
+    return __builtin_shufflevector(f, f, 0, 1);
+#else
+    return __builtin_convertvector(x, ff_v2f);
+#endif
+}
+
+/* Two lanes of 3-window blocks at once: lane A (block ba, window k) and lane B (block bb,
+ * window k + adj): with adj, lanes k and k + 1 of one block (bb == ba, 16-byte loads and
+ * stores); without, window k of two blocks.  Each lane loses the (volume, pv) of its cell
+ * (pa, pb): exactly ff_sum1's operations on it (with the negated cell), check on.  Returns the 2-bit mask
+ * of the lanes whose sums cancelled.  With ba == bb and adj == 0 both lanes are the same
+ * (one lane, stored twice with the same values). */
+FF_INLINE ff_v2d ff_ldp(const char *ba, const char *bb, Py_ssize_t off, const int adj)
+{
+    if (adj)
+        return ff_ld2((const double *)(ba + off));
+    return (ff_v2d){*(const double *)(ba + off), *(const double *)(bb + off)};
+}
+FF_INLINE void ff_stp(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2d v)
+{
+    if (adj) {
+        ff_st2((double *)(ba + off), v);
+    } else {
+        *(double *)(ba + off) = v[0];
+        *(double *)(bb + off) = v[1];
+    }
+}
+FF_INLINE ff_v2f ff_ldpf(const char *ba, const char *bb, Py_ssize_t off, const int adj)
+{
+    if (adj)
+        return ff_ld2f((const float *)(ba + off));
+    return (ff_v2f){*(const float *)(ba + off), *(const float *)(bb + off)};
+}
+FF_INLINE void ff_stpf(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2f v)
+{
+    if (adj) {
+        ff_st2f((float *)(ba + off), v);
+    } else {
+        *(float *)(ba + off) = v[0];
+        *(float *)(bb + off) = v[1];
+    }
+}
+
+FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj,
+                               const ff_vp *pa, const ff_vp *pb, double cancel)
+{
+    const Py_ssize_t o8 = 8 * k, o4 = 4 * k;
+    const ff_v2d nan2 = {NAN, NAN}, sign = {-0.0, -0.0};
+    ff_v2d ca, cb, x, y, s, cc, t, z, e, u, q;
+    ff_v2f fa, fp;
+    ff_v2i zero, cx;
+    /* the addends: the negated (volume, pv) cells pa (lane A) and pb (lane B) */
+    memcpy(&ca, pa, 16); memcpy(&cb, pb, 16);
+    x = (ff_v2d)((ff_v2i)__builtin_shufflevector(ca, cb, 0, 2) ^ (ff_v2i)sign);
+    y = (ff_v2d)((ff_v2i)__builtin_shufflevector(ca, cb, 1, 3) ^ (ff_v2i)sign);
+    s = ff_ldp(ba, bb, FF_O_VOL(3) + o8, adj); cc = ff_ldp(ba, bb, FF_O_VC(3) + o8, adj);
+    fa = ff_ldpf(ba, bb, FF_O_VA(3) + o4, adj) + ff_cvt2f(ff_abs2(x));
+    fp = ff_ldpf(ba, bb, FF_O_PA(3) + o4, adj) + ff_cvt2f(ff_abs2(y));
+    t = s + x; z = t - s; e = (s - (t - z)) + (x - z);
+    cc = cc + e;
+    u = t + cc; z = u - t; cc = (t - (u - z)) + (cc - z);
+    ff_stp(ba, bb, FF_O_VOL(3) + o8, adj, u); ff_stp(ba, bb, FF_O_VC(3) + o8, adj, cc);
+    s = ff_ldp(ba, bb, FF_O_PS(3) + o8, adj);
+    t = s + y; z = t - s; e = (s - (t - z)) + (y - z);
+    q = ff_ldp(ba, bb, FF_O_PC(3) + o8, adj) + e;
+    ff_stp(ba, bb, FF_O_PS(3) + o8, adj, t); ff_stp(ba, bb, FF_O_PC(3) + o8, adj, q);
+    ff_stpf(ba, bb, FF_O_VA(3) + o4, adj, fa); ff_stpf(ba, bb, FF_O_PA(3) + o4, adj, fp);
+    s = t + q;
+    zero = (u == 0.0);
+    q = s / u;
+    q = (ff_v2d)(((ff_v2i)q & ~zero) | ((ff_v2i)nan2 & zero));
+    ff_stp(ba, bb, FF_O_VWAP(3) + o8, adj, q);
+    cx = (ff_abs2(u) < cancel * __builtin_convertvector(fa, ff_v2d))
+         | (ff_abs2(s) < cancel * __builtin_convertvector(fp, ff_v2d));
+#if defined(__SSE2__)
+    return (unsigned)__builtin_ia32_movmskpd((ff_v2d)cx);
+#else
+    return (unsigned)(cx[0] & 1) | (unsigned)(cx[1] & 2);
+#endif
+}
+
+
+/* Window 2's sums of one steady eviction, for rows ra, rb (blocks ba, bb) at once:
+ * returns bit 0 (row ra) and bit 1 (row rb) if their sums cancelled.  ba == bb, ra == rb:
+ * one row. */
+FF_INLINE unsigned ff_ev3_lane2(char *ba, char *bb, const ff_vp *pa, const ff_vp *pb,
+                                double cancel)
+{
+    return ff_ev3_pair(ba, bb, 2, 0, pa, pb, cancel);
+}
+
 /* Row r (block b) loses second es[k] from window k, k < 3: the row holds it in every
  * window (the caller checked presence) and, if ``nextall``, the second after it too.
  * Counts are checked here: returns 0, having changed nothing, when some count is <= 1
  * (the count of the shortest window, kmin, which holds a subset of every other's bars).
  * The max/min fronts that leave are moved on (their index); pend gets r << 3 | l for
  * each (front lane l: window l % 3, the min deque if l >= 3), for the caller to read
- * their new slot and value.  Returns 1 | the cancelled lanes << 1. */
+ * their new slot and value.  Window 2's sums are left to the caller (ff_ev3_lane2).
+ * Returns 1 | the cancelled lanes of windows 0 and 1 << 1. */
 FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nextall,
                                  int64_t *pend, Py_ssize_t *npend)
 {
@@ -653,9 +777,8 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         return 0;
     cnt[0] -= 1; cnt[1] -= 1; cnt[2] -= 1;
     {
-        const ff_vp *a = E->vp0 + r, *c = E->vp1 + r, *d = E->vp2 + r;
-        m = ff_sum2(b, 3, 0, (ff_v2d){-a->v, -c->v}, (ff_v2d){-a->pv, -c->pv}, 1, E->cancel);
-        m |= ff_sum1(b, 3, 2, -d->v, -d->pv, 1, E->cancel) << 2;
+        /* windows 0 and 1; window 2 is the caller's, two rows at once (ff_ev3_lane2) */
+        m = ff_ev3_pair(b, b, 0, 1, E->vp0 + r, E->vp1 + r, E->cancel);
     }
     {
         /* the max/min fronts that leave (their slot is the evicted one) move on: six
@@ -665,12 +788,16 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         ff_v2si g;
         ff_v8u fr;
         unsigned bits;
+        ff_v4i hi;
         memcpy(&fr, b + FF_O_HSLOT(3), 16);
         eq = (ff_v8s)(fr == E->pat) & E->six;
         memcpy(&f, b + FF_O_FMAX(3), 16);
         memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
-        f -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 0, 1, 2, 3), ff_v4i);
-        g -= __builtin_convertvector(__builtin_shufflevector(eq, eq, 4, 5), ff_v2si);
+        /* a 16-bit lane of eq is 0 or -1, so two copies of it are that int32: lanes 0-3
+           and 4-5 of eq widened by unpacking eq with itself */
+        f -= (ff_v4i)__builtin_shufflevector(eq, eq, 0, 0, 1, 1, 2, 2, 3, 3);
+        hi = (ff_v4i)__builtin_shufflevector(eq, eq, 4, 4, 5, 5, 6, 6, 7, 7);
+        g -= __builtin_shufflevector(hi, hi, 0, 1);
         memcpy(b + FF_O_FMAX(3), &f, 16);
         memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
         bits = ff_lanebits(eq);
@@ -687,7 +814,7 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
     }
     /* the earliest bar (the evicted one) left every window: the next held second */
     if (nextall) {
-        fslot[0] = (uint16_t)E->nx0; fslot[1] = (uint16_t)E->nx1; fslot[2] = (uint16_t)E->nx2;
+        memcpy(fslot, &E->fsl, 8);      /* fslot[0..2] and 2 bytes of the block's padding */
         open[0] = E->so0[r].o; open[1] = E->so1[r].o; open[2] = E->so2[r].o;
     } else {
         const Py_ssize_t nx[3] = {E->nx0, E->nx1, E->nx2};
@@ -699,6 +826,127 @@ FF_INLINE unsigned ff_evict3_row(char *b, Py_ssize_t r, const ff_ev3 *E, int nex
         }
     }
     return 1 | m << 1;
+}
+
+/* The addend cell of a window that loses nothing in a row the pass takes: its negation
+ * is +0.0, the zero addend ff_evict_k gives such a lane (it runs the sums of every lane
+ * of a row that loses something; adding +0.0 is kept, not skipped, so the result is
+ * bit-for-bit the general code's in every state, signed zeros included). */
+static const ff_vp ff_ev3_zcell = {-0.0, -0.0};
+
+/* Row r (block b) loses second es[k] from the windows k in m (0 < m < 7: the others
+ * lose nothing, the clock's fill phase: a row holds the evicted second of the short
+ * windows but not yet that of the long ones; or es[k] == -1).  nb: bit k set if the row
+ * also holds the second after es[k].  Exactly ff_evict_k's operations on such a row:
+ * every lane's sums (the zero addend on the others), counts, fronts, fslot and open of
+ * the lanes in m only.  Returns 0, having changed nothing, when some count of m is
+ * <= 1 (the general code clears that window); else 1 | cancelled lanes of windows 0
+ * and 1 (in m) << 1.  Window 2's sums are the caller's, as for ff_evict3_row. */
+FF_INLINE unsigned ff_evict3_part(char *b, Py_ssize_t r, const ff_ev3 *E, unsigned m,
+                                  unsigned nb, int64_t *pend, Py_ssize_t *npend)
+{
+    int64_t *cnt = FF_I64(b, FF_O_CNT(3));
+    uint16_t *fslot = FF_U16(b, FF_O_FSLOT(3));
+    double *open = FF_F64(b, FF_O_OPEN(3));
+    unsigned mc;
+    Py_ssize_t k;
+    if (((m & 1) && cnt[0] <= 1) || ((m & 2) && cnt[1] <= 1) || ((m & 4) && cnt[2] <= 1))
+        return 0;
+    cnt[0] -= m & 1; cnt[1] -= (m >> 1) & 1; cnt[2] -= (m >> 2) & 1;
+    mc = ff_ev3_pair(b, b, 0, 1, (m & 1) ? E->vp0 + r : &ff_ev3_zcell,
+                     (m & 2) ? E->vp1 + r : &ff_ev3_zcell, E->cancel) & m;
+    {
+        ff_v8s eq;
+        ff_v4i f, hi;
+        ff_v2si g;
+        ff_v8u fr;
+        unsigned bits;
+        memcpy(&fr, b + FF_O_HSLOT(3), 16);
+        eq = (ff_v8s)(fr == E->pat) & E->sixm[m];
+        memcpy(&f, b + FF_O_FMAX(3), 16);
+        memcpy(&g, b + FF_O_FMAX(3) + 16, 8);
+        f -= (ff_v4i)__builtin_shufflevector(eq, eq, 0, 0, 1, 1, 2, 2, 3, 3);
+        hi = (ff_v4i)__builtin_shufflevector(eq, eq, 4, 4, 5, 5, 6, 6, 7, 7);
+        g -= __builtin_shufflevector(hi, hi, 0, 1);
+        memcpy(b + FF_O_FMAX(3), &f, 16);
+        memcpy(b + FF_O_FMAX(3) + 16, &g, 8);
+        bits = ff_lanebits(eq);
+        while (bits) {
+            pend[(*npend)++] = ((int64_t)r << 3) | __builtin_ctz(bits);
+            bits &= bits - 1;
+        }
+    }
+    {
+        const Py_ssize_t nx[3] = {E->nx0, E->nx1, E->nx2};
+        const ff_ohlc *so[3] = {E->so0, E->so1, E->so2};
+        for (k = 0; k < 3; k++) {
+            Py_ssize_t s2, NP, D;
+            if (!((m >> k) & 1))
+                continue;
+            if ((nb >> k) & 1) {
+                fslot[k] = (uint16_t)nx[k];
+                open[k] = so[k][r].o;
+                continue;
+            }
+            s2 = nx[k]; NP = E->NP; D = E->D;       /* count > 1: it exists */
+            while (!E->present[s2 * NP + r]) s2 = s2 + 1 == D ? 0 : s2 + 1;
+            fslot[k] = (uint16_t)s2;
+            open[k] = E->soh[s2 * NP + r].o;
+        }
+    }
+    return 1 | mc << 1;
+}
+
+/* The rows of one 8-row word that ff_evict3_part takes (part: their bytes' low bits;
+ * a_k, n_k: the word's presence bits of es[k] and of the second after it), window 2's
+ * sums two rows at a time as in the pass (the zero cell where window 2 loses nothing).
+ * Returns the word's marks (see ff_evict3_pass_t); *np_ += the rows done. */
+FF_INLINE uint64_t ff_evict3_parts(char *blk, Py_ssize_t r0, uint64_t w, uint64_t a0,
+                                   uint64_t a1, uint64_t a2, uint64_t b0, uint64_t b1,
+                                   uint64_t b2, const ff_ev3 *E, int64_t *pend,
+                                   Py_ssize_t *n, Py_ssize_t *np_)
+{
+    uint64_t slow = 0;
+    char *pb = NULL;
+    const ff_vp *pv2 = NULL;
+    unsigned px = 0, pm2 = 0;
+    int pj = 0;
+    while (w) {
+        int j = __builtin_ctzll(w);
+        Py_ssize_t r = r0 + (j >> 3);
+        char *b = blk + r * FF_RB(3);
+        const ff_vp *v2;
+        unsigned x, m2k;
+        unsigned mk = (unsigned)((a0 >> j) & 1) | (unsigned)((a1 >> j) & 1) << 1
+                      | (unsigned)((a2 >> j) & 1) << 2;
+        unsigned nb = (unsigned)((b0 >> j) & 1) | (unsigned)((b1 >> j) & 1) << 1
+                      | (unsigned)((b2 >> j) & 1) << 2;
+        w &= w - 1;
+        x = ff_evict3_part(b, r, E, mk, nb, pend, n);
+        *np_ += x != 0;
+        m2k = mk >> 2;
+        v2 = m2k ? E->vp2 + r : &ff_ev3_zcell;
+        if (!x) {
+            slow |= (uint64_t)1 << j;
+        } else if (pb) {
+            unsigned m2 = ff_ev3_lane2(pb, b, pv2, v2, E->cancel);
+            px |= (m2 & pm2) << 3;
+            x |= ((m2 >> 1) & m2k) << 3;
+            if (px != 1)
+                slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+            if (x != 1)
+                slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+            pb = NULL;
+        } else {
+            pb = b; pv2 = v2; px = x; pj = j; pm2 = m2k;
+        }
+    }
+    if (pb) {
+        px |= (ff_ev3_lane2(pb, pb, pv2, pv2, E->cancel) & pm2) << 3;
+        if (px != 1)
+            slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+    }
+    return slow;
 }
 
 /* The deque rings, as the engine lays them out: entry i of row r's ring is
@@ -748,43 +996,52 @@ static inline void ff_front_read(char *blk, Py_ssize_t RB, const ff_rings *q, co
 
 /* The eviction pass of a one-second clock step of 3 windows, each losing one second
  * (es[k] >= 0: its slot; kmin: the shortest window), over rows [0, 8 * nw) of blocks
- * blk (RB bytes each; 8 * nw a multiple of 64, the presence rows 8-byte aligned).  Rows
- * the kernel above takes are done here, their front moves too (in pend, as scratch:
- * the new fronts' ring lines are prefetched after each 8 rows and read after the
- * pass, in one loop whose loads overlap).  acc[c] gets, per row of word c (one byte per row, the presence
- * layout): 0 (done or nothing to evict), 1 (the engine's general eviction must do this
- * row) or 0x80 | the lanes whose sums cancelled (done; the engine recomputes those
- * sums exactly).  Returns the number of rows marked. */
-static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present,
-                                 const ff_vp *svp, const ff_ohlc *soh, Py_ssize_t NP,
-                                 Py_ssize_t D, const int64_t *es, Py_ssize_t kmin,
-                                 const ff_rings *q, int64_t *pend, uint64_t *acc, double cancel)
+ * blk (RB == FF_RB(3) bytes each, used as that constant; 8 * nw a multiple of 64, the
+ * presence rows 8-byte aligned).  Rows the kernel above takes are done here, their front
+ * moves too (in pend, as scratch: the new fronts' ring lines are prefetched after each 8
+ * rows and read after the pass, in one loop whose loads overlap).  acc (all zero on
+ * entry: the caller zeroes each word it reads) gets, per row of word c (one byte per
+ * row, the presence layout): 0 (done or nothing to evict), 1 (the engine's general
+ * eviction must do this row) or 0x80 | the lanes whose sums cancelled (done; the engine
+ * recomputes those sums exactly); only words with a marked row are written.  Returns
+ * the number of words written. */
+FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
+                                      const uint8_t *present, const ff_vp *svp,
+                                      const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D,
+                                      const int64_t *es, Py_ssize_t kmin, const ff_rings *q,
+                                      int64_t *pend, uint64_t *acc, double cancel,
+                                      const uint8_t *zero, Py_ssize_t *npart)
 {
-    const uint64_t *p0 = (const uint64_t *)(present + es[0] * NP),
-                   *p1 = (const uint64_t *)(present + es[1] * NP),
-                   *p2 = (const uint64_t *)(present + es[2] * NP), *n0, *n1, *n2;
-    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0;
+    const uint64_t *p0, *p1, *p2, *n0, *n1, *n2;
+    Py_ssize_t k, c, n = 0, j0 = 0, nslow = 0, ex[3], np_ = 0;
     ff_ev3 E;
+    /* a window losing nothing (es[k] == -1): its presence rows are the zero row */
+    for (k = 0; k < 3; k++)
+        ex[k] = es[k] >= 0 ? es[k] : 0;
+    p0 = (const uint64_t *)(es[0] >= 0 ? present + ex[0] * NP : zero);
+    p1 = (const uint64_t *)(es[1] >= 0 ? present + ex[1] * NP : zero);
+    p2 = (const uint64_t *)(es[2] >= 0 ? present + ex[2] * NP : zero);
     E.NP = NP; E.D = D; E.present = present; E.soh = soh; E.cancel = cancel; E.kmin = kmin;
-    E.nx0 = es[0] + 1 == D ? 0 : es[0] + 1;
-    E.nx1 = es[1] + 1 == D ? 0 : es[1] + 1;
-    E.nx2 = es[2] + 1 == D ? 0 : es[2] + 1;
-    E.vp0 = svp + es[0] * NP; E.vp1 = svp + es[1] * NP; E.vp2 = svp + es[2] * NP;
+    E.nx0 = ex[0] + 1 == D ? 0 : ex[0] + 1;
+    E.nx1 = ex[1] + 1 == D ? 0 : ex[1] + 1;
+    E.nx2 = ex[2] + 1 == D ? 0 : ex[2] + 1;
+    E.vp0 = svp + ex[0] * NP; E.vp1 = svp + ex[1] * NP; E.vp2 = svp + ex[2] * NP;
     E.so0 = soh + E.nx0 * NP; E.so1 = soh + E.nx1 * NP; E.so2 = soh + E.nx2 * NP;
     for (k = 0; k < 3; k++)
-        E.pat[k] = E.pat[k + 3] = (uint16_t)es[k];
+        E.pat[k] = E.pat[k + 3] = (uint16_t)ex[k];
     E.pat[6] = E.pat[7] = 0;
     for (k = 0; k < 8; k++)
         E.six[k] = k < 6 ? -1 : 0;
+    E.sixm = ff_ev3_sixm;
+    E.fsl = (uint64_t)E.nx0 | (uint64_t)E.nx1 << 16 | (uint64_t)E.nx2 << 32;
     n0 = (const uint64_t *)(present + E.nx0 * NP);
     n1 = (const uint64_t *)(present + E.nx1 * NP);
     n2 = (const uint64_t *)(present + E.nx2 * NP);
-    memset(acc, 0, (size_t)nw * 8);
     for (c = 0; c < nw; c++) {
-        uint64_t a0, a1, a2, all, slow;
-        if (!(c & 7) && c + 8 <= nw) {
+        uint64_t a0, a1, a2, all, part, slow;
+        if (!(c & 7)) {
             /* skip 64 rows holding none of the evicted seconds at once (an engine's
-               capacity is often far above the rows it uses) */
+               capacity is often far above the rows it uses; nw is a multiple of 8) */
             ff_v2i z = {0, 0};
             for (k = 0; k < 8; k += 2) {
                 ff_v2i x0, x1, x2;
@@ -799,7 +1056,8 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
         }
         a0 = p0[c]; a1 = p1[c]; a2 = p2[c];
         all = a0 & a1 & a2;
-        slow = (a0 | a1 | a2) & ~all;
+        part = (a0 | a1 | a2) & ~all;
+        slow = 0;
         if (c + FF_PF_WORDS < nw && (p0[c + FF_PF_WORDS] | p2[c + FF_PF_WORDS])) {
             /* the store streams of the rows FF_PF_WORDS words ahead: (volume, pv) of the
                evicted slots, (open, ...) of the slots after them */
@@ -816,20 +1074,47 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
                 FF_PREFETCH_READ(o2 + k);
             }
         }
-        if (all) {
+        if (all | part) {
             Py_ssize_t r0 = 8 * c;
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
+            /* window 2's sums wait for the next row the kernel takes and are done with
+               its (rows are independent); pb: the waiting row's block, or NULL */
+            char *pb = NULL;
+            Py_ssize_t pr = 0;
+            unsigned px = 0;
+            int pj = 0;
             while (w) {
                 int j = __builtin_ctzll(w);
                 Py_ssize_t r = r0 + (j >> 3);
+                char *b = blk + r * FF_RB(3);
                 unsigned x;
                 w &= w - 1;
-                x = ff_evict3_row(blk + r * RB, r, &E, (int)((nall >> j) & 1), pend, &n);
-                if (x != 1)
-                    slow |= (uint64_t)(x ? 0x80 | (x >> 1) : 1) << j;
+                x = ff_evict3_row(b, r, &E, (int)((nall >> j) & 1), pend, &n);
+                if (!x) {
+                    slow |= (uint64_t)1 << j;
+                } else if (pb) {
+                    unsigned m2 = ff_ev3_lane2(pb, b, E.vp2 + pr, E.vp2 + r, cancel);
+                    px |= (m2 & 1) << 3;
+                    x |= (m2 & 2) << 2;
+                    if (px != 1)
+                        slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+                    if (x != 1)
+                        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+                    pb = NULL;
+                } else {
+                    pb = b; pr = r; px = x; pj = j;
+                }
             }
+            if (pb) {
+                px |= (ff_ev3_lane2(pb, pb, E.vp2 + pr, E.vp2 + pr, cancel) & 1) << 3;
+                if (px != 1)
+                    slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
+            }
+            if (part)
+                slow |= ff_evict3_parts(blk, r0, part, a0, a1, a2, n0[c], n1[c], n2[c],
+                                        &E, pend, &n, &np_);
             for (; j0 < n; j0++)
-                ff_front_prefetch(blk, RB, q, pend[j0]);
+                ff_front_prefetch(blk, FF_RB(3), q, pend[j0]);
         }
         if (slow) {
             acc[c] = slow;
@@ -837,8 +1122,60 @@ static Py_ssize_t ff_evict3_pass(char *blk, Py_ssize_t RB, Py_ssize_t nw, const 
         }
     }
     for (j0 = 0; j0 < n; j0++)
-        ff_front_read(blk, RB, q, soh, NP, pend[j0]);
+        ff_front_read(blk, FF_RB(3), q, soh, NP, pend[j0]);
+    *npart += np_;
     return nslow;
+}
+
+#define FF_EV3_ARGS char *blk, Py_ssize_t RB, Py_ssize_t nw, const uint8_t *present, \
+    const ff_vp *svp, const ff_ohlc *soh, Py_ssize_t NP, Py_ssize_t D, const int64_t *es, \
+    Py_ssize_t kmin, const ff_rings *q, int64_t *pend, uint64_t *acc, double cancel, \
+    const uint8_t *zero, Py_ssize_t *npart
+#define FF_EV3_PASS_ARGS blk, RB, nw, present, svp, soh, NP, D, es, kmin, q, pend, acc, cancel, \
+    zero, npart
+
+static Py_ssize_t __attribute__((noinline)) ff_evict3_pass_sse2(FF_EV3_ARGS)
+{
+    return ff_evict3_pass_t(FF_EV3_PASS_ARGS);
+}
+
+#if FF_EV3_AVX2
+static Py_ssize_t __attribute__((noinline)) FF_AVX2 ff_evict3_pass_avx2(FF_EV3_ARGS)
+{
+    return ff_evict3_pass_t(FF_EV3_PASS_ARGS);
+}
+#endif
+
+/* 1: the CPU runs AVX2 (asked once), 0: not, -1: not asked yet */
+static int ff_ev3_isa = -1;
+
+/* The pass's copy from now on (a test hook: engine._set_evict_isa): 0 the SSE2 copy,
+ * 1 the AVX2 copy, -1 the CPU's choice (asked on the next pass).  Returns the previous
+ * setting (-1, 0 or 1), or -2 (nothing changed) for 1 on a CPU (or build) without AVX2. */
+static int ff_ev3_set_isa(int isa)
+{
+    int prev = ff_ev3_isa;
+    if (isa == 1) {
+#if FF_EV3_AVX2
+        if (!__builtin_cpu_supports("avx2"))
+            return -2;
+#else
+        return -2;
+#endif
+    }
+    ff_ev3_isa = isa;
+    return prev;
+}
+
+static Py_ssize_t ff_evict3_pass(FF_EV3_ARGS)
+{
+#if FF_EV3_AVX2
+    if (ff_ev3_isa < 0)
+        ff_ev3_isa = __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (ff_ev3_isa)
+        return ff_evict3_pass_avx2(FF_EV3_PASS_ARGS);
+#endif
+    return ff_evict3_pass_sse2(FF_EV3_PASS_ARGS);
 }
 
 #endif

@@ -159,6 +159,7 @@ cdef class Engine:
     # counters
     cdef int64_t n_accepted, n_inserted, n_replaced, n_stale, n_future, n_invalid, n_bad_row
     cdef int64_t n_rebuilds, n_recomputes
+    cdef Py_ssize_t n_ev3_part      # rows the fast eviction pass did with some window losing nothing
     # python-side objects
     cdef list _keep
     cdef dict _views

@@ -11,6 +11,12 @@ import numpy.typing as npt
 
 __all__ = ["Engine", "WindowView"]
 
+def _set_evict_isa(name: str) -> str:
+    """Test hook: force the steady eviction pass's copy, ``"sse2"``, ``"avx2"`` or
+    ``"auto"`` (CPUID); returns the previous setting.  ValueError for an unknown name or
+    ``"avx2"`` on a CPU without it."""
+    ...
+
 #: the most seconds an engine keeps (``depth``, so also the longest window)
 DEPTH_LIMIT: int
 

@@ -10,17 +10,49 @@ rows that fall silent), with windows in any order, prices on and off the 1e-4 gr
 fronts several per row, gaps after the evicted second (the earliest bar is found by a
 scan), and volume level jumps that cancel the sums (the exact recompute), and compare
 every window with the reference after every second.
+
+The pass is compiled twice (SSE2 and AVX2, chosen by CPUID); every test here runs under
+each copy the CPU has (the ``isa`` fixture forces it with the private hook
+``fastfeed._ext.engine._set_evict_isa`` and restores "auto" after).  The pass also takes
+one-second steps in the fill phase after a start (the longest windows not full yet: a
+row holds the evicted second of the short windows only, or the clock is below a window's
+length so that window loses nothing); ``internals["evict3_fill_rows"]`` (private) counts
+the rows it did so, which the fill-phase test checks.
 """
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fastfeed._ext import engine as _engine
 from fastfeed._ext.engine import Engine
 from fastfeed.engine.reference import ReferenceEngine, assert_windows_match
 
 T0 = 1_700_000_000
 CAPACITY = 300          # rows 0..299, presence padded to 320: five 64-row groups
 USED = 200              # rows 200..299 never get a bar (an empty stretch of the pass)
+
+
+def _isas():
+    out = ["sse2"]
+    prev = _engine._set_evict_isa("auto")
+    try:
+        _engine._set_evict_isa("avx2")
+        out.append("avx2")
+    except ValueError:
+        pass
+    finally:
+        _engine._set_evict_isa(prev)
+    return out
+
+
+@pytest.fixture(autouse=True, params=_isas())
+def isa(request):
+    """Every test of this module under each copy of the pass this CPU runs."""
+    prev = _engine._set_evict_isa(request.param)
+    yield request.param
+    _engine._set_evict_isa("auto")
+    assert prev in ("auto", "sse2", "avx2")
 
 
 @st.composite
@@ -56,7 +88,8 @@ def second_of_bars(rng, t, cents, off_grid, p_silent, cancel_rows):
     return rows.astype(np.int64), np.full(n, t, dtype=np.int64), o, h, lo, c, v, pv
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(steady_case())
 def test_steady_one_second_steps_of_three_windows_match_the_reference(case):
     wins, depth, seed, off_grid, p_silent = case
@@ -122,3 +155,47 @@ def test_the_steady_step_recomputes_a_row_whose_sums_cancelled():
         assert_windows_match(eng, ref)
         assert eng.upsert(*batch) == ref.upsert(*batch) == rows
         assert_windows_match(eng, ref)
+
+
+@st.composite
+def fill_case(draw):
+    wins = draw(st.permutations([3, 11, 26]))         # the shortest window need not be first
+    depth = draw(st.sampled_from([26, 29]))
+    start = draw(st.sampled_from([T0, 1, 9]))         # 1, 9: the clock below a window's length
+    return (tuple(wins), depth, start, draw(st.integers(0, 2**32 - 1)),
+            draw(st.booleans()), draw(st.sampled_from([0.0, 0.05, 0.3])))
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(fill_case())
+def test_fill_phase_one_second_steps_match_the_reference(case):
+    """From an empty engine, one-second steps while the longest windows fill: each step
+    every window loses one second or nothing (a row holds the evicted second of some
+    windows only; with a clock below a window's length, that window loses nothing at
+    all).  The fast pass takes those rows (counted in internals["evict3_fill_rows"]);
+    rows silent for stretches, prices on and off the grid, cancelling volume jumps."""
+    wins, depth, start, seed, off_grid, p_silent = case
+    rng = np.random.default_rng(seed)
+    eng = Engine(CAPACITY, wins, depth=depth)
+    ref = ReferenceEngine(CAPACITY, wins, depth=depth)
+    cents = rng.integers(100, 5000, USED)
+    cancel_rows = rng.choice(USED, 10, replace=False)
+    for i in range(max(wins) + 6):
+        t = start + i
+        batch = second_of_bars(rng, t, cents, off_grid, p_silent, cancel_rows)
+        if i % 3 != 2:
+            eng.advance_to(t)
+            ref.advance_to(t)
+            assert_windows_match(eng, ref)
+        assert eng.upsert(*batch) == ref.upsert(*batch)
+        assert_windows_match(eng, ref)
+    assert eng.counters == ref.counters
+    assert eng.internals["evict3_fill_rows"] > 0       # the fast pass did fill-phase rows
+
+
+def test_set_evict_isa_names():
+    assert _engine._set_evict_isa("sse2") in ("auto", "sse2", "avx2")
+    assert _engine._set_evict_isa("auto") == "sse2"
+    with pytest.raises(ValueError):
+        _engine._set_evict_isa("avx512")

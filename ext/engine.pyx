@@ -324,10 +324,10 @@ cdef class Engine:
         seconds (full RSS from the start; ~1.4 s for the default size on the 2-core VM).
         ``False``: pages become resident as they are first written.
 
-    Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 13)`` bytes, where ``C`` =
+    Memory: ``capacity * (49 * depth + 12 * C + B + 16 * K + 22)`` bytes, where ``C`` =
     next power of two >= max(windows), ``K`` = number of windows and ``B`` = the row
-    block, ``32 + 102 * K`` rounded up to 64 (see ``docs/ENGINE.md``); 931 MB (888 MiB)
-    for the default 16384 x 900 x 3 windows.
+    block (384 bytes for 3 windows; the formula is in ``docs/ENGINE.md``, "Memory");
+    931 MB (888 MiB) for the default 16384 x 900 x 3 windows.
     """
 
     def __cinit__(self, capacity=16384, windows=(60, 300, 900), depth=None, max_future_skew=5.0,

@@ -1010,28 +1010,18 @@ cdef class Engine:
         cdef DQE *qx = self.qmax + r * self.C
         cdef DQE *qn = self.qmin + r * self.C
         cdef const OHLC *col = self.soh + r
-        cdef Py_ssize_t mask = self.mask, NP = self.NP, k, K = self.K
+        cdef Py_ssize_t mask = self.mask, NP = self.NP, K = self.K
         cdef char *b = <char *>hd         # the row block starts with its head
         cdef int64_t hx = (<int32_t *>(b + self.o_fmax))[self.kmax]
         cdef int64_t hn = (<int32_t *>(b + self.o_fmin))[self.kmax]
-        cdef Lanes L
         cdef int32_t *tl = self.tails + 2 * r
         cdef int64_t px = tl[0], pn = tl[1]
         cdef uint32_t fh = dkey(h), fl = dkey(l)
         px = push_back(qx, hd, tl, 0, px, hx, h, fh, slot, mask, col, NP, True)
         pn = push_back(qn, hd, tl, 1, pn, hn, l, fl, slot, mask, col, NP, False)
         ff_add_new(b, K, slot, o, h, l, c, v, pv, px, pn)
-        if pv < 0.0:                # volume >= 0: only pv can cancel on an add
-            self._lanes(r, &L)
-            for k in range(K):
-                if cancelled(&L, k):
-                    self._recompute(k, r, self._T - self.win[k], self._T)
-                    L.vwap[k] = vwap_of(&L, k)
-        if px + 1 >= REBASE_AT:
-            self._rebase(r, True)
-        if pn + 1 >= REBASE_AT:
-            self._rebase(r, False)
-
+        if pv < 0.0 or px + 1 >= REBASE_AT or pn + 1 >= REBASE_AT:
+            self._new_rare(r, px, pn, pv)
 
     cdef bint _apply(self, Py_ssize_t r, int64_t s, double o, double h, double l, double c,
                      double v, double pv) noexcept nogil:
@@ -1151,8 +1141,9 @@ cdef class Engine:
         return replaced
 
     cdef void _new_rare(self, Py_ssize_t r, int64_t px, int64_t pn, double pv) noexcept nogil:
-        """What ``_apply_new`` does after the add kernel, for ``_upsert_run``'s fast path
-        (rare: pv < 0, or a deque tail reached REBASE_AT)."""
+        """The rare work after a new latest bar's add kernel (``_apply_new``, and
+        ``ff_new3`` in ``_upsert_run``): pv < 0 (a window's pv sum may cancel) or a deque
+        tail reached REBASE_AT."""
         cdef Lanes L
         cdef Py_ssize_t k
         if pv < 0.0:                # volume >= 0: only pv can cancel on an add

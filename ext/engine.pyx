@@ -1254,6 +1254,9 @@ cdef class Engine:
                         FF_PREFETCH(p + 128)
                         FF_PREFETCH(p + 192)
                         FF_PREFETCH(p + 256)
+                        # its tails entry (read by the near stage: an L1 miss when
+                        # the tails outgrow L1, ~12,000 rows)
+                        FF_PREFETCH(tails + 2 * r)
                     else:
                         b = 0
                         while b < hot:

@@ -193,6 +193,14 @@ cdef inline void vadd(double *s, double *c, double x) noexcept nogil:
     s[0] = u
 
 
+cdef inline Py_ssize_t slot_of(int64_t s, int64_t T, int64_t Tslot, int64_t D) noexcept nogil:
+    """The store slot of second s (T - depth < s <= T) when T's slot is Tslot."""
+    cdef int64_t x = Tslot - (T - s)
+    if x < 0:
+        x += D
+    return <Py_ssize_t>x
+
+
 cdef inline int64_t push_back(DQE *q, RowHead *hd, int32_t *tl, int which, int64_t p,
                               int64_t head, double val, uint32_t fval, uint16_t slot,
                               Py_ssize_t mask, const OHLC *col, Py_ssize_t NP,
@@ -494,10 +502,7 @@ cdef class Engine:
         return self._T - d
 
     cdef inline Py_ssize_t _slot(self, int64_t s) noexcept nogil:
-        cdef int64_t x = self._Tslot - (self._T - s)
-        if x < 0:
-            x += self.D
-        return <Py_ssize_t>x
+        return slot_of(s, self._T, self._Tslot, self.D)
 
     # -- clock -------------------------------------------------------------------------
     cdef void _advance(self, int64_t T1) noexcept nogil:
@@ -1254,20 +1259,17 @@ cdef class Engine:
                         FF_PREFETCH(p + 128)
                         FF_PREFETCH(p + 192)
                         FF_PREFETCH(p + 256)
-                        # its tails entry (read by the near stage: an L1 miss when
-                        # the tails outgrow L1, ~12,000 rows)
-                        FF_PREFETCH(tails + 2 * r)
                     else:
                         b = 0
                         while b < hot:
                             FF_PREFETCH(p + b)
                             b += 64
+                    # its tails entry (read by the near stage: an L1 miss when the
+                    # tails outgrow L1, ~12,000 rows)
+                    FF_PREFETCH(tails + 2 * r)
                     s = S[j]
                     if s <= T and s > T - D:
-                        slot = Tslot - (T - s)
-                        if slot < 0:
-                            slot += D
-                        off = slot * NP + r
+                        off = slot_of(s, T, Tslot, D) * NP + r
                         FF_PREFETCH(svp + off)
                         FF_PREFETCH(soh + off)
             if i < 0:
@@ -1311,9 +1313,7 @@ cdef class Engine:
             if s > last and s > Tw:
                 # the steady state: a new latest bar inside every window (_apply's
                 # first case, then _apply_new, for 3 windows)
-                slot = Tslot - (T - s)
-                if slot < 0:
-                    slot += D
+                slot = slot_of(s, T, Tslot, D)
                 off = slot * NP + r
                 soh[off].o = o
                 soh[off].h = h

@@ -314,13 +314,11 @@ FF_INLINE void ff_add_new_k(char *b, Py_ssize_t K, uint16_t slot, double o, doub
         ff_sum1(b, K, K - 1, v, pv, 0, 0.0);
 }
 
+/* any K but 3: an engine of 3 windows takes such a bar through ff_new3 (below) */
 static inline void ff_add_new(char *b, Py_ssize_t K, uint16_t slot, double o, double h,
                               double l, double c, double v, double pv, int64_t px, int64_t pn)
 {
-    if (K == 3)         /* the default windows: every offset a constant */
-        ff_add_new_k(b, 3, slot, o, h, l, c, v, pv, px, pn);
-    else
-        ff_add_new_k(b, K, slot, o, h, l, c, v, pv, px, pn);
+    ff_add_new_k(b, K, slot, o, h, l, c, v, pv, px, pn);
 }
 
 /* ---- the steady-state bar of 3 windows (K = 3): ext/engine.pyx's _upsert_run ----------
@@ -672,12 +670,8 @@ static inline ff_v2f ff_cvt2f(ff_v2d x)
 #endif
 }
 
-/* Two lanes of 3-window blocks at once: lane A (block ba, window k) and lane B (block bb,
- * window k + adj): with adj, lanes k and k + 1 of one block (bb == ba, 16-byte loads and
- * stores); without, window k of two blocks.  Each lane loses the (volume, pv) of its cell
- * (pa, pb): exactly ff_sum1's operations on it (with the negated cell), check on.  Returns the 2-bit mask
- * of the lanes whose sums cancelled.  With ba == bb and adj == 0 both lanes are the same
- * (one lane, stored twice with the same values). */
+/* A field's two lanes A and B at byte offset off: with adj, lanes k and k + 1 of block ba
+ * (one 16- or 8-byte access); without, lane k of blocks ba and bb (two accesses). */
 FF_INLINE ff_v2d ff_ldp(const char *ba, const char *bb, Py_ssize_t off, const int adj)
 {
     if (adj)
@@ -709,6 +703,12 @@ FF_INLINE void ff_stpf(char *ba, char *bb, Py_ssize_t off, const int adj, ff_v2f
     }
 }
 
+/* Two lanes of 3-window blocks at once: lane A (block ba, window k) and lane B (block bb,
+ * window k + adj): with adj, lanes k and k + 1 of one block (bb == ba, 16-byte loads and
+ * stores); without, window k of two blocks.  Each lane loses the (volume, pv) of its cell
+ * (pa, pb): exactly ff_sum1's operations on it (with the negated cell), check on.  Returns
+ * the 2-bit mask of the lanes whose sums cancelled.  With ba == bb and adj == 0 both
+ * lanes are the same (one lane, stored twice with the same values). */
 FF_INLINE unsigned ff_ev3_pair(char *ba, char *bb, Py_ssize_t k, const int adj,
                                const ff_vp *pa, const ff_vp *pb, double cancel)
 {
@@ -897,6 +897,51 @@ FF_INLINE unsigned ff_evict3_part(char *b, Py_ssize_t r, const ff_ev3 *E, unsign
     return 1 | mc << 1;
 }
 
+/* Window 2's sums wait for the next row the pass's kernels take and are done with its,
+ * two rows in one operation (rows are independent).  A row that waits: its block (NULL:
+ * none), its window-2 cell, its kernel result, its byte in the word, and whether window
+ * 2 evicts in it. */
+typedef struct {
+    char *b;
+    const ff_vp *v2;
+    unsigned x, m2;
+    int j;
+} ff_lane2_wait;
+
+/* Row (block b, window-2 cell v2, kernel result x != 0, byte j; m2: 1 if window 2 loses
+ * the second in it) after the rows before it in the word: waits, or goes with the row
+ * waiting.  Returns the word's marks for the rows finished (see ff_evict3_pass_t). */
+FF_INLINE uint64_t ff_lane2_take(ff_lane2_wait *w, char *b, const ff_vp *v2, unsigned x,
+                                 int j, unsigned m2, double cancel)
+{
+    uint64_t slow = 0;
+    unsigned c, px;
+    if (!w->b) {
+        w->b = b; w->v2 = v2; w->x = x; w->j = j; w->m2 = m2;
+        return 0;
+    }
+    c = ff_ev3_lane2(w->b, b, w->v2, v2, cancel);
+    px = w->x | (c & w->m2) << 3;
+    x |= ((c >> 1) & m2) << 3;
+    if (px != 1)
+        slow |= (uint64_t)(0x80 | (px >> 1)) << w->j;
+    if (x != 1)
+        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
+    w->b = NULL;
+    return slow;
+}
+
+/* The row still waiting at the end of the word, alone; returns its marks. */
+FF_INLINE uint64_t ff_lane2_flush(ff_lane2_wait *w, double cancel)
+{
+    unsigned px;
+    if (!w->b)
+        return 0;
+    px = w->x | (ff_ev3_lane2(w->b, w->b, w->v2, w->v2, cancel) & w->m2) << 3;
+    w->b = NULL;
+    return px != 1 ? (uint64_t)(0x80 | (px >> 1)) << w->j : 0;
+}
+
 /* The rows of one 8-row word that ff_evict3_part takes (part: their bytes' low bits;
  * a_k, n_k: the word's presence bits of es[k] and of the second after it), window 2's
  * sums two rows at a time as in the pass (the zero cell where window 2 loses nothing).
@@ -907,16 +952,12 @@ FF_INLINE uint64_t ff_evict3_parts(char *blk, Py_ssize_t r0, uint64_t w, uint64_
                                    Py_ssize_t *n, Py_ssize_t *np_)
 {
     uint64_t slow = 0;
-    char *pb = NULL;
-    const ff_vp *pv2 = NULL;
-    unsigned px = 0, pm2 = 0;
-    int pj = 0;
+    ff_lane2_wait wait = {NULL, NULL, 0, 0, 0};
     while (w) {
         int j = __builtin_ctzll(w);
         Py_ssize_t r = r0 + (j >> 3);
         char *b = blk + r * FF_RB(3);
-        const ff_vp *v2;
-        unsigned x, m2k;
+        unsigned x;
         unsigned mk = (unsigned)((a0 >> j) & 1) | (unsigned)((a1 >> j) & 1) << 1
                       | (unsigned)((a2 >> j) & 1) << 2;
         unsigned nb = (unsigned)((b0 >> j) & 1) | (unsigned)((b1 >> j) & 1) << 1
@@ -924,29 +965,13 @@ FF_INLINE uint64_t ff_evict3_parts(char *blk, Py_ssize_t r0, uint64_t w, uint64_
         w &= w - 1;
         x = ff_evict3_part(b, r, E, mk, nb, pend, n);
         *np_ += x != 0;
-        m2k = mk >> 2;
-        v2 = m2k ? E->vp2 + r : &ff_ev3_zcell;
-        if (!x) {
+        if (!x)
             slow |= (uint64_t)1 << j;
-        } else if (pb) {
-            unsigned m2 = ff_ev3_lane2(pb, b, pv2, v2, E->cancel);
-            px |= (m2 & pm2) << 3;
-            x |= ((m2 >> 1) & m2k) << 3;
-            if (px != 1)
-                slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
-            if (x != 1)
-                slow |= (uint64_t)(0x80 | (x >> 1)) << j;
-            pb = NULL;
-        } else {
-            pb = b; pv2 = v2; px = x; pj = j; pm2 = m2k;
-        }
+        else
+            slow |= ff_lane2_take(&wait, b, (mk >> 2) ? E->vp2 + r : &ff_ev3_zcell, x, j,
+                                  mk >> 2, E->cancel);
     }
-    if (pb) {
-        px |= (ff_ev3_lane2(pb, pb, pv2, pv2, E->cancel) & pm2) << 3;
-        if (px != 1)
-            slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
-    }
-    return slow;
+    return slow | ff_lane2_flush(&wait, E->cancel);
 }
 
 /* The deque rings, as the engine lays them out: entry i of row r's ring is
@@ -1077,12 +1102,7 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
         if (all | part) {
             Py_ssize_t r0 = 8 * c;
             uint64_t w = all, nall = all & n0[c] & n1[c] & n2[c];
-            /* window 2's sums wait for the next row the kernel takes and are done with
-               its (rows are independent); pb: the waiting row's block, or NULL */
-            char *pb = NULL;
-            Py_ssize_t pr = 0;
-            unsigned px = 0;
-            int pj = 0;
+            ff_lane2_wait wait = {NULL, NULL, 0, 0, 0};
             while (w) {
                 int j = __builtin_ctzll(w);
                 Py_ssize_t r = r0 + (j >> 3);
@@ -1090,26 +1110,12 @@ FF_INLINE Py_ssize_t ff_evict3_pass_t(char *blk, Py_ssize_t RB, Py_ssize_t nw,
                 unsigned x;
                 w &= w - 1;
                 x = ff_evict3_row(b, r, &E, (int)((nall >> j) & 1), pend, &n);
-                if (!x) {
+                if (!x)
                     slow |= (uint64_t)1 << j;
-                } else if (pb) {
-                    unsigned m2 = ff_ev3_lane2(pb, b, E.vp2 + pr, E.vp2 + r, cancel);
-                    px |= (m2 & 1) << 3;
-                    x |= (m2 & 2) << 2;
-                    if (px != 1)
-                        slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
-                    if (x != 1)
-                        slow |= (uint64_t)(0x80 | (x >> 1)) << j;
-                    pb = NULL;
-                } else {
-                    pb = b; pr = r; px = x; pj = j;
-                }
+                else
+                    slow |= ff_lane2_take(&wait, b, E.vp2 + r, x, j, 1, cancel);
             }
-            if (pb) {
-                px |= (ff_ev3_lane2(pb, pb, E.vp2 + pr, E.vp2 + pr, cancel) & 1) << 3;
-                if (px != 1)
-                    slow |= (uint64_t)(0x80 | (px >> 1)) << pj;
-            }
+            slow |= ff_lane2_flush(&wait, cancel);
             if (part)
                 slow |= ff_evict3_parts(blk, r0, part, a0, a1, a2, n0[c], n1[c], n2[c],
                                         &E, pend, &n, &np_);

@@ -15,8 +15,9 @@ Semantics (details in ``docs/ENGINE.md``):
 Layout (``docs/ENGINE.md``, "Layout"; the row block's offsets in ``ext/engine_lanes.h``):
 everything a bar of a row reads or writes besides the store and its deques sits in the
 row's **row block**: the head, then one array of K lanes per field (lane k = window k),
-the fields an in-order bar touches first (5 cache lines for 3 windows), ``open`` and
-the earliest bar's slot last (384 bytes in all), so a bar in a random row touches few
+the fields every in-order bar touches first (4 cache lines for 3 windows), then the
+max/min fields (written when a front moves), ``open`` and the earliest bar's slot last
+(384 bytes in all), so a bar in a random row touches few
 lines and one page, and the kernels of ``engine_lanes.h`` update two windows per
 vector operation.
 The bar store is slot-major (slot = second % depth): a burst for one second writes one
@@ -1214,8 +1215,8 @@ cdef class Engine:
         fields it needs are locals (a store through a char * would make the C compiler
         load every self field again); the clock is reloaded after each ``_advance``.
         Each bar prefetches what the bar PF_FAR ahead touches: the hot lines of its row
-        block (5 for 3 windows; ``open`` and ``fslot`` after them are rarely written by a
-        bar) and its store cells (not the presence byte: its line is shared by 64 rows,
+        block (4 for 3 windows; the high/low fields after them are written only when a
+        front moves, ``open`` and ``fslot`` rarely) and its store cells (not the presence byte: its line is shared by 64 rows,
         and prefetching it measured 2-5% slower at 12,000 rows); PF_NEAR ahead, its row
         head again and the ring lines of each deque's back entry and of the entry two
         before it (the tails are a compact array, so their address is known without
@@ -1224,7 +1225,7 @@ cdef class Engine:
         rows than 4 ahead).  A new latest bar inside every window of a 3-window
         engine (the steady state) takes ``ff_new3``, any other bar ``_apply``."""
         cdef Py_ssize_t N = self.N, NP = self.NP, RB = self.RB, Cq = self.C, kmax = self.kmax
-        cdef Py_ssize_t hot = self.o_open, nlast = self.nlast, i, j, b
+        cdef Py_ssize_t hot = self.o_high, nlast = self.nlast, i, j, b
         cdef int64_t mask = self.mask, T = self._T, Tslot = self._Tslot, D = self.D
         cdef int64_t Wmin = self.Wmin, r, s, last, slot, off, px, pn
         cdef int64_t accepted = 0, n_ins = 0
@@ -1258,7 +1259,6 @@ cdef class Engine:
                         FF_PREFETCH(p + 64)
                         FF_PREFETCH(p + 128)
                         FF_PREFETCH(p + 192)
-                        FF_PREFETCH(p + 256)
                     else:
                         b = 0
                         while b < hot:
@@ -1404,13 +1404,16 @@ cdef class Engine:
             if i + PF_FAR < n and 0 <= k < self.K:
                 r = rows[i + PF_FAR]
                 if 0 <= r < self.N:
-                    # window k's outputs are lanes of the count..low arrays and of open
-                    p = self.blk + r * self.RB
-                    b = self.o_cnt + 8 * k
-                    while b <= self.o_low + 8 * k:
+                    # window k's outputs: lane k of the count..close arrays (hot), of
+                    # high and low (warm) and of open (cold)
+                    p = self.blk + r * self.RB + 8 * k
+                    b = self.o_cnt
+                    while b <= self.o_close:
                         FF_PREFETCH(p + b)
                         b += 8 * self.K
-                    FF_PREFETCH(p + self.o_open + 8 * k)
+                    FF_PREFETCH(p + self.o_high)
+                    FF_PREFETCH(p + self.o_low)
+                    FF_PREFETCH(p + self.o_open)
             out[i] = self.read(k, rows[i])
 
     cdef bint row_idle(self, Py_ssize_t row) noexcept nogil:

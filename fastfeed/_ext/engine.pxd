@@ -76,8 +76,9 @@ ctypedef struct WindowRow:
 # -- private layout (docs/ENGINE.md, "Layout") -----------------------------------------
 # Fields that name a bar hold its slot (second % depth): unique within a window.
 # A row block is the RowHead, then one array of K lanes per field (lane k = window k),
-# hot fields first (everything an in-order bar touches: 5 cache lines for 3 windows),
-# then ``open`` and ``fslot`` (changed when a window's earliest bar changes); padded to
+# hot fields first (everything every in-order bar touches: 4 cache lines for 3 windows),
+# then high, low and the front slots (written when a max or min front moves), then
+# ``open`` and ``fslot`` (changed when a window's earliest bar changes); padded to
 # a multiple of 64 bytes (384 for 3 windows).  Blocks are row-major and page-aligned;
 # the offsets are written once, in ext/engine_lanes.h (``ff_layout``), copied into
 # ``Engine.o_*``; ``Lanes`` holds a row's field pointers for the scalar (rare) paths.

@@ -1216,8 +1216,9 @@ cdef class Engine:
         load every self field again); the clock is reloaded after each ``_advance``.
         Each bar prefetches what the bar PF_FAR ahead touches: the hot lines of its row
         block (4 for 3 windows; the high/low fields after them are written only when a
-        front moves, ``open`` and ``fslot`` rarely) and its store cells (not the presence byte: its line is shared by 64 rows,
-        and prefetching it measured 2-5% slower at 12,000 rows); PF_NEAR ahead, its row
+        front moves, ``open`` and ``fslot`` rarely) and its store cells (not the presence
+        byte: its line is shared by 64 rows, and prefetching it measured 2-5% slower at
+        12,000 rows); PF_NEAR ahead, its row
         head again and the ring lines of each deque's back entry and of the entry two
         before it (the tails are a compact array, so their address is known without
         waiting for the row block; issued 16 bars ahead, these ring prefetches stalled

@@ -7,9 +7,10 @@
  * the front slots off them measured 0.96-0.98x the upsert time at 12,000 rows) -- then
  * the warm ones (high, low, hslot, lslot: written when a window's max or min front
  * moves, and read by the clock step), then ``open`` and ``fslot`` (written when a
- * window's earliest bar changes: by evictions, in row order).  The offsets below are the single home of the
- * layout: the engine reads them through ff_layout(), the kernels use them directly, so
- * a kernel called with a literal K (the engine's K == 3 case) has every address folded.
+ * window's earliest bar changes: by evictions, in row order).  The offsets below are
+ * the single home of the layout: the engine reads them through ff_layout(), the kernels
+ * use them directly, so a kernel called with a literal K (the engine's K == 3 case) has
+ * every address folded.
  *
  * The kernels do two lanes at a time with GCC vector extensions (two doubles: SSE2, so
  * any x86-64 runs them, other targets get GCC's generic lowering) and an odd last lane
@@ -50,6 +51,10 @@
 #define FF_O_OPEN(K)  ((40 + 92 * (Py_ssize_t)(K) + 7) & ~(Py_ssize_t)7)  /* double open (output) */
 #define FF_O_FSLOT(K) (FF_O_OPEN(K) + 8 * (Py_ssize_t)(K))  /* uint16 slot of the earliest bar */
 #define FF_RB(K)      ((FF_O_FSLOT(K) + 2 * (Py_ssize_t)(K) + 63) & ~(Py_ssize_t)63)
+
+/* _upsert_run (engine.pyx) prefetches the hot lines of a 3-window block as 4 literal
+   offsets: the hot fields must end where the warm ones start, at line 4 */
+_Static_assert(FF_O_HIGH(3) == 4 * 64, "3-window hot fields: exactly lines 0-3 of the block");
 
 /* the offsets for K lanes, in the order of the engine's o_* fields; returns RB */
 static Py_ssize_t ff_layout(Py_ssize_t K, Py_ssize_t *o)

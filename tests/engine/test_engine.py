@@ -312,6 +312,22 @@ def test_level_jump_1e6_to_1_keeps_sums_within_1e9_of_fsum():
         assert_windows_match(e, ref)
 
 
+@pytest.mark.parametrize("windows", [(5,), (3, 5, 8)])    # general kernels; 3-window fast path
+def test_pv_sum_cancelled_by_a_positive_pv_is_recomputed_at_once(windows):
+    """A positive pv added to a negative pv sum can cancel it: the window's sums stay
+    within 1e-9 of fsum on the fast path and the general one (-1e16 + 0.3 + 1e16 is 0
+    in plain running doubles; fsum gives 0.3)."""
+    W = max(windows)
+    e = Engine(1, windows, depth=W)
+    ref = ReferenceEngine(1, windows, depth=W)
+    for i, pv in enumerate([-1e16, 0.3, 1e16]):
+        args = bars([0], [T0 + i], 2.0, v=1.0, pv=pv)
+        e.upsert(*args)
+        ref.upsert(*args)
+        assert_windows_match(e, ref)
+    assert e.window(W).vwap[0] == pytest.approx(0.1, rel=1e-12)
+
+
 def test_constant_prices_never_rebuild_deques():
     e = Engine(16, (5, 20), depth=20)
     for i in range(200):

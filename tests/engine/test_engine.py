@@ -313,7 +313,7 @@ def test_level_jump_1e6_to_1_keeps_sums_within_1e9_of_fsum():
 
 
 @pytest.mark.parametrize("windows", [(5,), (3, 5, 8)])    # general kernels; 3-window fast path
-def test_pv_sum_cancelled_by_a_positive_pv_is_recomputed_at_once(windows):
+def test_pv_sum_cancelled_by_a_positive_pv_stays_within_1e9_of_fsum(windows):
     """A positive pv added to a negative pv sum can cancel it: the window's sums stay
     within 1e-9 of fsum on the fast path and the general one (-1e16 + 0.3 + 1e16 is 0
     in plain running doubles; fsum gives 0.3)."""
